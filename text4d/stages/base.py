@@ -1,0 +1,81 @@
+"""What a Session needs from an optimisation stage.
+
+A stage (static, dynamic, refine, recon) is a resumable optimiser that owns its
+parameters and optimiser state and knows nothing about threads, viewers or
+files. The :class:`text4d.session.Session` drives it one :meth:`Stage.step` at
+a time from its background thread and calls :meth:`Stage.render` for viewers
+under the same lock, so a frame never sees half-updated parameters
+(nerfview's lesson). Editable knobs are the fields of ``stage.cfg``: a stage
+reads them afresh every step, so a change applied between steps takes effect
+on the next one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from torch import Tensor
+
+from text4d.render.camera import Cameras
+from text4d.render.splat import RenderOutput
+from text4d.views import Views
+
+
+class Stage(ABC):
+    """A resumable optimiser stepped by a Session.
+
+    Attributes:
+        name: short stage name shown in the UI ("static", "dynamic", ...).
+        cfg: the stage's dataclass config; its fields are the live-editable knobs.
+        iteration: number of completed steps.
+        iters: planned total number of steps.
+        num_frames: frames of the clip (1 for a static stage).
+    """
+
+    name: str
+    cfg: Any
+    iteration: int
+    iters: int
+    num_frames: int
+
+    @abstractmethod
+    def step(self) -> dict[str, float]:
+        """Run one optimisation step; return the loss terms (already weighted) and "loss"."""
+
+    @abstractmethod
+    def render(self, cameras: Cameras, t: float | Tensor) -> RenderOutput:
+        """Render the current model at normalised time ``t`` (no gradients)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume bit-exactly: parameters, optimiser, RNG, iteration."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (including a changed Gaussian count)."""
+
+    @property
+    @abstractmethod
+    def num_gaussians(self) -> int:
+        """Current number of Gaussians."""
+
+    @abstractmethod
+    def remove_gaussians(self, mask: Tensor) -> int:
+        """Delete the Gaussians where ``mask`` [N] is True (with their optimiser state); return how many."""
+
+    @abstractmethod
+    def gaussian_centers(self, t: float) -> Tensor:
+        """World positions [N, 3] of the Gaussians at time ``t``, for crop boxes and viewers."""
+
+    @abstractmethod
+    def gaussian_opacities(self) -> Tensor:
+        """Activated opacities [N], for pruning by opacity from the UI."""
+
+    def ground_truth(self) -> Views | None:
+        """Held-out posed images to compare against, if this stage's data has them."""
+        return None
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics (PSNR/SSIM/IoU) when ground truth exists, else {}."""
+        return {}
