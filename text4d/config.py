@@ -1,0 +1,149 @@
+"""Structured configs: dataclass schemas + YAML files + ``key=value`` overrides.
+
+Every command takes ``--config FILE`` and dotlist overrides (as the seeds'
+``input=... radius=2``). OmegaConf merges them onto the dataclass schema, so an
+unknown key or a value of the wrong type is an error that names the key,
+before any work starts. The same validation serves live edits from the viewer
+(:func:`set_value`), with optional bounds declared once in field metadata::
+
+    lambda_rgb: float = field(default=10000.0, metadata={"min": 0.0, "help": "..."})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from text4d.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _describe(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None)
+    msg = str(e).splitlines()[0]
+    return f"config key '{key}': {msg}" if key else msg
+
+
+def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
+    """Build a ``schema`` instance from defaults, then the YAML file, then dotlist overrides."""
+    base = OmegaConf.structured(schema)
+    layers = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            layers.append(OmegaConf.load(path))
+        except Exception as e:  # yaml.YAMLError and friends, whatever the YAML library raises
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+    if overrides:
+        try:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as e:
+            raise ConfigError(_describe(e)) from e
+    try:
+        merged = OmegaConf.merge(base, *layers)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        where = f" (in {path})" if path else ""
+        raise ConfigError(_describe(e) + where) from e
+    validate(cfg)
+    return cfg  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _field(cfg: Any, key: str) -> tuple[Any, dataclasses.Field]:
+    """Resolve a dotted key to (owning dataclass instance, its field)."""
+    obj = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not dataclasses.is_dataclass(obj) or not hasattr(obj, part):
+            raise ConfigError(f"unknown config key '{key}'")
+        obj = getattr(obj, part)
+    fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+    if parts[-1] not in fields:
+        raise ConfigError(f"unknown config key '{key}'")
+    return obj, fields[parts[-1]]
+
+
+def _check_bounds(key: str, value: Any, meta: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        raise ConfigError(f"config key '{key}' must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"config key '{key}' must be <= {hi}, got {value}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Check every field's declared bounds (``metadata`` min/max/choices), recursively."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            validate(value, key + ".")
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            _check_bounds(key, value, f.metadata)
+
+
+def set_value(cfg: Any, key: str, value: Any) -> Any:
+    """Validate and set one (dotted) key in place; return the value as stored.
+
+    ``value`` may be a string as typed in a GUI box; it is converted to the
+    field's type. Refused values raise :class:`ConfigError` and leave ``cfg``
+    unchanged.
+    """
+    obj, field = _field(cfg, key)
+    current = getattr(obj, field.name)
+    kind = type(current) if current is not None else str
+    try:
+        if kind is bool and isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            converted: Any = value.lower() in ("true", "1", "yes", "on")
+        elif kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        elif kind in (int, float, str, bool):
+            converted = kind(value)
+        else:
+            converted = OmegaConf.to_object(OmegaConf.merge(OmegaConf.create({"v": current}), {"v": value}))["v"]
+    except (TypeError, ValueError, OmegaConfBaseException) as e:
+        raise ConfigError(f"config key '{key}' expects {kind.__name__}, got {value!r}") from e
+    if isinstance(converted, (int, float, str)) and not isinstance(converted, bool):
+        _check_bounds(key, converted, field.metadata)
+    setattr(obj, field.name, converted)
+    return converted
+
+
+def get_value(cfg: Any, key: str) -> Any:
+    obj, field = _field(cfg, key)
+    return getattr(obj, field.name)
+
+
+def editable_fields(cfg: Any, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
+    """All (dotted key, field, value) pairs, for building edit panels in viewers."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.extend(editable_fields(value, f"{prefix}{f.name}."))
+        else:
+            out.append((f"{prefix}{f.name}", f, value))
+    return out
