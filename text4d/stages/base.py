@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
+from text4d.io.ply import PlyGaussians
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput
 from text4d.views import Views
@@ -67,6 +68,10 @@ class Stage(ABC):
     @abstractmethod
     def gaussian_centers(self, t: float) -> Tensor:
         """World positions [N, 3] of the Gaussians at time ``t``, for crop boxes and viewers."""
+
+    @abstractmethod
+    def deformed_raw(self, t: float) -> PlyGaussians:
+        """Raw Gaussian parameters at time ``t`` (for ``.ply`` export and client-side splats)."""
 
     @abstractmethod
     def gaussian_opacities(self) -> Tensor:
