@@ -1,0 +1,138 @@
+"""HexPlane deformation field: per-Gaussian Δposition, Δlog-scale, Δrotation at time t.
+
+As in DreamGaussian4D (after 4DGaussians / K-planes): six feature planes over
+the pairs of (x, y, z, t) — three space planes (xy, xz, yz) and three
+space-time planes (xt, yt, zt) — sampled bilinearly and multiplied together,
+at several spatial resolutions whose features are concatenated. A small MLP
+trunk maps the feature to a hidden vector, and three heads predict the
+deltas. The heads' last layers start at zero, so an untrained field is the
+identity: the static model renders unchanged until the field learns motion.
+
+Space planes start uniform in [0.1, 0.5] and space-time planes at 1, so the
+product is time-independent at the start (the same initialisation as K-planes).
+
+All planes of one kind are stacked into a single tensor so each resolution
+costs two ``grid_sample`` calls for any number of points and times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_SPACE_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
+_TIME_PAIRS = ((0, 3), (1, 3), (2, 3))  # xt, yt, zt
+
+
+@dataclass
+class DeformConfig:
+    """Shape of the field. Defaults follow DreamGaussian4D's ``4d.yaml``."""
+
+    channels: int = field(default=32, metadata={"min": 1})
+    resolution: int = field(default=32, metadata={"min": 2, "help": "base spatial plane resolution"})
+    time_resolution: int = field(default=12, metadata={"min": 2, "help": "HexPlane T (12 in 4d.yaml)"})
+    multires: list[int] = field(default_factory=lambda: [1, 2])
+    bound: float = field(default=1.6, metadata={"min": 0.0, "help": "planes cover [-bound, bound]^3"})
+    width: int = field(default=64, metadata={"min": 1})
+    depth: int = field(default=1, metadata={"min": 1, "help": "trunk layers"})
+
+
+@dataclass
+class Deltas:
+    """Per-Gaussian offsets at the queried times.  All [T, N, ·]."""
+
+    position: Tensor  # [T, N, 3]
+    log_scale: Tensor  # [T, N, 3]
+    rotation: Tensor  # [T, N, 4]
+
+
+class HexPlaneField(nn.Module):
+    """Multi-resolution HexPlane features + MLP heads.
+
+    Example::
+
+        field = HexPlaneField(DeformConfig())
+        d = field(means, torch.tensor([0.0, 0.5, 1.0]))  # d.position: [3, N, 3]
+    """
+
+    def __init__(self, cfg: DeformConfig):
+        super().__init__()
+        if not cfg.multires:
+            raise ValueError("multires must list at least one resolution multiplier")
+        self.cfg = cfg
+        self.space_planes = nn.ParameterList()
+        self.time_planes = nn.ParameterList()
+        for m in cfg.multires:
+            r = cfg.resolution * m
+            self.space_planes.append(nn.Parameter(torch.empty(3, cfg.channels, r, r).uniform_(0.1, 0.5)))
+            # [3, C, T, R]: height indexes time, width indexes the space coordinate
+            self.time_planes.append(nn.Parameter(torch.ones(3, cfg.channels, cfg.time_resolution, r)))
+        feat = cfg.channels * len(cfg.multires)
+        layers: list[nn.Module] = [nn.Linear(feat, cfg.width)]
+        for _ in range(cfg.depth - 1):
+            layers += [nn.ReLU(), nn.Linear(cfg.width, cfg.width)]
+        self.trunk = nn.Sequential(*layers)
+        self.head_position = self._head(3)
+        self.head_scale = self._head(3)
+        self.head_rotation = self._head(4)
+
+    def _head(self, out: int) -> nn.Sequential:
+        w = self.cfg.width
+        head = nn.Sequential(nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, out))
+        nn.init.zeros_(head[-1].weight)
+        nn.init.zeros_(head[-1].bias)
+        return head
+
+    def grid_parameters(self) -> list[nn.Parameter]:
+        return list(self.space_planes) + list(self.time_planes)
+
+    def mlp_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith(("space_planes", "time_planes"))]
+
+    def features(self, xyz: Tensor, t: Tensor) -> Tensor:
+        """HexPlane features [T, N, C*len(multires)] for points [N, 3] (or [T, N, 3]) at times [T]."""
+        n_t = t.shape[0]
+        if xyz.ndim == 2:
+            xyz = xyz.unsqueeze(0).expand(n_t, -1, -1)
+        n = xyz.shape[1]
+        p = (xyz / self.cfg.bound).clamp(-1.0, 1.0)  # [T, N, 3]
+        tt = (t * 2.0 - 1.0).view(n_t, 1, 1).expand(n_t, n, 1)  # [T, N, 1]
+        coords = torch.cat([p, tt], dim=-1).reshape(1, n_t * n, 4)  # [1, P, 4]
+        space_grid = torch.stack([coords[..., [a, b]] for a, b in _SPACE_PAIRS])  # [3, 1, P, 2]
+        time_grid = torch.stack([coords[..., [a, b]] for a, b in _TIME_PAIRS])  # [3, 1, P, 2]
+        feats = []
+        for space, time in zip(self.space_planes, self.time_planes):
+            fs = F.grid_sample(space, space_grid, mode="bilinear", padding_mode="border", align_corners=True)
+            ft = F.grid_sample(time, time_grid, mode="bilinear", padding_mode="border", align_corners=True)
+            feats.append((fs.prod(0) * ft.prod(0))[:, 0])  # [C, P]
+        return torch.cat(feats, dim=0).T.reshape(n_t, n, -1)
+
+    def forward(self, xyz: Tensor, t: Tensor) -> Deltas:
+        """Deltas for Gaussians at canonical positions ``xyz`` [N, 3] at times ``t`` [T] in [0, 1]."""
+        t = torch.as_tensor(t, dtype=xyz.dtype, device=xyz.device).reshape(-1)
+        hidden = self.trunk(self.features(xyz, t))
+        return Deltas(self.head_position(hidden), self.head_scale(hidden), self.head_rotation(hidden))
+
+    # -- regularisers (4DGaussians defines these; we actually call them) ------
+    def tv_loss(self) -> Tensor:
+        """Total variation of the space planes: neighbouring cells should agree."""
+        total = self.space_planes[0].new_zeros(())
+        for plane in self.space_planes:
+            total = total + (plane[..., 1:, :] - plane[..., :-1, :]).square().mean()
+            total = total + (plane[..., :, 1:] - plane[..., :, :-1]).square().mean()
+        return total
+
+    def time_smoothness_loss(self) -> Tensor:
+        """Second differences along time of the space-time planes: motion should not jerk."""
+        total = self.time_planes[0].new_zeros(())
+        for plane in self.time_planes:
+            d1 = plane[..., 1:, :] - plane[..., :-1, :]
+            total = total + (d1[..., 1:, :] - d1[..., :-1, :]).square().mean()
+        return total
+
+    def time_l1_loss(self) -> Tensor:
+        """Sparsity of motion: space-time planes stay close to 1 (no change) unless needed."""
+        return sum((plane - 1.0).abs().mean() for plane in self.time_planes)
