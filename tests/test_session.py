@@ -1,0 +1,339 @@
+"""Session behaviour on CPU, driven against the tiny deterministic ToyStage."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from toy_stage import ToyStage
+
+from text4d.errors import ConfigError
+from text4d.recording import RunFolder
+from text4d.render.camera import Cameras
+from text4d.session import CommandRefused, Session, SessionConfig, SessionEvent, clone_state
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The machine is shared; one torch thread is plenty for 48 blobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run(tmp_path) -> RunFolder:
+    return RunFolder.create("session-test", tmp_path)
+
+
+def make_session(run: RunFolder, stage: ToyStage | None = None, paused: bool = False, **cfg) -> Session:
+    cfg.setdefault("log_every", 1)
+    cfg.setdefault("eval_every", 0)
+    return Session(stage or ToyStage(), run, SessionConfig(**cfg), start_paused=paused).start()
+
+
+def assert_states_equal(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_states_equal(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_states_equal(x, y, f"{where}/{i}")
+    else:
+        assert a == b, where
+
+
+def test_pause_stops_iterations(run):
+    session = make_session(run)
+    try:
+        session.wait(lambda s: s.iteration >= 3)
+        session.pause().result(10)
+        frozen = session.stats().iteration
+        # Each command is a full trip through the optimiser loop; a leaking loop would step in between.
+        for _ in range(5):
+            session.snapshot().result(10)
+            assert session.stage.iteration == frozen
+        assert session.stats().state == "paused"
+        session.resume().result(10)
+        session.wait(lambda s: s.iteration >= frozen + 2)
+    finally:
+        session.stop()
+
+
+def test_commands_apply_in_order_between_iterations(run):
+    session = make_session(run, paused=True)
+    try:
+        session.set("lambda_rgb", 2.0)
+        session.set("lambda_rgb", 3.0)
+        session.set("lambda_alpha", "0")  # typed text converts through the field's type
+        session.step(1).result(10)
+        session.wait(lambda s: s.iteration == 1)
+    finally:
+        session.stop()
+    edits = [e for e in run.edits() if e["ok"]]
+    assert [(e["command"], e["args"].get("value"), e["iteration"]) for e in edits[:4]] == [
+        ("set", 2.0, 0),
+        ("set", 3.0, 0),
+        ("set", "0", 0),
+        ("step", None, 0),
+    ]
+    assert session.stage.cfg.lambda_rgb == 3.0
+    assert session.stats().losses["alpha"] == 0.0 and session.stats().losses["rgb"] > 0.0
+
+
+def test_weight_change_mid_run_shows_in_loss_terms(run):
+    session = make_session(run)
+    try:
+        session.wait(lambda s: s.iteration >= 4)
+        session.set("lambda_alpha", 0.0).result(10)
+        applied_at = [e for e in run.edits() if e["command"] == "set"][0]["iteration"]
+        session.wait(lambda s: s.iteration >= applied_at + 3)
+    finally:
+        session.stop()
+    history = session.history()
+    before = [r["alpha"] for r in history if r["iteration"] <= applied_at]
+    after = [r["alpha"] for r in history if r["iteration"] > applied_at]
+    assert before and all(v > 0 for v in before)
+    assert len(after) >= 3 and all(v == 0.0 for v in after)
+
+
+def test_snapshot_rollback_restores_exactly(run):
+    session = make_session(run, paused=True)
+    try:
+        session.step(3).result(10)
+        session.wait(lambda s: s.iteration == 3)
+        session.snapshot().result(10)
+        saved = clone_state(session.stage.state_dict())
+        session.step(4).result(10)
+        session.wait(lambda s: s.iteration == 7)
+        after_first = clone_state(session.stage.state_dict())
+        assert not torch.equal(after_first["params"]["means"], saved["params"]["means"])
+        assert session.rollback().result(10) == 3
+        assert_states_equal(session.stage.state_dict(), saved)
+        # Training on from the snapshot retraces the same path, bit for bit.
+        session.step(4).result(10)
+        session.wait(lambda s: s.iteration == 7)
+        assert_states_equal(session.stage.state_dict(), after_first)
+    finally:
+        session.stop()
+
+
+def test_rollback_without_snapshot_is_refused(run):
+    session = make_session(run, paused=True)
+    try:
+        with pytest.raises(CommandRefused, match="no snapshot"):
+            session.rollback().result(10)
+    finally:
+        session.stop()
+
+
+def test_autosave_and_reopen_resume_from_same_iteration(run):
+    session = make_session(run, paused=True, autosave_every_iters=5)
+    saved = threading.Event()
+    session.subscribe(lambda e: saved.set() if e.kind == "autosaved" and e.data["reason"] == "periodic" else None)
+    try:
+        session.set("lambda_reg", 0.5).result(10)
+        session.step(6).result(10)
+        session.wait(lambda s: s.iteration == 6)
+        assert saved.wait(10)
+        assert run.load_checkpoint()["session"]["iteration"] == 5  # the periodic save, before the stop
+    finally:
+        session.stop()  # saves again on stop
+    continued = ToyStage()
+    continued.load_state_dict(clone_state(session.stage.state_dict()))
+    continued.cfg.lambda_reg = 0.5
+    for _ in range(3):
+        continued.step()
+
+    reopened = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0)).start()
+    try:
+        assert reopened.stats().state == "paused" and reopened.stats().iteration == 6
+        assert reopened.stage.cfg.lambda_reg == 0.5  # live edits survive the reopen
+        assert len(reopened.history()) == 6  # the loss curve too
+        reopened.step(3).result(10)
+        reopened.wait(lambda s: s.iteration == 9)
+    finally:
+        reopened.stop()
+    assert_states_equal(reopened.stage.state_dict(), continued.state_dict())
+
+
+class ExclusiveStage(ToyStage):
+    """Counts step/render overlaps: the session lock must make them mutually exclusive."""
+
+    def __init__(self):
+        super().__init__()
+        self.active = 0
+        self.overlaps = 0
+        self.guard = threading.Lock()
+
+    def _enter(self):
+        with self.guard:
+            self.active += 1
+            self.overlaps += self.active > 1
+
+    def _leave(self):
+        with self.guard:
+            self.active -= 1
+
+    def step(self):
+        self._enter()
+        try:
+            return super().step()
+        finally:
+            self._leave()
+
+    def render(self, cameras, t):
+        self._enter()
+        try:
+            return super().render(cameras, t)
+        finally:
+            self._leave()
+
+
+def test_concurrent_renders_during_training_are_safe(run):
+    stage = ExclusiveStage()
+    session = make_session(run, stage)
+    errors: list[BaseException] = []
+    frames: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+
+    def viewer(k: int) -> None:
+        cam = Cameras.orbit(10.0 * k, 30.0 * k, 2.5, 45.0, 20, 16).reshape(1)
+        try:
+            for i in range(15):
+                frames[k].append(session.render(cam, i / 14).rgb)
+        except BaseException as e:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(e)
+
+    try:
+        start = session.stats().iteration
+        threads = [threading.Thread(target=viewer, args=(k,)) for k in (0, 1)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        session.wait(lambda s: s.iteration >= start + 3)
+    finally:
+        session.stop()
+    assert not errors
+    assert stage.overlaps == 0
+    for k in (0, 1):
+        assert len(frames[k]) == 15
+        assert all(f.shape == (1, 16, 20, 3) and bool(torch.isfinite(f).all()) for f in frames[k])
+
+
+def test_nan_loss_pauses_and_rolls_back(run):
+    stage = ToyStage()
+    session = make_session(run, stage, paused=True, good_snapshot_every=4)
+    events: list[SessionEvent] = []
+    session.subscribe(events.append)
+    try:
+        session.step(8).result(10)
+        session.wait(lambda s: s.iteration == 8)
+        good = clone_state(stage.state_dict())
+        stage.nan_at = 11
+        session.resume().result(10)
+        session.wait(lambda s: s.state == "paused")
+    finally:
+        session.stop()
+    assert stage.iteration == 8
+    assert_states_equal(stage.state_dict(), good)
+    nan = [e for e in events if e.kind == "nan"]
+    assert len(nan) == 1 and "rolled back to iteration 8" in nan[0].message and nan[0].level == "error"
+    assert any(e["command"] == "nan_rollback" and e["args"] == {"to": 8} for e in run.edits())
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("lambda_rgb", -1.0, ">= 0.0"),
+        ("lambda_alpha", "nan", "finite"),
+        ("ref_size", 0, ">= 8"),
+        ("lr", "fast", "expects float"),
+        ("no_such_knob", 1.0, "unknown config key"),
+    ],
+)
+def test_bad_values_are_refused_and_session_survives(run, key, value, match):
+    session = make_session(run, paused=True)
+    events: list[SessionEvent] = []
+    session.subscribe(events.append)
+    try:
+        before = dict(vars(session.stage.cfg))
+        with pytest.raises((CommandRefused, ConfigError), match=match):
+            session.set(key, value).result(10)
+        assert vars(session.stage.cfg) == before
+        assert [e.level for e in events if e.kind == "refused"] == ["error"]
+        session.step(1).result(10)
+        session.wait(lambda s: s.iteration == 1)
+    finally:
+        session.stop()
+    assert [e["ok"] for e in run.edits() if e["command"] == "set"] == [False]
+
+
+def test_crop_and_prune_delete_the_right_gaussians(run):
+    stage = ToyStage()
+    session = make_session(run, stage, paused=True)
+    try:
+        centers = stage.gaussian_centers(0.5)
+        lo, hi = [-0.2, -0.6, -0.6], [0.6, 0.6, 0.6]
+        inside = ((centers >= torch.tensor(lo)) & (centers <= torch.tensor(hi))).all(-1)
+        expected = stage.gaussian_centers(0.5)[~inside]
+        assert session.crop(lo, hi, t=0.5).result(10) == int(inside.sum()) > 0
+        assert torch.equal(stage.gaussian_centers(0.5), expected)
+
+        opac = stage.gaussian_opacities()
+        assert session.prune_opacity(0.5).result(10) == int((opac < 0.5).sum())
+        assert bool((stage.gaussian_opacities() >= 0.5).all())
+
+        n = stage.num_gaussians
+        with pytest.raises(CommandRefused, match="all"):
+            session.prune_opacity(1.0).result(10)
+        with pytest.raises(CommandRefused, match="<= box max"):
+            session.crop([1, 0, 0], [0, 1, 1]).result(10)
+        with pytest.raises(CommandRefused, match="finite"):
+            session.crop([float("nan"), 0, 0], [1, 1, 1]).result(10)
+        assert stage.num_gaussians == n
+        session.step(2).result(10)  # training goes on with fewer Gaussians
+        session.wait(lambda s: s.iteration == 2)
+    finally:
+        session.stop()
+
+
+def test_export_runs_beside_training(run):
+    release = threading.Event()
+
+    def slow_ply(stage, out, it):
+        release.wait(30)
+        from text4d.export import export_ply_sequence
+
+        return export_ply_sequence(stage, out / f"ply-it{it:06d}")
+
+    session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), exporters={"ply": slow_ply}).start()
+    try:
+        session.wait(lambda s: s.iteration >= 2)
+        future = session.export("ply")
+        started = session.wait(lambda s: s.exports_running == 1).iteration
+        session.wait(lambda s: s.iteration >= started + 3)  # training continues while the export waits
+        release.set()
+        path = future.result(30)
+        with pytest.raises(CommandRefused, match="unknown export"):
+            session.export("obj").result(10)
+    finally:
+        session.stop()
+    assert sorted(p.name for p in path.iterdir()) == ["frame_000.ply", "frame_001.ply", "frame_002.ply"]
+
+
+def test_default_exports_write_ply_sequence_and_video(run):
+    session = make_session(run, paused=True)
+    try:
+        session.step(2).result(10)
+        paths = [session.export(kind).result(120) for kind in ("ply", "mp4")]
+    finally:
+        session.stop()
+    assert len(list(paths[0].glob("*.ply"))) == 3
+    assert paths[1].suffix == ".mp4" and paths[1].stat().st_size > 0

@@ -1,0 +1,670 @@
+"""The live run: one owner of a stage's mutable state while people watch and edit it.
+
+A :class:`Session` steps a :class:`~text4d.stages.base.Stage` in a background
+thread. Front ends (the viser web viewer, the DearPyGui viewer, the headless
+CLI) never touch the stage directly: they
+
+* send commands (``pause``, ``resume``, ``step``, ``set``, ``crop``,
+  ``prune_opacity``, ``snapshot``, ``rollback``, ``export``) that queue up and
+  are applied **between** iterations, in order, by the training thread;
+* call :meth:`Session.render` which holds the same lock as ``stage.step()``,
+  so a frame never sees half-updated or half-pruned parameters (nerfview's
+  lesson), and which asks the trainer to let it in next so a viewer is never
+  starved by a fast training loop;
+* read :meth:`Session.stats` / :meth:`Session.history` (plain snapshots);
+* subscribe to :class:`SessionEvent` notifications (refused edits, NaN
+  recovery, finished exports) with :meth:`Session.subscribe`.
+
+Every command is appended to the run's ``edits.jsonl`` with the iteration it
+was applied at, metrics go to ``metrics.jsonl``, and the state is checkpointed
+into the run folder every so many iterations/seconds and on pause/stop, so
+``text4d view recordings/<run>`` can reopen it (paused) and resume.
+
+Viewer-only state (the time being looked at, the camera, the render mode)
+is *not* session state: two tabs may look at different times of the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import inspect
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from text4d.config import editable_fields, set_value
+from text4d.errors import ConfigError, Text4DError
+from text4d.recording import RunFolder
+from text4d.render.camera import Cameras
+from text4d.render.splat import RenderOutput
+from text4d.stages.base import Stage
+
+log = logging.getLogger(__name__)
+
+SessionState = Literal["running", "paused", "finished", "error"]
+EventKind = Literal["state", "applied", "refused", "nan", "export_started", "exported", "export_failed", "error", "autosaved"]
+Level = Literal["info", "success", "warning", "error"]
+CommandName = Literal["pause", "resume", "step", "set", "crop", "prune_opacity", "snapshot", "rollback", "export"]
+
+# An exporter writes a (frozen) copy of the stage to files under ``out_dir`` and returns the main path.
+Exporter = Callable[[Stage, Path, int], Path]
+
+
+class CommandRefused(Text4DError):
+    """A command the session would not apply (bad value, nothing to roll back to, ...)."""
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """A notification for front ends (shown as a toast in the viewer, a log line headless)."""
+
+    kind: EventKind
+    message: str
+    iteration: int
+    level: Level = "info"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """What a front end shows in its stats panel; an immutable snapshot, safe to read from any thread."""
+
+    state: SessionState
+    stage: str
+    iteration: int
+    iters: int
+    it_per_s: float
+    num_gaussians: int
+    losses: dict[str, float]
+    metrics: dict[str, float]
+    snapshots: int
+    exports_running: int
+
+
+@dataclass
+class SessionConfig:
+    """How often the session logs, evaluates, snapshots and autosaves."""
+
+    log_every: int = field(default=10, metadata={"min": 1, "help": "iterations between metrics.jsonl records (and plot points)"})
+    eval_every: int = field(default=100, metadata={"min": 0, "help": "iterations between held-out evaluations; 0 = never"})
+    good_snapshot_every: int = field(default=50, metadata={"min": 1, "help": "iterations between in-memory 'last good' copies for NaN recovery"})
+    autosave_every_iters: int = field(default=500, metadata={"min": 0, "help": "0 = only on pause/stop"})
+    autosave_every_s: float = field(default=120.0, metadata={"min": 0.0, "help": "0 = only on pause/stop"})
+    max_snapshots: int = field(default=8, metadata={"min": 1, "help": "user snapshots kept in memory (oldest dropped)"})
+    history: int = field(default=100_000, metadata={"min": 10, "help": "metric records kept in memory for plots"})
+    render_priority_ms: float = field(default=50.0, metadata={"min": 0.0, "help": "longest a training step waits for pending renders"})
+
+
+@dataclass
+class _Command:
+    name: CommandName
+    args: dict[str, Any]
+    future: Future
+
+
+def clone_state(obj: Any) -> Any:
+    """Deep copy of a state dict with every tensor cloned (optimiser states alias live tensors)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: clone_state(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clone_state(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(clone_state(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (Tensor, np.ndarray)):
+        return np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value).tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def cfg_values(cfg: Any) -> dict[str, Any]:
+    """Flat {dotted key: value} of a stage config, for checkpoints and replays."""
+    return {key: _jsonable(value) for key, _, value in editable_fields(cfg)}
+
+
+def default_exporters() -> dict[str, Exporter]:
+    """The exports the viewer offers: a per-frame 3DGS .ply sequence and orbit videos."""
+    from text4d.export import export_orbit_video, export_ply_sequence
+
+    return {
+        "ply": lambda stage, out, it: export_ply_sequence(stage, out / f"ply-it{it:06d}"),
+        "mp4": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.mp4"),
+        "gif": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.gif", fps=12, num_frames=36, resolution=192),
+    }
+
+
+class Session:
+    """A stage being optimised in a background thread, driven by commands.
+
+    Args:
+        stage: the optimiser to drive.
+        run: the run folder that receives edits, metrics, checkpoints and exports.
+        cfg: logging / snapshot / autosave cadence.
+        start_paused: begin paused (``text4d view`` reopens runs this way).
+        exporters: ``kind -> exporter``; defaults to :func:`default_exporters`.
+    """
+
+    def __init__(
+        self,
+        stage: Stage,
+        run: RunFolder,
+        cfg: SessionConfig | None = None,
+        start_paused: bool = False,
+        exporters: dict[str, Exporter] | None = None,
+    ):
+        self.stage = stage
+        self.run = run
+        self.cfg = cfg or SessionConfig()
+        self.exporters = exporters if exporters is not None else default_exporters()
+        # One lock around every stage.step() and stage.render(): renders see whole iterations.
+        self.lock = threading.RLock()
+        self._commands: queue.Queue[_Command | None] = queue.Queue()
+        self._state: SessionState = "paused" if start_paused else "running"
+        self._steps_left = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[SessionEvent], None]] = []
+        self._listeners_lock = threading.Lock()
+        # Renders waiting for the lock; the trainer lets them in before its next step.
+        self._render_waiters = 0
+        self._render_cv = threading.Condition()
+        # Wakes wait() callers whenever stats change.
+        self._progress = threading.Condition()
+        self._snapshots: deque[tuple[int, dict[str, Any]]] = deque(maxlen=self.cfg.max_snapshots)
+        self._last_good: tuple[int, dict[str, Any]] = (stage.iteration, clone_state(stage.state_dict()))
+        self._history: deque[dict[str, Any]] = deque(maxlen=self.cfg.history)
+        self._recent_steps: deque[tuple[float, int]] = deque(maxlen=30)
+        self._losses: dict[str, float] = {}
+        self._metrics: dict[str, float] = {}
+        self._exports: list[threading.Thread] = []
+        self._last_autosave = (time.monotonic(), stage.iteration)
+        self._stats = self._make_stats()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    def reopen(cls, stage: Stage, run: RunFolder, cfg: SessionConfig | None = None, **kwargs: Any) -> "Session":
+        """A paused session on ``stage`` restored from ``run``'s latest checkpoint (parameters and live edits)."""
+        if not run.has_checkpoint("latest"):
+            raise Text4DError(f"{run.path} has no checkpoint to reopen (expected {run.checkpoint_dir / 'latest.json'})")
+        state = run.load_checkpoint("latest", device=str(_stage_device(stage)))
+        stage.load_state_dict(state["stage"])
+        for key, value in state.get("session", {}).get("cfg", {}).items():
+            try:
+                set_value(stage.cfg, key, value)
+            except ConfigError as e:  # a key the current code no longer has: keep the default, say so
+                log.warning("not restoring %s from %s: %s", key, run.path, e)
+        session = cls(stage, run, cfg, start_paused=True, **kwargs)
+        session._history.extend(r for r in run.metrics() if "loss" in r)
+        return session
+
+    def start(self) -> "Session":
+        """Start the optimiser thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="text4d-session", daemon=True)
+            self._thread.start()
+            self._emit("state", f"session started ({self._state})", data={"state": self._state})
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the optimiser after the current iteration, wait for exports, and autosave."""
+        if self._thread is not None:
+            self._stop.set()
+            self._commands.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        for thread in list(self._exports):
+            thread.join(timeout)
+        self._autosave("stop")
+
+    def __enter__(self) -> "Session":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- commands (thread-safe; applied between iterations) ----------------------------
+    def submit(self, name: CommandName, **args: Any) -> Future:
+        """Queue a command; the future resolves when it has been applied (or raises if refused)."""
+        cmd = _Command(name, args, Future())
+        if self._thread is None or self._stop.is_set():
+            cmd.future.set_exception(CommandRefused("the session is not running; start() it first"))
+            return cmd.future
+        self._commands.put(cmd)
+        return cmd.future
+
+    def pause(self) -> Future:
+        return self.submit("pause")
+
+    def resume(self) -> Future:
+        return self.submit("resume")
+
+    def step(self, n: int = 1) -> Future:
+        """Run ``n`` iterations while paused; the future resolves once they are queued to run."""
+        return self.submit("step", n=n)
+
+    def set(self, key: str, value: Any) -> Future:
+        """Set a stage config value (validated by :func:`text4d.config.set_value`)."""
+        return self.submit("set", key=key, value=value)
+
+    def crop(self, lo: Sequence[float], hi: Sequence[float], t: float = 0.0) -> Future:
+        """Delete the Gaussians whose centres at time ``t`` lie inside the box [lo, hi]."""
+        return self.submit("crop", lo=list(lo), hi=list(hi), t=t)
+
+    def prune_opacity(self, threshold: float) -> Future:
+        """Delete the Gaussians whose opacity is below ``threshold``."""
+        return self.submit("prune_opacity", threshold=threshold)
+
+    def snapshot(self) -> Future:
+        return self.submit("snapshot")
+
+    def rollback(self) -> Future:
+        """Restore the latest snapshot's parameters and optimiser state (config edits stay)."""
+        return self.submit("rollback")
+
+    def export(self, kind: str) -> Future:
+        """Export in a worker thread from a consistent copy; the future resolves to the written path."""
+        return self.submit("export", kind=kind)
+
+    # -- reading -------------------------------------------------------------------------
+    def render(self, cameras: Cameras, t: float) -> RenderOutput:
+        """Render the current model; waits for the current iteration, then goes before the next."""
+        with self._render_cv:
+            self._render_waiters += 1
+        acquired = False
+        try:
+            self.lock.acquire()
+            acquired = True
+            with self._render_cv:
+                self._render_waiters -= 1
+                self._render_cv.notify_all()
+            return self.stage.render(cameras, t)
+        finally:
+            if acquired:
+                self.lock.release()
+            else:
+                with self._render_cv:
+                    self._render_waiters -= 1
+                    self._render_cv.notify_all()
+
+    def stats(self) -> SessionStats:
+        return self._stats
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def history(self) -> list[dict[str, Any]]:
+        """Metric records (one per ``log_every`` iterations), oldest first, for loss plots."""
+        return list(self._history)
+
+    def wait(self, predicate: Callable[[SessionStats], bool], timeout: float = 60.0) -> SessionStats:
+        """Block until ``predicate(stats)`` holds; raise ``TimeoutError`` after ``timeout`` seconds."""
+        with self._progress:
+            if not self._progress.wait_for(lambda: predicate(self._stats), timeout):
+                raise TimeoutError(f"session did not reach the awaited state in {timeout:.0f} s (now {self._stats})")
+        return self._stats
+
+    def subscribe(self, listener: Callable[[SessionEvent], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` for every event (from the session's threads; keep it short).
+
+        Returns a function that unsubscribes.
+        """
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    # -- the optimiser thread ----------------------------------------------------------------
+    def _should_train(self) -> bool:
+        return self._state != "error" and (self._steps_left > 0 or (self._state == "running" and self.stage.iteration < self.stage.iters))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._drain_commands(block=not self._should_train())
+            if self._stop.is_set():
+                break
+            if self._state == "running" and self.stage.iteration >= self.stage.iters and self._steps_left == 0:
+                self._set_state("finished", f"finished {self.stage.iteration} iterations; raise 'iters' and resume to continue")
+                self._autosave("finished")
+                continue
+            if self._should_train():
+                self._train_one()
+                self._maybe_autosave()
+
+    def _drain_commands(self, block: bool) -> None:
+        try:
+            cmd = self._commands.get(timeout=0.25) if block else self._commands.get_nowait()
+        except queue.Empty:
+            return
+        while cmd is not None:
+            self._apply(cmd)
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _train_one(self) -> None:
+        with self._render_cv:  # let waiting renders in first, but never stall training for long
+            self._render_cv.wait_for(lambda: self._render_waiters == 0, timeout=self.cfg.render_priority_ms / 1000.0)
+        try:
+            with self.lock:
+                losses = self.stage.step()
+        except Exception as e:  # any failure inside a stage must not kill the session or the viewer
+            log.exception("stage step failed at iteration %d", self.stage.iteration)
+            self._steps_left = 0
+            self._set_state("error", f"training failed at iteration {self.stage.iteration}: {e}; roll back or fix a setting, then resume", level="error")
+            return
+        if self._steps_left > 0:
+            self._steps_left -= 1
+        it = self.stage.iteration
+        if not all(math.isfinite(v) for v in losses.values()):
+            self._recover_from_nan(losses)
+            return
+        now = time.perf_counter()
+        self._recent_steps.append((now, it))
+        self._losses = losses
+        if it % self.cfg.good_snapshot_every == 0:
+            self._last_good = (it, clone_state(self.stage.state_dict()))
+        if self.cfg.eval_every and it % self.cfg.eval_every == 0:
+            with self.lock:
+                self._metrics = {f"test_{k}": v for k, v in self.stage.evaluate().items()}
+        if it % self.cfg.log_every == 0:
+            record = {"iteration": it, "time": time.time(), "it_per_s": self._it_per_s(), "gaussians": self.stage.num_gaussians, **losses, **self._metrics}
+            self._history.append(record)
+            self.run.log_metrics(record)
+        self._publish()
+
+    def _it_per_s(self) -> float:
+        if len(self._recent_steps) < 2:
+            return 0.0
+        (t0, i0), (t1, i1) = self._recent_steps[0], self._recent_steps[-1]
+        return (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _recover_from_nan(self, losses: dict[str, float]) -> None:
+        bad_it = self.stage.iteration
+        good_it, state = self._last_good
+        with self.lock:
+            self.stage.load_state_dict(clone_state(state))
+        self._steps_left = 0
+        self._recent_steps.clear()
+        bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
+        message = f"loss became NaN/inf at iteration {bad_it} ({', '.join(bad)}); rolled back to iteration {good_it} and paused. Lower a learning rate or loss weight, then resume."
+        self.run.log_edit({"iteration": bad_it, "time": _now(), "command": "nan_rollback", "args": {"to": good_it}, "ok": True, "source": "session", "message": message})
+        self._state = "paused"
+        self._emit("nan", message, level="error", data={"bad_iteration": bad_it, "restored_iteration": good_it})
+        self._publish()
+        self._autosave("nan")
+
+    # -- command application (training thread only) ---------------------------------------------
+    def _apply(self, cmd: _Command) -> None:
+        it = self.stage.iteration
+        handler = getattr(self, f"_cmd_{cmd.name}", None)
+        try:
+            if handler is None:
+                raise CommandRefused(f"unknown command '{cmd.name}'")
+            try:
+                inspect.signature(handler).bind(**cmd.args)
+            except TypeError as e:
+                raise CommandRefused(f"bad arguments for '{cmd.name}': {e}") from e
+            result, message = handler(**cmd.args)
+        except Exception as e:  # refused or failed, the session carries on and says why
+            if isinstance(e, Text4DError):
+                reason = str(e)
+            else:
+                log.exception("command %s failed", cmd.name)
+                reason = f"'{cmd.name}' failed: {e}"
+            self.run.log_edit({"iteration": it, "time": _now(), "command": cmd.name, "args": _jsonable(cmd.args), "ok": False, "message": reason})
+            self._emit("refused", reason, level="error", data={"command": cmd.name})
+            cmd.future.set_exception(e)
+            self._publish()
+            return
+        self.run.log_edit({"iteration": it, "time": _now(), "command": cmd.name, "args": _jsonable(cmd.args), "ok": True, "message": message})
+        self._emit("applied", message, data={"command": cmd.name, "args": _jsonable(cmd.args)})
+        if cmd.name == "export":  # its future resolves when the files are written
+            result(cmd.future)
+        else:
+            cmd.future.set_result(result)
+        self._publish()
+
+    def _cmd_pause(self) -> tuple[None, str]:
+        self._steps_left = 0
+        if self._state == "running":
+            self._set_state("paused", f"paused at iteration {self.stage.iteration}")
+            self._autosave("pause")
+        return None, f"paused at iteration {self.stage.iteration}"
+
+    def _cmd_resume(self) -> tuple[None, str]:
+        if self.stage.iteration >= self.stage.iters:
+            raise CommandRefused(f"all {self.stage.iters} iterations are done; raise 'iters' (or use step) to train further")
+        self._recent_steps.clear()
+        self._set_state("running", f"resumed at iteration {self.stage.iteration}")
+        return None, f"resumed at iteration {self.stage.iteration}"
+
+    def _cmd_step(self, n: int) -> tuple[int, str]:
+        count = _number("step count", n)
+        if not count.is_integer() or count < 1:
+            raise CommandRefused(f"step count must be a whole number >= 1, got {n!r}")
+        if self._state == "running":
+            raise CommandRefused("step runs iterations while paused; pause first")
+        if self._state == "error":
+            raise CommandRefused("training failed; roll back (or fix the setting) and resume first")
+        self._steps_left += int(count)
+        return int(count), f"stepping {int(count)} iteration(s) from {self.stage.iteration}"
+
+    def _cmd_set(self, key: str, value: Any) -> tuple[Any, str]:
+        try:
+            stored = set_value(self.stage.cfg, key, value)
+        except ConfigError as e:
+            raise CommandRefused(f"{e}; kept {key} = {_current(self.stage.cfg, key)}") from e
+        return stored, f"{key} = {stored}"
+
+    def _cmd_crop(self, lo: Sequence[float], hi: Sequence[float], t: float = 0.0) -> tuple[int, str]:
+        lo_t, hi_t = _finite_vec3("box min", lo), _finite_vec3("box max", hi)
+        t = _number("crop time", t)
+        if not 0.0 <= t <= 1.0:
+            raise CommandRefused(f"crop time must be in [0, 1], got {t}")
+        if bool((lo_t > hi_t).any()):
+            raise CommandRefused(f"box min {lo_t.tolist()} must be <= box max {hi_t.tolist()} on every axis")
+        with self.lock:
+            centers = self.stage.gaussian_centers(t)
+            inside = ((centers >= lo_t.to(centers)) & (centers <= hi_t.to(centers))).all(dim=-1)
+            return self._remove(inside, "inside the box")
+
+    def _cmd_prune_opacity(self, threshold: float) -> tuple[int, str]:
+        threshold = _number("opacity threshold", threshold)
+        if not 0.0 <= threshold <= 1.0:
+            raise CommandRefused(f"opacity threshold must be in [0, 1], got {threshold}")
+        with self.lock:
+            return self._remove(self.stage.gaussian_opacities() < threshold, f"with opacity < {threshold:g}")
+
+    def _remove(self, mask: Tensor, what: str) -> tuple[int, str]:
+        count, total = int(mask.sum()), self.stage.num_gaussians
+        if count == total:
+            raise CommandRefused(f"that would delete all {total} Gaussians ({what}); nothing was deleted")
+        removed = self.stage.remove_gaussians(mask) if count else 0
+        self._last_good = (self.stage.iteration, clone_state(self.stage.state_dict()))
+        return removed, f"deleted {removed} Gaussians {what}; {self.stage.num_gaussians} left"
+
+    def _cmd_snapshot(self) -> tuple[int, str]:
+        it = self.stage.iteration
+        self._snapshots.append((it, clone_state(self.stage.state_dict())))
+        return it, f"snapshot at iteration {it} ({len(self._snapshots)} kept)"
+
+    def _cmd_rollback(self) -> tuple[int, str]:
+        if not self._snapshots:
+            raise CommandRefused("no snapshot to roll back to; take one first")
+        it, state = self._snapshots[-1]
+        with self.lock:
+            self.stage.load_state_dict(clone_state(state))
+        self._last_good = (it, clone_state(state))
+        self._recent_steps.clear()
+        if self._state in ("finished", "error"):
+            self._set_state("paused", f"rolled back to iteration {it}")
+        return it, f"rolled back to the snapshot at iteration {it}"
+
+    def _cmd_export(self, kind: str) -> tuple[Callable[[Future], None], str]:
+        if kind not in self.exporters:
+            raise CommandRefused(f"unknown export '{kind}'; choose one of {sorted(self.exporters)}")
+        it = self.stage.iteration
+        with self.lock:
+            try:
+                frozen = copy.deepcopy(self.stage)  # exports read this copy while training goes on
+            except Exception as e:  # a stage holding something uncopyable: say so, keep training
+                raise CommandRefused(f"cannot take a copy of the {self.stage.name} stage to export from: {e}") from e
+
+        def start(future: Future) -> None:
+            thread = threading.Thread(target=self._export_worker, args=(kind, frozen, it, future), name=f"text4d-export-{kind}", daemon=True)
+            self._exports.append(thread)
+            thread.start()
+
+        self._emit("export_started", f"exporting {kind} at iteration {it} ...", data={"kind": kind})
+        return start, f"export {kind} started at iteration {it}"
+
+    def _export_worker(self, kind: str, frozen: Stage, it: int, future: Future) -> None:
+        try:
+            path = self.exporters[kind](frozen, self.run.exports_dir, it)
+        except Exception as e:  # an export failing (disk full, codec missing) must not stop training
+            log.exception("export %s failed", kind)
+            self._emit("export_failed", f"export {kind} failed: {e}", level="error", data={"kind": kind})
+            future.set_exception(e)
+        else:
+            self._emit("exported", f"exported {kind}: {path}", level="success", data={"kind": kind, "path": str(path)})
+            future.set_result(path)
+        finally:
+            self._exports.remove(threading.current_thread())
+            self._publish()
+
+    # -- autosave ----------------------------------------------------------------------------------
+    def _maybe_autosave(self) -> None:
+        t0, it0 = self._last_autosave
+        it = self.stage.iteration
+        by_iters = self.cfg.autosave_every_iters and it - it0 >= self.cfg.autosave_every_iters
+        by_time = self.cfg.autosave_every_s and time.monotonic() - t0 >= self.cfg.autosave_every_s and it != it0
+        if by_iters or by_time:
+            self._autosave("periodic")
+
+    def _autosave(self, reason: str) -> None:
+        """Checkpoint the stage and the live config to ``checkpoints/latest``."""
+        with self.lock:
+            state = {
+                "stage": self.stage.state_dict(),
+                "session": {"iteration": self.stage.iteration, "stage": self.stage.name, "reason": reason, "cfg": cfg_values(self.stage.cfg)},
+            }
+            path = self.run.save_checkpoint(state, "latest")
+        self._last_autosave = (time.monotonic(), self.stage.iteration)
+        log.debug("autosaved %s at iteration %d (%s)", path, self.stage.iteration, reason)
+        self._emit("autosaved", f"saved {path} at iteration {self.stage.iteration}", data={"reason": reason, "path": str(path)})
+
+    # -- events and stats ------------------------------------------------------------------------
+    def _set_state(self, state: SessionState, message: str, level: Level = "info") -> None:
+        self._state = state
+        if state != "running":
+            self._recent_steps.clear()
+        self._emit("state", message, level=level, data={"state": state})
+        self._publish()
+
+    def _emit(self, kind: EventKind, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None:
+        event = SessionEvent(kind, message, self.stage.iteration, level, data or {})
+        log.log(logging.ERROR if level == "error" else logging.DEBUG if kind == "autosaved" else logging.INFO, "%s", message)
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:  # a broken front end must not break training
+                log.exception("session event listener failed")
+
+    def _make_stats(self) -> SessionStats:
+        return SessionStats(
+            state=self._state,
+            stage=self.stage.name,
+            iteration=self.stage.iteration,
+            iters=self.stage.iters,
+            it_per_s=self._it_per_s(),
+            num_gaussians=self.stage.num_gaussians,
+            losses=dict(self._losses),
+            metrics=dict(self._metrics),
+            snapshots=len(self._snapshots),
+            exports_running=len(self._exports),
+        )
+
+    def _publish(self) -> None:
+        stats = self._make_stats()
+        with self._progress:
+            self._stats = stats
+            self._progress.notify_all()
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="milliseconds")
+
+
+def _current(cfg: Any, key: str) -> Any:
+    from text4d.config import get_value
+
+    try:
+        return get_value(cfg, key)
+    except ConfigError:
+        return "(no such key)"
+
+
+def _number(name: str, value: Any) -> float:
+    """A finite float from a GUI value (number or typed text), else a refusal naming the field."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise CommandRefused(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise CommandRefused(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _finite_vec3(name: str, value: Sequence[float]) -> Tensor:
+    if isinstance(value, (str, bytes)) or len(value) != 3:
+        raise CommandRefused(f"{name} must be 3 numbers, got {value!r}")
+    return torch.tensor([_number(name, v) for v in value], dtype=torch.float32)
+
+
+def _stage_device(stage: Stage) -> torch.device:
+    device = getattr(stage, "device", None)
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+__all__ = [
+    "CommandRefused",
+    "Session",
+    "SessionConfig",
+    "SessionEvent",
+    "SessionState",
+    "SessionStats",
+    "clone_state",
+    "default_exporters",
+]
