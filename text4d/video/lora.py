@@ -299,7 +299,8 @@ def released_to_adapter(tensors: list[torch.Tensor], unet: torch.nn.Module, path
             f"{source} holds {n} tensors but the base model's {path} path has {len(names)} adapted linears "
             f"(needs {2 * len(names)}: up and down for each); was it trained on another base model?{hint}"
         )
-    rank = int(tensors[1].shape[0]) if tensors[1].ndim == 2 else -1
+    # Layers narrower than the rank were clipped to their width, so the rank is the largest one seen.
+    rank = max(int(t.shape[0]) if t.ndim == 2 else -1 for t in tensors[1::2])
     out = {}
     for k, name in enumerate(names):
         up, down = tensors[2 * k], tensors[2 * k + 1]
