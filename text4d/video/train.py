@@ -68,6 +68,36 @@ def pick_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+_CHECKPOINTED = ("ResnetBlock2D", "TemporalConvLayer", "Transformer2DModel", "TransformerTemporalModel")
+
+
+def enable_gradient_checkpointing(unet: torch.nn.Module) -> int:
+    """Recompute every resnet, temporal conv and transformer of the UNet in the backward pass.
+
+    diffusers' ``UNet3DConditionModel`` declares no gradient-checkpointing support (its 3D blocks
+    never consult the flag), so the memory-saving mode wraps those modules' forwards itself.
+    Non-reentrant checkpointing lets gradients reach the adapters although the frozen inputs need
+    none, and restores the RNG so dropout masks match on recompute. Returns the number wrapped.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    count = 0
+    for module in unet.modules():
+        if type(module).__name__ not in _CHECKPOINTED or getattr(module, "_text4d_checkpointed", False):
+            continue
+        forward = module.forward
+
+        def wrapped(*args, _forward=forward, _module=module, **kwargs):
+            if torch.is_grad_enabled() and _module.training:
+                return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+            return _forward(*args, **kwargs)
+
+        module.forward = wrapped
+        module._text4d_checkpointed = True
+        count += 1
+    return count
+
+
 def checkpoint_steps(run: Path) -> dict[int, Path]:
     """Complete checkpoints of a run by step (partial ones are temporary folders, never listed)."""
     out = {}
@@ -142,8 +172,9 @@ class MotionTrainer:
                               weight_decay=cfg.adam_weight_decay, fused=fused)
             if train_temporal else None
         )
+        self.checkpointed = 0
         if cfg.gradient_checkpointing or cfg.memory_saving:
-            self.unet.enable_gradient_checkpointing()
+            self.checkpointed = enable_gradient_checkpointing(self.unet)
         self.step = 0
         self._resume()
         write_text(self.run_dir / "config.yaml", to_yaml(cfg))
