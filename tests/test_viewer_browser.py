@@ -1,0 +1,163 @@
+"""The web viewer in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+One viewer serves a live Session on the tiny ToyStage for the whole module;
+each test opens its own tab. ``scripts/ci_install_browser.sh`` installs
+Chromium and Playwright in CI (no browser download: we launch the system
+Chromium through ``executable_path``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+
+pytest.importorskip("viser", reason="viewer extra not installed (pip install -e '.[viewer]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (bash scripts/ci_install_browser.sh)")
+CHROMIUM = os.environ.get("TEXT4D_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip("Debian chromium not installed (bash scripts/ci_install_browser.sh)", allow_module_level=True)
+
+from toy_stage import ToyConfig, ToyStage  # noqa: E402
+
+from text4d.recording import RunFolder  # noqa: E402
+from text4d.session import Session, SessionConfig  # noqa: E402
+from viewer.viser_app import ViewerApp, ViewerConfig  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT_CLIP = {"x": 320, "y": 160, "width": 600, "height": 600}  # the 3D view, clear of panel and toasts
+
+
+def until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll ``condition`` (a state check, not a timing assertion) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory) -> Iterator[tuple[Session, ViewerApp]]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = RunFolder.create("browser", tmp_path_factory.mktemp("recordings"))
+    session = Session(ToyStage(ToyConfig(iters=1_000_000)), run, SessionConfig(log_every=5, eval_every=50)).start()
+    app = ViewerApp(session, ViewerConfig(port=0, resolution=192, edit_debounce_s=0.2)).start()
+    yield session, app
+    app.stop()
+    session.stop()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, studio):
+    _, app = studio
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    pg.goto(app.url)
+    pg.get_by_text("iteration").first.wait_for(timeout=30_000)
+    yield pg
+    pg.close()
+
+
+def field_input(page, label: str):
+    """The input in the row labelled ``label`` (viser's labels are not tied to text inputs by id)."""
+    return page.locator("label", has_text=label).first.locator("xpath=ancestor::div[.//input][1]").locator("input").first
+
+
+def settled_picture(page) -> bytes:
+    """The 3D view once two screenshots in a row agree (the sharp frame after a quick one has landed)."""
+    shots = [page.screenshot(clip=VIEWPORT_CLIP)]
+    until(lambda: shots.append(page.screenshot(clip=VIEWPORT_CLIP)) or shots[-1] == shots[-2], what="the picture to settle")
+    return shots[-1]
+
+
+def frames_sent(app: ViewerApp) -> dict[int, int]:
+    return {cid: view.worker.stats.frames for cid, view in list(app.views.items())}
+
+
+def ensure_running(session: Session) -> None:
+    if session.state != "running":
+        session.resume().result(10)
+
+
+def test_time_slider_changes_the_shown_frame(studio, page):
+    session, app = studio
+    session.pause().result(10)  # only the time may change what is shown
+    until(lambda: sum(frames_sent(app).values()) > 0, what="a first frame")
+    before = settled_picture(page)
+    slider = page.locator("label", has_text="Frame").first.locator("xpath=ancestor::div[.//*[@role='slider']][1]").get_by_role("slider").first
+    slider.focus()
+    slider.press("ArrowRight")
+    page.get_by_text("frame 2 / 3").wait_for(timeout=10_000)
+    until(lambda: page.screenshot(clip=VIEWPORT_CLIP) != before, what="the picture to change with the frame")
+    ensure_running(session)
+
+
+def test_pause_button_stops_iterations(studio, page):
+    session, _ = studio
+    ensure_running(session)
+    page.get_by_role("button", name="Pause").click()
+    paused = session.wait(lambda s: s.state == "paused", timeout=20)
+    for _ in range(3):  # command round trips through the optimiser loop: no iteration may sneak in
+        session.snapshot().result(10)
+        assert session.stats().iteration == paused.iteration
+    page.get_by_text(f"iteration {paused.iteration} /").wait_for(timeout=10_000)
+    page.get_by_text("paused", exact=False).first.wait_for(timeout=10_000)
+    page.get_by_role("button", name="Resume").click()
+    session.wait(lambda s: s.iteration > paused.iteration, timeout=20)
+
+
+def test_loss_weight_edit_reaches_the_session(studio, page):
+    session, _ = studio
+    field_input(page, "lambda_rgb").fill("2.5")
+    until(lambda: session.stage.cfg.lambda_rgb == 2.5, what="lambda_rgb = 2.5 in the session")
+    field_input(page, "lambda_alpha").fill("-1")
+    page.get_by_text("must be >= 0.0").first.wait_for(timeout=10_000)  # refused, visibly
+    assert session.stage.cfg.lambda_alpha == 0.5
+    until(lambda: field_input(page, "lambda_alpha").input_value() == "0.5", what="the refused box to show the kept value")
+    page.get_by_text("Training settings").click()  # a folder closed by default
+    field_input(page, "ref_size").fill("0")
+    page.get_by_text("must be >= 8").first.wait_for(timeout=10_000)
+    assert session.stage.cfg.ref_size == 24 and session.state == "running"
+
+
+def test_export_button_writes_files_while_training(studio, page):
+    session, _ = studio
+    ensure_running(session)
+    start = session.stats().iteration
+    page.get_by_role("button", name="Export .ply sequence").click()
+    page.get_by_text("exported ply:").first.wait_for(timeout=60_000)
+    folders = sorted(session.run.exports_dir.glob("ply-it*"))
+    assert folders and sorted(p.name for p in folders[-1].iterdir()) == ["frame_000.ply", "frame_001.ply", "frame_002.ply"]
+    session.wait(lambda s: s.iteration > start, timeout=20)
+
+
+def test_two_tabs_and_reopening_a_tab(studio, browser, page):
+    session, app = studio
+    second = browser.new_page(viewport={"width": 1000, "height": 700})
+    second.goto(app.url)
+    second.get_by_text("iteration").first.wait_for(timeout=30_000)
+    until(lambda: len(app.views) == 2 and all(n > 0 for n in frames_sent(app).values()), what="frames in both tabs")
+    before = session.stats().iteration
+    page.close()
+    until(lambda: len(app.views) == 1, what="the closed tab to be released")
+    third = browser.new_page()
+    third.goto(app.url)
+    third.get_by_text("iteration").first.wait_for(timeout=30_000)
+    until(lambda: len(app.views) == 2 and all(n > 0 for n in frames_sent(app).values()), what="frames in the reopened tab")
+    assert session.stats().iteration >= before  # the same session carried on; nothing restarted
+    second.close()
+    third.close()

@@ -1,0 +1,477 @@
+"""The web studio: viser widgets mapped onto :class:`text4d.session.Session` commands.
+
+No training logic lives here. Every widget either sends a Session command or
+changes this client's view (camera, time, render mode), and every frame comes
+from :meth:`Session.render` through :class:`viewer.frames.FrameRenderer`.
+
+Frames are rendered on the server and sent as JPEG background images
+(``set_background_image``), one :class:`viewer.render_worker.RenderWorker` per
+browser tab. We chose server frames over viser's client-side Gaussian splats
+because they show exactly what the optimiser sees (same rasteriser, same
+deformation at time t, SH colour, alpha/depth modes and ground-truth pairs)
+and cost one JPEG per frame regardless of the Gaussian count, whereas
+client-side splats need every Gaussian's deformed parameters re-sent for each
+time step and training update (tens of MB/s for 10^5 Gaussians at 30 fps).
+
+Shared widgets (training controls, config edits, tools, stats, plots) live in
+``server.gui`` so every tab sees the same state; view widgets (time slider,
+play, render mode, resolution, preset views) live in each ``client.gui`` so
+two tabs can look at different times and angles.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import viser
+import viser.transforms as vtf
+
+from text4d.config import editable_fields, get_value
+from text4d.render.camera import orbit_position
+from text4d.session import Session, SessionEvent
+from text4d.timing import frame_to_t
+from viewer.frames import FrameRenderer
+from viewer.render_worker import Reason, RenderMode, RenderWorker, ViewRequest, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+# Config keys read only when a stage is built (changing them live would do nothing or break it).
+STRUCTURAL_KEYS = ("deform.", "init_", "seed", "sh_degree")
+MODES: dict[str, RenderMode] = {"RGB": "rgb", "Alpha": "alpha", "Depth": "depth", "Ground truth | model": "gt"}
+PRESETS = {"Front": (0.0, 0.0), "Side": (0.0, 90.0), "Back": (0.0, 180.0), "Top": (89.0, 0.0)}
+PALETTE = ("#e8590c", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f08c00", "#0ca678", "#d6336c", "#5c7cfa")
+NOTIFY_KINDS = {"refused", "nan", "error", "export_started", "exported", "export_failed"}
+
+
+@dataclass
+class ViewerConfig:
+    """Web viewer settings (``text4d demo viewer.port=...``)."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata={"min": 1, "max": 65535})
+    max_fps: float = field(default=30.0, metadata={"min": 1.0, "help": "cap on frames per second per tab"})
+    train_update_fps: float = field(default=10.0, metadata={"min": 0.1, "help": "how often a still view refreshes to show training"})
+    resolution: int = field(default=512, metadata={"min": 64, "max": 2048, "help": "longest side of a still frame"})
+    move_quality: int = field(default=60, metadata={"min": 1, "max": 100})
+    still_quality: int = field(default=90, metadata={"min": 1, "max": 100})
+    stats_hz: float = field(default=4.0, metadata={"min": 0.5})
+    plot_every_s: float = field(default=1.0, metadata={"min": 0.1})
+    edit_debounce_s: float = field(default=0.6, metadata={"min": 0.0, "help": "typed values apply after this pause in typing"})
+
+
+def edit_group(key: str) -> str:
+    if key.startswith("lambda_"):
+        return "Loss weights"
+    if key.startswith("lr"):
+        return "Learning rates"
+    if key.startswith("densify"):
+        return "Densification"
+    return "Training settings"
+
+
+def _field_type(cfg: Any, key: str) -> Any:
+    owner = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        owner = getattr(owner, part)
+    return typing.get_type_hints(type(owner))[parts[-1]]
+
+
+@dataclass
+class ClientView:
+    """One browser tab: its widgets, its render worker and where it is in the clip."""
+
+    client: viser.ClientHandle
+    worker: RenderWorker
+    frame: Any
+    play: Any
+    fps: Any
+    mode: Any
+    resolution: Any
+    caption: Any
+    play_origin: tuple[float, int] = (0.0, 0)
+    last_iteration: int = -1
+    last_update: float = 0.0
+
+
+class ViewerApp:
+    """A viser server bound to one Session.
+
+    Args:
+        session: the live run (already started or not; the viewer never starts or stops it).
+        cfg: viewer settings.
+    """
+
+    def __init__(self, session: Session, cfg: ViewerConfig | None = None):
+        self.session = session
+        self.cfg = cfg or ViewerConfig()
+        self.frames = FrameRenderer(session)
+        self.worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps, move_quality=self.cfg.move_quality, still_quality=self.cfg.still_quality)
+        self.views: dict[int, ClientView] = {}
+        self._views_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timers: dict[str, threading.Timer] = {}
+        self._timers_lock = threading.Lock()
+        self._edit_widgets: dict[str, Any] = {}
+        self._plots: dict[str, Any] = {}
+        self.server: viser.ViserServer | None = None
+        self._ticker: threading.Thread | None = None
+        self._unsubscribe = lambda: None
+        self.num_frames = max(1, session.stage.num_frames)
+        with session.lock:
+            self.radius = self._default_radius()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> "ViewerApp":
+        server = viser.ViserServer(host=self.cfg.host, port=self.cfg.port, label="text4d studio", verbose=False)
+        self.server = server
+        if server.get_port() != self.cfg.port:
+            log.warning("port %d is busy; the viewer uses port %d instead", self.cfg.port, server.get_port())
+        server.scene.set_up_direction("+y")
+        server.initial_camera.position = tuple(orbit_position(15.0, 20.0, self.radius).tolist())
+        server.initial_camera.look_at = (0.0, 0.0, 0.0)
+        server.initial_camera.up = (0.0, 1.0, 0.0)
+        self._build_shared_gui(server)
+        server.on_client_connect(self._on_connect)
+        server.on_client_disconnect(self._on_disconnect)
+        self._unsubscribe = self.session.subscribe(self._on_event)
+        self._ticker = threading.Thread(target=self._tick_loop, name="text4d-viewer-tick", daemon=True)
+        self._ticker.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "start() the viewer first"
+        return self.server.get_port()
+
+    @property
+    def url(self) -> str:
+        host = "localhost" if self.cfg.host in ("0.0.0.0", "::") else self.cfg.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._unsubscribe()
+        if self._ticker is not None:
+            self._ticker.join(5)
+        with self._timers_lock:
+            for timer in self._timers.values():
+                timer.cancel()
+        with self._views_lock:
+            views = list(self.views.values())
+            self.views.clear()
+        for view in views:
+            view.worker.stop()
+        if self.server is not None:
+            self.server.stop()
+
+    # -- shared GUI ------------------------------------------------------------------
+    def _build_shared_gui(self, server: viser.ViserServer) -> None:
+        gui = server.gui
+        gui.configure_theme(control_width="large", dark_mode=True, show_logo=False, brand_color=(232, 89, 12))
+        with gui.add_folder("Run", order=10):
+            self.stats_md = gui.add_markdown("starting ...")
+            self.progress = gui.add_progress_bar(0.0, animated=False)
+            self.pause_btn = gui.add_button("Pause", icon=viser.Icon.PLAYER_PAUSE, hint="freeze the optimiser between iterations")
+            self.resume_btn = gui.add_button("Resume", icon=viser.Icon.PLAYER_PLAY, color="green")
+            self.step_count = gui.add_number("Step count", 10, min=1, max=100000, step=1)
+            self.step_btn = gui.add_button("Step", icon=viser.Icon.PLAYER_TRACK_NEXT, hint="run 'Step count' iterations while paused")
+            self.snapshot_btn = gui.add_button("Snapshot", icon=viser.Icon.CAMERA, hint="keep a copy of the parameters in memory")
+            self.rollback_btn = gui.add_button("Roll back", icon=viser.Icon.ARROW_BACK_UP, hint="restore the latest snapshot")
+        # Callbacks only queue commands; refusals reach every tab through the session's events.
+        self.pause_btn.on_click(lambda _: self.session.pause())
+        self.resume_btn.on_click(lambda _: self.session.resume())
+        self.step_btn.on_click(lambda _: self.session.step(self.step_count.value))
+        self.snapshot_btn.on_click(lambda _: self.session.snapshot())
+        self.rollback_btn.on_click(lambda _: self.session.rollback())
+
+        self.plot_folder = gui.add_folder("Loss curves", order=11)
+        self._build_edit_panels(gui)
+
+        with gui.add_folder("Tools", order=30, expand_by_default=False):
+            self.crop_min = gui.add_vector3("Box min", (-0.25, -0.25, -0.25), step=0.05)
+            self.crop_max = gui.add_vector3("Box max", (0.25, 0.25, 0.25), step=0.05)
+            self.crop_show = gui.add_checkbox("Show box", False)
+            self.crop_btn = gui.add_button("Delete inside box", color="red", icon=viser.Icon.CUT)
+            self.prune_thr = gui.add_number("Opacity below", 0.05, min=0.0, max=1.0, step=0.01)
+            self.prune_btn = gui.add_button("Delete faint Gaussians", color="red", icon=viser.Icon.TRASH)
+        self.crop_box = server.scene.add_box("/crop_box", color=(255, 120, 40), dimensions=(0.5, 0.5, 0.5), wireframe=True, visible=False)
+        for handle in (self.crop_min, self.crop_max, self.crop_show):
+            handle.on_update(lambda _: self._update_crop_box())
+        self.crop_btn.on_click(self._on_crop)
+        self.prune_btn.on_click(lambda _: self.session.prune_opacity(self.prune_thr.value))
+
+        with gui.add_folder("Export", order=40):
+            self.export_btns = {
+                "ply": gui.add_button("Export .ply sequence", icon=viser.Icon.DOWNLOAD),
+                "mp4": gui.add_button("Export orbit .mp4", icon=viser.Icon.MOVIE),
+            }
+        for kind, button in self.export_btns.items():
+            button.on_click(lambda _, kind=kind: self.session.export(kind))
+
+    def _build_edit_panels(self, gui: Any) -> None:
+        cfg = self.session.stage.cfg
+        groups: dict[str, list[tuple[str, Any, Any]]] = {}
+        for key, f, value in editable_fields(cfg):
+            if key.startswith(STRUCTURAL_KEYS):
+                continue
+            groups.setdefault(edit_group(key), []).append((key, f, value))
+        order = {"Loss weights": 20, "Learning rates": 21, "Densification": 22, "Training settings": 23}
+        for name in sorted(groups, key=order.get):
+            with gui.add_folder(name, order=order[name], expand_by_default=name == "Loss weights"):
+                for key, f, value in groups[name]:
+                    self._edit_widgets[key] = self._edit_widget(gui, key, f, value)
+
+    def _edit_widget(self, gui: Any, key: str, f: Any, value: Any) -> Any:
+        hint = f.metadata.get("help")
+        bounds = " ".join(f"{k} {f.metadata[k]}" for k in ("min", "max") if k in f.metadata)
+        hint = " · ".join(x for x in (hint, bounds) if x) or None
+        kind = _field_type(self.session.stage.cfg, key)
+        if kind is bool:
+            handle = gui.add_checkbox(key, bool(value), hint=hint)
+            handle.on_update(lambda e, key=key: e.client is not None and self._set(key, e.target.value))
+        elif typing.get_origin(kind) is typing.Literal:
+            handle = gui.add_dropdown(key, [str(c) for c in typing.get_args(kind)], initial_value=str(value), hint=hint)
+            handle.on_update(lambda e, key=key: e.client is not None and self._set(key, e.target.value))
+        else:  # numbers as text: anything typed reaches the validator and is refused visibly, never clamped
+            handle = gui.add_text(key, _format(value), hint=hint)
+            handle.on_update(lambda e, key=key: e.client is not None and self._debounced_set(key, e.target.value))
+        return handle
+
+    # -- config edits ------------------------------------------------------------------
+    def _debounced_set(self, key: str, text: str) -> None:
+        """Apply a typed value once typing pauses, so '1e-3' is not applied as '1' on the way."""
+        with self._timers_lock:
+            old = self._timers.pop(key, None)
+            if old is not None:
+                old.cancel()
+            timer = threading.Timer(self.cfg.edit_debounce_s, self._set, args=(key, text))
+            timer.daemon = True
+            self._timers[key] = timer
+            timer.start()
+
+    def _set(self, key: str, value: Any) -> None:
+        future = self.session.set(key, value)  # a refusal shows as a toast via the session's event
+        future.add_done_callback(lambda fut: fut.exception() is not None and self._sync_widget(key))
+
+    def _sync_widget(self, key: str) -> None:
+        """Show the session's value in a widget (after a refusal, or an edit from another front end)."""
+        handle = self._edit_widgets.get(key)
+        if handle is None:
+            return
+        value = get_value(self.session.stage.cfg, key)
+        if isinstance(handle.value, str) and not isinstance(value, str):
+            try:
+                if float(handle.value) == float(value):
+                    return  # same number, typed differently: leave the user's text alone
+            except ValueError:
+                pass
+            handle.value = _format(value)
+        else:
+            handle.value = str(value) if isinstance(handle.value, str) else value
+
+    def _on_crop(self, event: Any) -> None:
+        view = self.views.get(event.client_id)
+        t = frame_to_t(view.frame.value, self.num_frames) if view is not None else 0.0
+        self.session.crop(tuple(self.crop_min.value), tuple(self.crop_max.value), t=t)
+
+    def _update_crop_box(self) -> None:
+        lo, hi = np.asarray(self.crop_min.value), np.asarray(self.crop_max.value)
+        self.crop_box.position = tuple(((lo + hi) / 2).tolist())
+        self.crop_box.dimensions = tuple(np.abs(hi - lo).tolist())
+        self.crop_box.visible = bool(self.crop_show.value)
+
+    def _on_event(self, event: SessionEvent) -> None:
+        if event.kind == "applied" and event.data.get("command") == "set":
+            self._sync_widget(event.data["args"]["key"])
+        if event.kind in NOTIFY_KINDS or (event.kind == "applied" and event.data.get("command") in ("crop", "prune_opacity", "snapshot", "rollback")):
+            self.notify(_TITLES.get(event.kind, "text4d"), event.message, event.level)
+
+    def notify(self, title: str, body: str, level: str = "info") -> None:
+        """A toast in every open tab."""
+        if self.server is None:
+            return
+        color = {"error": "red", "warning": "yellow", "success": "green"}.get(level, "blue")
+        for client in self.server.get_clients().values():
+            client.add_notification(title, body, auto_close_seconds=None if level == "error" else 6.0, color=color)
+
+    # -- per-client view -------------------------------------------------------------------
+    def _on_connect(self, client: viser.ClientHandle) -> None:
+        gui = client.gui
+        with gui.add_folder("View", order=0):
+            frame = gui.add_slider("Frame", 0, self.num_frames - 1, 1, 0, hint="time in the clip")
+            caption = gui.add_markdown(self._caption(0))
+            play = gui.add_checkbox("Play", False, hint="loop the clip while training continues")
+            fps = gui.add_slider("Play fps", 1, 60, 1, 12)
+            modes = [m for m, v in MODES.items() if v != "gt" or self.frames.has_ground_truth]
+            mode = gui.add_dropdown("Render", modes, initial_value="RGB")
+            resolution = gui.add_slider("Resolution", 64, 2048, 32, self.cfg.resolution, hint="longest side of a still frame")
+            presets = gui.add_button_group("Preset view", list(PRESETS))
+
+        def send(image: np.ndarray, quality: int) -> None:
+            if client.client_id in self.views:  # a tab that just closed gets no more frames
+                client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
+
+        worker = RenderWorker(self.frames, send, self.worker_cfg, on_error=lambda m: client.add_notification("Render failed", m, color="red"), name=f"text4d-render-{client.client_id}")
+        view = ClientView(client, worker, frame, play, fps, mode, resolution, caption)
+        with self._views_lock:
+            self.views[client.client_id] = view
+
+        frame.on_update(lambda e: self._on_frame(view, "seek" if e.client is not None else "play"))
+        play.on_update(lambda _: self._on_play(view))
+        fps.on_update(lambda _: self._on_play(view))
+        mode.on_update(lambda _: self.request(view, "seek"))
+        resolution.on_update(lambda _: self.request(view, "still"))
+        presets.on_click(lambda e: self._preset(view, e.target.value))
+        client.camera.on_update(lambda _: self.request(view, "move"))
+        self.request(view, "still")
+
+    def _on_disconnect(self, client: viser.ClientHandle) -> None:
+        with self._views_lock:
+            view = self.views.pop(client.client_id, None)
+        if view is not None:
+            view.worker.stop()
+
+    def _caption(self, frame: int) -> str:
+        return f"frame {frame + 1} / {self.num_frames} · t = {frame_to_t(frame, self.num_frames):.3f}"
+
+    def _on_frame(self, view: ClientView, reason: Reason) -> None:
+        view.caption.content = self._caption(int(view.frame.value))
+        if reason == "seek" and view.play.value:  # a manual scrub restarts the loop from there
+            view.play_origin = (time.monotonic(), int(view.frame.value))
+        self.request(view, reason)
+
+    def _on_play(self, view: ClientView) -> None:
+        view.play_origin = (time.monotonic(), int(view.frame.value))
+
+    def _preset(self, view: ClientView, name: str) -> None:
+        elevation, azimuth = PRESETS[name]
+        camera = view.client.camera
+        with view.client.atomic():
+            camera.position = tuple(orbit_position(elevation, azimuth, self.radius).tolist())
+            camera.look_at = (0.0, 0.0, 0.0)
+            camera.up_direction = (0.0, 1.0, 0.0)
+        self.request(view, "move")
+
+    def request(self, view: ClientView, reason: Reason) -> None:
+        """Queue a frame of ``view``'s current camera/time/mode on its worker."""
+        camera = view.client.camera
+        if camera.update_timestamp == 0.0:  # no camera message from this tab yet; its first one triggers a frame
+            return
+        c2w = np.eye(4)
+        c2w[:3, :3] = vtf.SO3(np.asarray(camera.wxyz)).as_matrix()
+        c2w[:3, 3] = camera.position
+        t = frame_to_t(int(view.frame.value), self.num_frames)
+        mode = MODES[view.mode.value]
+        view.worker.submit(ViewRequest(c2w, float(camera.fov), float(camera.aspect), t, mode, int(view.resolution.value), reason))
+
+    # -- periodic: playback, training refresh, stats, plots -------------------------------
+    def _tick_loop(self) -> None:
+        period = 1.0 / self.cfg.max_fps
+        next_stats = next_plot = 0.0
+        while not self._stop.wait(period):
+            try:
+                now = time.monotonic()
+                stats = self.session.stats()
+                with self._views_lock:
+                    views = list(self.views.values())
+                for view in views:
+                    self._tick_view(view, now, stats.iteration)
+                if now >= next_stats:
+                    next_stats = now + 1.0 / self.cfg.stats_hz
+                    self._update_stats()
+                if now >= next_plot:
+                    next_plot = now + self.cfg.plot_every_s
+                    self._update_plots()
+            except Exception:  # a GUI hiccup (a tab closing mid-update) must not stop the ticker
+                log.exception("viewer tick failed")
+
+    def _tick_view(self, view: ClientView, now: float, iteration: int) -> None:
+        if view.play.value and self.num_frames > 1:
+            start, first = view.play_origin
+            frame = (first + int((now - start) * float(view.fps.value))) % self.num_frames
+            if frame != view.frame.value:
+                view.frame.value = frame  # programmatic: its callback queues a "play" frame
+                return
+        if iteration != view.last_iteration and now - view.last_update >= 1.0 / self.cfg.train_update_fps:
+            view.last_iteration, view.last_update = iteration, now
+            self.request(view, "update")
+
+    def _update_stats(self) -> None:
+        s = self.session.stats()
+        psnr = s.metrics.get("test_psnr")
+        lines = [
+            f"**{s.stage}** · {s.state}",
+            f"iteration **{s.iteration}** / {s.iters} · {s.it_per_s:.1f} it/s",
+            f"Gaussians **{s.num_gaussians:,}**" + (f" · held-out PSNR **{psnr:.2f} dB**" if psnr is not None else ""),
+            f"loss {s.losses['loss']:.4g}" if "loss" in s.losses else "loss —",
+        ]
+        if s.exports_running:
+            lines.append(f"exporting ({s.exports_running}) ...")
+        self.stats_md.content = "  \n".join(lines)
+        self.progress.value = 100.0 * min(1.0, s.iteration / max(s.iters, 1))
+        running = s.state == "running"
+        self.pause_btn.disabled = not running
+        self.resume_btn.disabled = running
+        self.step_btn.disabled = running
+
+    def _update_plots(self) -> None:
+        history = self.session.history()
+        if len(history) < 2:
+            return
+        stride = max(1, len(history) // 500)
+        records = history[::stride]
+        x = np.array([r["iteration"] for r in records], dtype=np.float64)
+        loss_keys = [k for k in records[-1] if k not in ("iteration", "time", "it_per_s", "gaussians") and not k.startswith(("test_", "densify_"))]
+        self._plot("losses", "Loss terms (log)", x, records, loss_keys, log_scale=True)
+        if any("test_psnr" in r for r in records):
+            self._plot("psnr", "Held-out PSNR (dB)", x, records, ["test_psnr"], log_scale=False)
+        self._plot("gaussians", "Gaussians", x, records, ["gaussians"], log_scale=False)
+
+    def _plot(self, name: str, title: str, x: np.ndarray, records: list[dict], keys: list[str], log_scale: bool) -> None:
+        ys = []
+        for key in keys:
+            y = np.array([float(r.get(key, np.nan)) for r in records])
+            ys.append(np.maximum(y, 1e-8) if log_scale else y)
+        data = (x, *ys)
+        handle = self._plots.get(name)
+        if handle is not None and len(handle.series) == len(data):
+            handle.data = data
+            return
+        if handle is not None:
+            handle.remove()
+        series = ({"label": "iteration"}, *({"label": k, "stroke": PALETTE[i % len(PALETTE)], "width": 1.5} for i, k in enumerate(keys)))
+        scales = {"x": {"time": False}, "y": {"distr": 3} if log_scale else {"auto": True}}
+        assert self.server is not None
+        with self.plot_folder:
+            self._plots[name] = self.server.gui.add_uplot(data, series, title=title, scales=scales, aspect=1.6, order=len(self._plots))
+
+    def _default_radius(self) -> float:
+        gt = self.session.stage.ground_truth()
+        if gt is not None:
+            return float(gt.cameras.centers.norm(dim=-1).mean())
+        return 2.5
+
+
+_TITLES = {
+    "refused": "Refused",
+    "nan": "Training diverged",
+    "error": "Error",
+    "export_started": "Export",
+    "exported": "Exported",
+    "export_failed": "Export failed",
+    "applied": "Done",
+}
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    return str(value)
