@@ -337,3 +337,37 @@ def test_default_exports_write_ply_sequence_and_video(run):
         session.stop()
     assert len(list(paths[0].glob("*.ply"))) == 3
     assert paths[1].suffix == ".mp4" and paths[1].stat().st_size > 0
+
+
+def test_headless_drive_runs_steps_then_exports(run):
+    import io
+
+    from rich.console import Console
+
+    from text4d.live import drive
+    from viewer.config import ViewerConfig
+
+    out = io.StringIO()
+    session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), start_paused=True)
+    drive(session, ViewerConfig(), "none", 7, Console(file=out, width=200))
+    assert session.stats().iteration == 7 and session.stats().state == "paused"
+    assert run.load_checkpoint()["session"]["iteration"] == 7  # saved on stop
+    assert len(list(run.exports_dir.glob("ply-it000007/*.ply"))) == 3
+    assert (run.exports_dir / "orbit-it000007.mp4").stat().st_size > 0
+    assert "wrote" in out.getvalue()
+
+
+def test_headless_drive_reports_a_divergence(run):
+    import io
+
+    from rich.console import Console
+
+    from text4d.errors import Text4DError
+    from text4d.live import drive
+    from viewer.config import ViewerConfig
+
+    stage = ToyStage()
+    stage.nan_at = 4
+    session = Session(stage, run, SessionConfig(log_every=1, eval_every=0, good_snapshot_every=2), start_paused=True)
+    with pytest.raises(Text4DError, match="stopped at iteration 2 of 10"):
+        drive(session, ViewerConfig(), "none", 10, Console(file=io.StringIO()))

@@ -92,6 +92,7 @@ class SessionStats:
     metrics: dict[str, float]
     snapshots: int
     exports_running: int
+    steps_left: int
 
 
 @dataclass
@@ -443,16 +444,17 @@ class Session:
                 reason = f"'{cmd.name}' failed: {e}"
             self.run.log_edit({"iteration": it, "time": _now(), "command": cmd.name, "args": _jsonable(cmd.args), "ok": False, "message": reason})
             self._emit("refused", reason, level="error", data={"command": cmd.name})
-            cmd.future.set_exception(e)
             self._publish()
+            cmd.future.set_exception(e)
             return
         self.run.log_edit({"iteration": it, "time": _now(), "command": cmd.name, "args": _jsonable(cmd.args), "ok": True, "message": message})
         self._emit("applied", message, data={"command": cmd.name, "args": _jsonable(cmd.args)})
         if cmd.name == "export":  # its future resolves when the files are written
             result(cmd.future)
+            self._publish()
         else:
+            self._publish()  # before resolving: whoever waits on the future then sees the new stats
             cmd.future.set_result(result)
-        self._publish()
 
     def _cmd_pause(self) -> tuple[None, str]:
         self._steps_left = 0
@@ -614,6 +616,7 @@ class Session:
             metrics=dict(self._metrics),
             snapshots=len(self._snapshots),
             exports_running=len(self._exports),
+            steps_left=self._steps_left,
         )
 
     def _publish(self) -> None:

@@ -26,7 +26,7 @@ import math
 import threading
 import time
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from text4d.config import editable_fields, get_value
 from text4d.render.camera import orbit_position
 from text4d.session import Session, SessionEvent
 from text4d.timing import frame_to_t
+from viewer.config import ViewerConfig
 from viewer.frames import FrameRenderer
 from viewer.render_worker import Reason, RenderMode, RenderWorker, ViewRequest, WorkerConfig
 
@@ -48,22 +49,6 @@ MODES: dict[str, RenderMode] = {"RGB": "rgb", "Alpha": "alpha", "Depth": "depth"
 PRESETS = {"Front": (0.0, 0.0), "Side": (0.0, 90.0), "Back": (0.0, 180.0), "Top": (89.0, 0.0)}
 PALETTE = ("#e8590c", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f08c00", "#0ca678", "#d6336c", "#5c7cfa")
 NOTIFY_KINDS = {"refused", "nan", "error", "export_started", "exported", "export_failed"}
-
-
-@dataclass
-class ViewerConfig:
-    """Web viewer settings (``text4d demo viewer.port=...``)."""
-
-    host: str = "127.0.0.1"
-    port: int = field(default=8080, metadata={"min": 1, "max": 65535})
-    max_fps: float = field(default=30.0, metadata={"min": 1.0, "help": "cap on frames per second per tab"})
-    train_update_fps: float = field(default=10.0, metadata={"min": 0.1, "help": "how often a still view refreshes to show training"})
-    resolution: int = field(default=512, metadata={"min": 64, "max": 2048, "help": "longest side of a still frame"})
-    move_quality: int = field(default=60, metadata={"min": 1, "max": 100})
-    still_quality: int = field(default=90, metadata={"min": 1, "max": 100})
-    stats_hz: float = field(default=4.0, metadata={"min": 0.5})
-    plot_every_s: float = field(default=1.0, metadata={"min": 0.1})
-    edit_debounce_s: float = field(default=0.6, metadata={"min": 0.0, "help": "typed values apply after this pause in typing"})
 
 
 def edit_group(key: str) -> str:

@@ -1,0 +1,128 @@
+"""Viewer pieces without a browser: the render worker's scheduling, frame modes, the busy-port fallback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+import torch
+from toy_stage import ToyStage
+
+from text4d.recording import RunFolder
+from text4d.render.camera import orbit_c2w
+from text4d.session import Session, SessionConfig
+from viewer.frames import FrameRenderer
+from viewer.render_worker import RenderWorker, ViewRequest, WorkerConfig, image_size
+
+
+def request(reason, t=0.0, mode="rgb", resolution=64):
+    return ViewRequest(orbit_c2w(10.0, 20.0, 2.5).numpy(), 0.8, 1.5, t, mode, resolution, reason)
+
+
+class Recorder:
+    """A render function that blocks on its first call until released, recording every request."""
+
+    def __init__(self, fail_on: float | None = None):
+        self.calls: list[tuple[str, float, int, int]] = []
+        self.sent: list[int] = []
+        self.first_started = threading.Event()
+        self.release = threading.Event()
+        self.fail_on = fail_on
+        self.done = threading.Condition()
+
+    def render(self, req, width, height):
+        self.first_started.set()
+        self.release.wait(10)
+        if req.t == self.fail_on:
+            raise RuntimeError("boom")
+        with self.done:
+            self.calls.append((req.reason, req.t, width, height))
+            self.done.notify_all()
+        return np.zeros((height, width, 3), np.uint8)
+
+    def send(self, image, quality):
+        self.sent.append(quality)
+
+    def wait_calls(self, n):
+        with self.done:
+            assert self.done.wait_for(lambda: len(self.calls) >= n, 10), self.calls
+
+
+def test_newest_request_wins_and_updates_never_displace_moves():
+    rec = Recorder()
+    worker = RenderWorker(rec.render, rec.send, WorkerConfig(max_fps=1000, still_delay=0.05))
+    try:
+        worker.submit(request("update", t=0.0))
+        assert rec.first_started.wait(10)
+        for t in (0.1, 0.2, 0.3, 0.4):  # arrive while the first frame renders
+            worker.submit(request("move", t=t))
+        worker.submit(request("update", t=0.9))  # training progress: must not replace the pending move
+        rec.release.set()
+        rec.wait_calls(3)
+    finally:
+        worker.stop()
+    assert [(r, t) for r, t, *_ in rec.calls[:3]] == [("update", 0.0), ("move", 0.4), ("still", 0.4)]
+    # A moving frame is cheaper (lower JPEG quality, never bigger); the settled one is full size and quality.
+    (_, _, w_move, _), (_, _, w_still, h_still) = rec.calls[1], rec.calls[2]
+    assert (w_still, h_still) == image_size(64, 1.5) and w_move <= w_still
+    assert rec.sent[1:3] == [WorkerConfig().move_quality, WorkerConfig().still_quality]
+
+
+def test_a_failing_render_is_reported_and_survived():
+    rec = Recorder(fail_on=0.5)
+    rec.release.set()
+    errors: list[str] = []
+    reported = threading.Event()
+    worker = RenderWorker(rec.render, rec.send, WorkerConfig(max_fps=1000), on_error=lambda m: (errors.append(m), reported.set()))
+    try:
+        worker.submit(request("update", t=0.5))
+        assert reported.wait(10)
+        worker.submit(request("update", t=0.25))
+        rec.wait_calls(1)
+    finally:
+        worker.stop()
+    assert errors == ["render failed: boom"] and worker.stats.errors == 1
+    assert rec.calls[0][:2] == ("update", 0.25)
+
+
+@pytest.fixture
+def toy_session(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    session = Session(ToyStage(), RunFolder.create("viewer", tmp_path), SessionConfig(eval_every=0), start_paused=True).start()
+    yield session
+    session.stop()
+    torch.set_num_threads(threads)
+
+
+def test_frame_modes(toy_session):
+    frames = FrameRenderer(toy_session)
+    assert frames.has_ground_truth
+    images = {mode: frames(request("still", t=0.5, mode=mode), 48, 32) for mode in ("rgb", "alpha", "depth", "gt")}
+    for mode, image in images.items():
+        assert image.shape == (32, 48, 3) and image.dtype == np.uint8, mode
+        assert image.std() > 0, f"{mode} frame is flat"
+    alpha = images["alpha"]
+    assert (alpha[..., 0] == alpha[..., 1]).all()  # gray
+    # Ground-truth mode: left half is the model from the held-out camera, right half the held-out image.
+    gt_view = frames.ground_truth[frames.nearest_ground_truth(0.5, request("still").c2w)]
+    assert float(gt_view.times[0]) == 0.5
+    assert not np.array_equal(images["gt"][:, :24], images["gt"][:, 24:])
+
+
+def test_busy_port_moves_to_the_next_free_one(toy_session, caplog):
+    pytest.importorskip("viser", reason="viewer extra not installed")
+    from viewer.viser_app import ViewerApp, ViewerConfig
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        app = ViewerApp(toy_session, ViewerConfig(port=port)).start()
+        try:
+            assert app.port != port and app.url.endswith(f":{app.port}")
+            assert f"port {port} is busy" in caplog.text
+        finally:
+            app.stop()

@@ -1,0 +1,105 @@
+"""``text4d demo`` and ``text4d view``: a live Session on the built-in sample, in the browser or headless.
+
+``demo`` builds the dynamic stage on the built-in sample, opens a run folder
+and drives it through a :class:`~text4d.session.Session`; with ``ui="viser"``
+it serves the web studio until Ctrl-C, with ``ui="none"`` it trains headless
+with a progress bar, exports, and returns. ``view`` reopens a run folder
+(paused, from its latest checkpoint, with its live edits) the same two ways.
+``cli.py`` only parses arguments and calls these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from text4d.config import load_config, to_yaml
+from text4d.errors import ConfigError, Text4DError
+from text4d.fit import FitConfig, build_sample_stage, resolve_device
+from text4d.live import UI, drive
+from text4d.recording import RunFolder
+from text4d.session import Session, SessionConfig
+from viewer.config import ViewerConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dynamic" / "sample.yaml"
+
+
+@dataclass
+class LiveConfig(FitConfig):
+    """A fit on the sample plus how the live session logs and how the viewer serves it."""
+
+    session: SessionConfig = field(default_factory=SessionConfig)
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)
+
+
+def load_live_config(config: str | Path | None, overrides: list[str] | None, host: str | None = None, port: int | None = None) -> LiveConfig:
+    """Defaults <- the sample's tuned config (when present) or ``config`` <- overrides <- --host/--port."""
+    path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    extra = list(overrides or [])
+    if host is not None:
+        extra.append(f"viewer.host={host}")
+    if port is not None:
+        extra.append(f"viewer.port={port}")
+    return load_config(LiveConfig, path, extra)
+
+
+def demo(
+    host: str | None = None,
+    port: int | None = None,
+    ui: UI = "viser",
+    steps: int | None = None,
+    config: str | Path | None = None,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Fit the built-in sample live. Returns the run folder.
+
+    Args:
+        host, port: where the web viewer listens (default 127.0.0.1:8080; a busy port moves to the next free one).
+        ui: ``"viser"`` serves the studio until Ctrl-C; ``"none"`` trains headless, exports and returns.
+        steps: train this many iterations, then pause (headless: then export and return);
+            ``None`` trains to the configured ``iters``.
+        config, overrides: ``--config FILE`` and ``key=value`` dotlist overrides on :class:`LiveConfig`.
+    """
+    console = console or Console()
+    _check_steps(steps)
+    cfg = load_live_config(config, overrides, host, port)
+    device = resolve_device(cfg.device)
+    console.print(f"building the sample scene and the dynamic stage on {device} ...")
+    stage = build_sample_stage(cfg, device)
+    run = RunFolder.create(cfg.name, cfg.out)
+    run.write_config(to_yaml(cfg))
+    session = Session(stage, run, cfg.session, start_paused=steps is not None)
+    console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
+    drive(session, cfg.viewer, ui, steps, console)
+    return run.path
+
+
+def view(
+    run_dir: str | Path,
+    host: str | None = None,
+    port: int | None = None,
+    ui: UI = "viser",
+    steps: int | None = None,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Reopen ``run_dir`` paused at its latest checkpoint; press Resume (or pass ``steps``) to train on."""
+    console = console or Console()
+    _check_steps(steps)
+    run = RunFolder.open(run_dir)
+    if not run.config_path.exists():
+        raise Text4DError(f"{run.path} has no config.yaml; is it a text4d run folder?")
+    cfg = load_live_config(run.config_path, overrides, host, port)
+    stage = build_sample_stage(cfg, resolve_device(cfg.device))
+    session = Session.reopen(stage, run, cfg.session)
+    console.print(f"reopened [bold]{run.path}[/bold] at iteration {stage.iteration} (paused)")
+    drive(session, cfg.viewer, ui, steps, console)
+    return run.path
+
+
+def _check_steps(steps: int | None) -> None:
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")

@@ -1,0 +1,80 @@
+"""Driving a Session from a command line: headless with a progress bar, or behind the web studio.
+
+Kept apart from ``text4d.commands_live`` (which builds stages) so any front
+end or test can drive any stage's session the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+from rich.console import Console
+
+from text4d.errors import Text4DError
+from text4d.session import Session, SessionStats
+from viewer.config import ViewerConfig
+
+UI = Literal["viser", "none"]
+HEADLESS_EXPORTS = ("ply", "mp4")
+
+
+def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None, console: Console) -> None:
+    """Start ``session``, queue ``steps`` (if any), run the chosen front end, and stop (saving) at the end."""
+    session.start()
+    try:
+        if steps is not None:
+            session.step(steps).result()
+        if ui == "none":
+            headless(session, console)
+        else:
+            serve(session, viewer_cfg, console)
+    finally:
+        session.stop()
+
+
+def serve(session: Session, viewer_cfg: ViewerConfig, console: Console) -> None:
+    """Serve the web studio on ``session`` until Ctrl-C."""
+    try:
+        from viewer.viser_app import ViewerApp
+    except ImportError as e:
+        raise Text4DError(f"the web viewer needs viser ({e}); pip install -e '.[viewer]', or pass --ui none") from e
+    app = ViewerApp(session, viewer_cfg).start()
+    if viewer_cfg.port and app.port != viewer_cfg.port:
+        console.print(f"[yellow]port {viewer_cfg.port} is busy; using {app.port}[/yellow]")
+    console.print(f"text4d studio: [bold link={app.url}]{app.url}[/bold link]   (Ctrl-C to stop; the run is saved on exit)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        console.print("stopping: saving the run ...")
+    finally:
+        app.stop()
+
+
+def headless(session: Session, console: Console) -> None:
+    """Show progress until nothing is left to run, then export; a divergence or failure is an error."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    session.subscribe(lambda e: console.print(f"[red]{e.message}[/red]") if e.level == "error" else None)
+    stats = session.stats()
+    target = stats.iteration + stats.steps_left if stats.steps_left else stats.iters
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(stats.stage, total=target, completed=stats.iteration, info="")
+        while not _done(stats):
+            try:
+                stats = session.wait(lambda s: s.iteration != stats.iteration or _done(s), timeout=0.5)
+            except TimeoutError:
+                continue
+            loss = stats.losses.get("loss")
+            psnr = stats.metrics.get("test_psnr")
+            info = (f"loss {loss:.4g}" if loss is not None else "") + (f"  PSNR {psnr:.2f}" if psnr is not None else "") + f"  {stats.it_per_s:.1f} it/s"
+            bar.update(task, completed=stats.iteration, info=info)
+    if stats.state == "error" or stats.iteration < target:
+        raise Text4DError(f"training stopped at iteration {stats.iteration} of {target} ({stats.state}); see the messages above and {session.run.edits_path}")
+    for kind in HEADLESS_EXPORTS:
+        console.print(f"wrote {session.export(kind).result()}")
+
+
+def _done(s: SessionStats) -> bool:
+    """Nothing left to run: finished, failed, or paused with no steps queued (including after a NaN rollback)."""
+    return s.state in ("finished", "error") or (s.state == "paused" and s.steps_left == 0)
