@@ -93,6 +93,11 @@ def convert_cmd(
         typer.echo(str(f))
 
 
+@video_app.callback()
+def video_main() -> None:
+    """Driving videos from images (Stable Video Diffusion)."""
+
+
 @video_app.command("from-image")
 def from_image_cmd(
     image: Path = typer.Argument(..., help="input image (RGBA is composited on white)"),
