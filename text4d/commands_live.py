@@ -10,6 +10,7 @@ with a progress bar, exports, and returns. ``view`` reopens a run folder
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from text4d.config import load_config, to_yaml
 from text4d.errors import ConfigError, Text4DError
 from text4d.fit import FitConfig, build_sample_stage, resolve_device
-from text4d.live import UI, drive
+from text4d.live import HEADLESS_EXPORTS, UI, drive
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
 from viewer.config import ViewerConfig
@@ -52,6 +53,7 @@ def demo(
     steps: int | None = None,
     config: str | Path | None = None,
     overrides: list[str] | None = None,
+    exports: Sequence[str] = HEADLESS_EXPORTS,
     console: Console | None = None,
 ) -> Path:
     """Fit the built-in sample live. Returns the run folder.
@@ -62,6 +64,7 @@ def demo(
         steps: train this many iterations, then pause (headless: then export and return);
             ``None`` trains to the configured ``iters``.
         config, overrides: ``--config FILE`` and ``key=value`` dotlist overrides on :class:`LiveConfig`.
+        exports: what a headless run writes at the end: "ply", "mp4", "gif".
     """
     console = console or Console()
     _check_steps(steps)
@@ -73,7 +76,7 @@ def demo(
     run.write_config(to_yaml(cfg))
     session = Session(stage, run, cfg.session, start_paused=steps is not None)
     console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
-    drive(session, cfg.viewer, ui, steps, console)
+    drive(session, cfg.viewer, ui, steps, console, exports)
     return run.path
 
 
@@ -84,6 +87,7 @@ def view(
     ui: UI = "viser",
     steps: int | None = None,
     overrides: list[str] | None = None,
+    exports: Sequence[str] = HEADLESS_EXPORTS,
     console: Console | None = None,
 ) -> Path:
     """Reopen ``run_dir`` paused at its latest checkpoint; press Resume (or pass ``steps``) to train on."""
@@ -96,7 +100,7 @@ def view(
     stage = build_sample_stage(cfg, resolve_device(cfg.device))
     session = Session.reopen(stage, run, cfg.session)
     console.print(f"reopened [bold]{run.path}[/bold] at iteration {stage.iteration} (paused)")
-    drive(session, cfg.viewer, ui, steps, console)
+    drive(session, cfg.viewer, ui, steps, console, exports)
     return run.path
 
 

@@ -7,6 +7,7 @@ end or test can drive any stage's session the same way.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Literal
 
 from rich.console import Console
@@ -19,14 +20,20 @@ UI = Literal["viser", "none"]
 HEADLESS_EXPORTS = ("ply", "mp4")
 
 
-def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None, console: Console) -> None:
-    """Start ``session``, queue ``steps`` (if any), run the chosen front end, and stop (saving) at the end."""
+def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None, console: Console, exports: Sequence[str] = HEADLESS_EXPORTS) -> None:
+    """Start ``session``, queue ``steps`` (if any), run the chosen front end, and stop (saving) at the end.
+
+    Headless runs finish with ``exports`` (kinds of :func:`text4d.session.default_exporters`).
+    """
+    unknown = sorted(set(exports) - set(session.exporters))
+    if unknown:
+        raise Text4DError(f"unknown export {unknown}; choose from {sorted(session.exporters)}")
     session.start()
     try:
         if steps is not None:
             session.step(steps).result()
         if ui == "none":
-            headless(session, console)
+            headless(session, console, exports)
         else:
             serve(session, viewer_cfg, console)
     finally:
@@ -51,7 +58,7 @@ def serve(session: Session, viewer_cfg: ViewerConfig, console: Console) -> None:
         app.stop()
 
 
-def headless(session: Session, console: Console) -> None:
+def headless(session: Session, console: Console, exports: Sequence[str] = HEADLESS_EXPORTS) -> None:
     """Show progress until nothing is left to run, then export; a divergence or failure is an error."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -71,7 +78,7 @@ def headless(session: Session, console: Console) -> None:
             bar.update(task, completed=stats.iteration, info=info)
     if stats.state == "error" or stats.iteration < target:
         raise Text4DError(f"training stopped at iteration {stats.iteration} of {target} ({stats.state}); see the messages above and {session.run.edits_path}")
-    for kind in HEADLESS_EXPORTS:
+    for kind in exports:
         console.print(f"wrote {session.export(kind).result()}")
 
 
