@@ -148,3 +148,13 @@ def test_cli_convert_then_generate_gives_the_same_video(model_dir, models, tmp_p
                            progress=False)
     np.testing.assert_array_equal(a["raw"], b["raw"])
     assert not np.allclose(a["raw"], c["raw"]), "the temporal adapter must change the video"
+
+
+def test_bench_motion_tiny_smoke():
+    from text4d.bench.motion import run
+
+    res = run(tiny=True, device="cpu")
+    assert res["train"]["multi_video"]["spatial_adapters"] == 4
+    assert res["train"]["memory_saving"]["checkpointed_modules"] > 0
+    assert res["inference"]["denoise_s"] > 0 and res["inversion"]["finite"]
+    assert res["inversion"]["cache_hit_s"] < res["inversion"]["s"]

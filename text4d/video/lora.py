@@ -390,15 +390,15 @@ def convert_released(checkpoint: str | Path, unet: torch.nn.Module, out_dir: str
                         temporal=path == "temporal")
         lora.load_state(path, ad.tensors, ad.source)
         written.append(save_adapter_file(lora, path, Path(out_dir) / f"{path}.safetensors"))
-        _remove_adapters(unet)
+        remove_adapters(unet)
     if not written:
         raise InputError(f"{checkpoint} holds no released MotionDirector weights "
                          "(expected spatial/lora/<step>_unet.pt or temporal/lora/<step>_unet.pt)")
     return written
 
 
-def _remove_adapters(unet: torch.nn.Module) -> None:
-    """Put the plain linears back (used between conversions so each starts from the bare base)."""
+def remove_adapters(unet: torch.nn.Module) -> None:
+    """Put the plain linears back, dropping every adapter (each conversion or benchmark starts bare)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     for name, module in list(unet.named_modules()):

@@ -120,7 +120,9 @@ def debiased_temporal_loss(pred: torch.Tensor, target: torch.Tensor, anchor: int
 class MotionTrainer:
     """Owns the models, adapters, optimisers and RNGs of one training run."""
 
-    def __init__(self, cfg: MotionTrainConfig, models: T2VModels | None = None, progress: bool = True):
+    def __init__(self, cfg: MotionTrainConfig, models: T2VModels | None = None, progress: bool = True,
+                 clips: list[vdata.CachedClip] | None = None):
+        """``models`` and ``clips`` (already-encoded latents) skip loading from disk (tests, benchmarks)."""
         self.cfg = cfg
         self.progress = progress
         self.run_dir = Path(cfg.output_dir).expanduser()
@@ -143,7 +145,7 @@ class MotionTrainer:
                     m.to(self.dtype)
         self.models = models
         self.unet = models.unet
-        self.clips = self._latents()
+        self.clips = clips if clips is not None else self._latents()
         self.cache = InversionCache(self.run_dir / "cached_latents")
 
         prompts = sorted({c.prompt for c in self.clips} | set(cfg.validation.prompts) | {""})
