@@ -138,8 +138,11 @@ def test_gradients_reach_texture_and_vertices():
     # With visibility fixed, the barycentric path is exact: compare with finite differences.
     attr = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
     weights = torch.rand(1, H, W, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    f = lambda v: (interpolate(attr, rasterize(v, faces, _identity_camera()), faces) * weights).sum()  # noqa: E731
-    assert torch.autograd.gradcheck(f, (verts.detach().clone().requires_grad_(),), eps=1e-7, atol=1e-5)
+
+    def loss(v: torch.Tensor) -> torch.Tensor:
+        return (interpolate(attr, rasterize(v, faces, _identity_camera()), faces) * weights).sum()
+
+    assert torch.autograd.gradcheck(loss, (verts.detach().clone().requires_grad_(),), eps=1e-7, atol=1e-5)
 
 
 def test_texture_lookup_convention():
