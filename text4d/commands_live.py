@@ -93,15 +93,20 @@ def view(
     """Reopen ``run_dir`` paused at its latest checkpoint; press Resume (or pass ``steps``) to train on."""
     console = console or Console()
     _check_steps(steps)
+    session, cfg = open_run(run_dir, overrides, host, port)
+    console.print(f"reopened [bold]{session.run.path}[/bold] at iteration {session.stage.iteration} (paused)")
+    drive(session, cfg.viewer, ui, steps, console, exports)
+    return session.run.path
+
+
+def open_run(run_dir: str | Path, overrides: list[str] | None = None, host: str | None = None, port: int | None = None) -> tuple[Session, LiveConfig]:
+    """A paused (not yet started) Session on a run folder's latest checkpoint, and the run's config."""
     run = RunFolder.open(run_dir)
     if not run.config_path.exists():
         raise Text4DError(f"{run.path} has no config.yaml; is it a text4d run folder?")
     cfg = load_live_config(run.config_path, overrides, host, port)
     stage = build_sample_stage(cfg, resolve_device(cfg.device))
-    session = Session.reopen(stage, run, cfg.session)
-    console.print(f"reopened [bold]{run.path}[/bold] at iteration {stage.iteration} (paused)")
-    drive(session, cfg.viewer, ui, steps, console, exports)
-    return run.path
+    return Session.reopen(stage, run, cfg.session), cfg
 
 
 def _check_steps(steps: int | None) -> None:

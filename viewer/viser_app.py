@@ -413,18 +413,20 @@ class ViewerApp:
             return
         stride = max(1, len(history) // 500)
         records = history[::stride]
-        x = np.array([r["iteration"] for r in records], dtype=np.float64)
         loss_keys = [k for k in records[-1] if k not in ("iteration", "time", "it_per_s", "gaussians") and not k.startswith(("test_", "densify_"))]
-        self._plot("losses", "Loss terms (log)", x, records, loss_keys, log_scale=True)
-        if any("test_psnr" in r for r in records):
-            self._plot("psnr", "Held-out PSNR (dB)", x, records, ["test_psnr"], log_scale=False)
-        self._plot("gaussians", "Gaussians", x, records, ["gaussians"], log_scale=False)
+        self._plot("losses", "log10 loss terms", records, loss_keys, log_scale=True)
+        evaluated = [r for r in history if "test_psnr" in r]
+        if evaluated:
+            self._plot("psnr", "Held-out PSNR (dB)", evaluated[:: max(1, len(evaluated) // 500)], ["test_psnr"], log_scale=False)
+        self._plot("gaussians", "Gaussians", records, ["gaussians"], log_scale=False)
 
-    def _plot(self, name: str, title: str, x: np.ndarray, records: list[dict], keys: list[str], log_scale: bool) -> None:
+    def _plot(self, name: str, title: str, records: list[dict], keys: list[str], log_scale: bool) -> None:
+        x = np.array([r["iteration"] for r in records], dtype=np.float64)
         ys = []
         for key in keys:
             y = np.array([float(r.get(key, np.nan)) for r in records])
-            ys.append(np.maximum(y, 1e-8) if log_scale else y)
+            # log10 on a linear axis: uPlot's own log axis labels small losses as "0".
+            ys.append(np.log10(np.maximum(y, 1e-12)) if log_scale else y)
         data = (x, *ys)
         handle = self._plots.get(name)
         if handle is not None and len(handle.series) == len(data):
@@ -433,10 +435,9 @@ class ViewerApp:
         if handle is not None:
             handle.remove()
         series = ({"label": "iteration"}, *({"label": k, "stroke": PALETTE[i % len(PALETTE)], "width": 1.5} for i, k in enumerate(keys)))
-        scales = {"x": {"time": False}, "y": {"distr": 3} if log_scale else {"auto": True}}
         assert self.server is not None
         with self.plot_folder:
-            self._plots[name] = self.server.gui.add_uplot(data, series, title=title, scales=scales, aspect=1.6, order=len(self._plots))
+            self._plots[name] = self.server.gui.add_uplot(data, series, title=title, scales={"x": {"time": False}, "y": {"auto": True}}, aspect=1.6, order=len(self._plots))
 
     def _default_radius(self) -> float:
         gt = self.session.stage.ground_truth()

@@ -1,0 +1,71 @@
+"""Regenerate the README's pictures from a run folder, with the project's own code.
+
+    text4d demo --ui none --steps 400                      # fit the sample headless -> recordings/sample-<time>/
+    python scripts/readme_media.py recordings/sample-<time>/ docs/
+
+writes ``docs/viewer.png`` (the web studio on that run, in headless Chromium)
+and ``docs/fitted.gif`` (an orbit around the fitted animation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from text4d.commands_live import open_run
+from viewer.viser_app import ViewerApp
+
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def screenshot(url: str, out: Path, chromium: str) -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(url)
+        page.get_by_text("iteration").first.wait_for(timeout=60_000)
+        for text in ("Software WebGL", "Exported"):  # toasts about the headless browser itself
+            close = page.locator(".mantine-Notification-root", has_text=text).locator("button")
+            if close.count():
+                close.first.click()
+        shots = [page.screenshot()]
+        while True:  # until the sharp frame has landed and nothing moves
+            time.sleep(1.0)
+            shots.append(page.screenshot())
+            if shots[-1] == shots[-2]:
+                break
+        out.write_bytes(shots[-1])
+        browser.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    session, cfg = open_run(args.run_dir, ["viewer.port=0"])
+    session.start()
+    try:
+        gif = session.export("gif").result()
+        shutil.copyfile(gif, args.out_dir / "fitted.gif")
+        session.resume()  # show it optimising (a finished run says so instead)
+        app = ViewerApp(session, cfg.viewer).start()
+        try:
+            screenshot(app.url, args.out_dir / "viewer.png", args.chromium)
+        finally:
+            app.stop()
+    finally:
+        session.stop()
+    logging.info("wrote %s and %s", args.out_dir / "viewer.png", args.out_dir / "fitted.gif")
+
+
+if __name__ == "__main__":
+    main()
