@@ -33,13 +33,8 @@ def screenshot(url: str, out: Path, chromium: str) -> None:
             close = page.locator(".mantine-Notification-root", has_text=text).locator("button")
             if close.count():
                 close.first.click()
-        shots = [page.screenshot()]
-        while True:  # until the sharp frame has landed and nothing moves
-            time.sleep(1.0)
-            shots.append(page.screenshot())
-            if shots[-1] == shots[-2]:
-                break
-        out.write_bytes(shots[-1])
+        time.sleep(8.0)  # frames, stats and plots refresh a few times (training keeps the picture moving)
+        out.write_bytes(page.screenshot())
         browser.close()
 
 

@@ -371,3 +371,30 @@ def test_headless_drive_reports_a_divergence(run):
     session = Session(stage, run, SessionConfig(log_every=1, eval_every=0, good_snapshot_every=2), start_paused=True)
     with pytest.raises(Text4DError, match="stopped at iteration 2 of 10"):
         drive(session, ViewerConfig(), "none", 10, Console(file=io.StringIO()))
+
+
+def test_real_stage_snapshot_rollback_and_reopen_are_exact(run):
+    from toy_stage import tiny_sample_stage
+
+    stage, _ = tiny_sample_stage()
+    session = make_session(run, stage, paused=True)
+    try:
+        session.step(2).result(30)
+        session.wait(lambda s: s.iteration == 2, timeout=120)
+        session.snapshot().result(30)
+        saved = clone_state(stage.state_dict())
+        session.set("lambda_alpha", 10.0).result(30)
+        assert session.crop([-0.15, -0.15, -0.15], [0.15, 0.15, 0.15], t=0.5).result(30) > 0
+        session.step(2).result(30)
+        session.wait(lambda s: s.iteration == 4, timeout=120)
+        session.rollback().result(30)
+        assert_states_equal(stage.state_dict(), saved)  # including the Gaussians the crop removed
+        session.step(1).result(30)
+        session.wait(lambda s: s.iteration == 3, timeout=120)
+    finally:
+        session.stop()
+    expected = clone_state(stage.state_dict())
+    reopened_stage, _ = tiny_sample_stage()
+    reopened = Session.reopen(reopened_stage, run)
+    assert reopened.stats().iteration == 3 and reopened_stage.cfg.lambda_alpha == 10.0
+    assert_states_equal(reopened_stage.state_dict(), expected)

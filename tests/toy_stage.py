@@ -1,10 +1,12 @@
-"""A tiny, deterministic CPU stage for Session and viewer tests.
+"""Stages for Session and viewer tests: a tiny deterministic toy, and the real one made tiny.
 
 Its "Gaussians" are isotropic blobs that move linearly in time, splatted with
 the project's cameras (``text4d.render.camera``) and blended by a normalised
 weighted average: crude, but real losses, a real Adam optimiser, a real
 Gaussian count that crop/prune change, and ground truth from a teacher model,
 so every Session behaviour can be checked in milliseconds.
+:func:`tiny_sample_stage` builds the real :class:`~text4d.stages.dynamic.DynamicStage`
+on the built-in sample at a few dozen pixels, for the integration tests.
 """
 
 from __future__ import annotations
@@ -199,3 +201,26 @@ class ToyStage(Stage):
         gt = self.ground_truth()
         mse = torch.stack([(self.render(gt.cameras[i : i + 1], float(gt.times[i])).rgb - gt.rgb[i : i + 1]).square().mean() for i in range(len(gt))]).mean()
         return {"psnr": float(-10.0 * torch.log10(mse.clamp_min(1e-10)))}
+
+
+TINY_SAMPLE = [
+    "sample.num_frames=3",
+    "sample.resolution=32",
+    "sample.train_views=2",
+    "sample.test_views=1",
+    "sample.supersample=1",
+    "ref_size=32",
+    "batch_size=2",
+    "n_views=1",
+    "init_points=300",
+    "device=cpu",
+]
+
+
+def tiny_sample_stage(overrides: list[str] | None = None):
+    """The real dynamic stage on the built-in sample at 32 px, 3 frames, 300 Gaussians (CPU)."""
+    from text4d.commands_live import load_live_config
+    from text4d.fit import build_sample_stage
+
+    cfg = load_live_config(None, TINY_SAMPLE + list(overrides or []))
+    return build_sample_stage(cfg, torch.device("cpu")), cfg

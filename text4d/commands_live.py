@@ -21,7 +21,7 @@ from text4d.errors import ConfigError, Text4DError
 from text4d.fit import FitConfig, build_sample_stage, resolve_device
 from text4d.live import HEADLESS_EXPORTS, UI, drive
 from text4d.recording import RunFolder
-from text4d.session import Session, SessionConfig
+from text4d.session import Exporter, Session, SessionConfig, default_exporters
 from viewer.config import ViewerConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dynamic" / "sample.yaml"
@@ -74,7 +74,7 @@ def demo(
     stage = build_sample_stage(cfg, device)
     run = RunFolder.create(cfg.name, cfg.out)
     run.write_config(to_yaml(cfg))
-    session = Session(stage, run, cfg.session, start_paused=steps is not None)
+    session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters=_exporters(cfg))
     console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
     drive(session, cfg.viewer, ui, steps, console, exports)
     return run.path
@@ -106,7 +106,11 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None, host: str 
         raise Text4DError(f"{run.path} has no config.yaml; is it a text4d run folder?")
     cfg = load_live_config(run.config_path, overrides, host, port)
     stage = build_sample_stage(cfg, resolve_device(cfg.device))
-    return Session.reopen(stage, run, cfg.session), cfg
+    return Session.reopen(stage, run, cfg.session, exporters=_exporters(cfg)), cfg
+
+
+def _exporters(cfg: LiveConfig) -> dict[str, Exporter]:
+    return default_exporters(video_frames=cfg.video_frames, video_resolution=cfg.video_resolution)
 
 
 def _check_steps(steps: int | None) -> None:

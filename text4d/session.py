@@ -146,14 +146,14 @@ def cfg_values(cfg: Any) -> dict[str, Any]:
     return {key: _jsonable(value) for key, _, value in editable_fields(cfg)}
 
 
-def default_exporters() -> dict[str, Exporter]:
-    """The exports the viewer offers: a per-frame 3DGS .ply sequence and orbit videos."""
+def default_exporters(video_frames: int = 60, video_resolution: int = 256) -> dict[str, Exporter]:
+    """The exports the viewer offers: a per-frame 3DGS .ply sequence and orbit videos (.mp4, and .gif for docs)."""
     from text4d.export import export_orbit_video, export_ply_sequence
 
     return {
         "ply": lambda stage, out, it: export_ply_sequence(stage, out / f"ply-it{it:06d}"),
-        "mp4": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.mp4"),
-        "gif": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.gif", fps=12, num_frames=36, resolution=192),
+        "mp4": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.mp4", num_frames=video_frames, resolution=video_resolution),
+        "gif": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.gif", fps=12, num_frames=max(12, video_frames // 2), resolution=min(video_resolution, 256)),
     }
 
 
@@ -663,6 +663,7 @@ def _stage_device(stage: Stage) -> torch.device:
 
 __all__ = [
     "CommandRefused",
+    "Exporter",
     "Session",
     "SessionConfig",
     "SessionEvent",

@@ -106,6 +106,7 @@ class ViewerApp:
         self._timers_lock = threading.Lock()
         self._edit_widgets: dict[str, Any] = {}
         self._plots: dict[str, Any] = {}
+        self._replot = False
         self.server: viser.ViserServer | None = None
         self._ticker: threading.Thread | None = None
         self._unsubscribe = lambda: None
@@ -308,6 +309,7 @@ class ViewerApp:
         view = ClientView(client, worker, frame, play, fps, mode, resolution, caption)
         with self._views_lock:
             self.views[client.client_id] = view
+        self._replot = True
 
         frame.on_update(lambda e: self._on_frame(view, "seek" if e.client is not None else "play"))
         play.on_update(lambda _: self._on_play(view))
@@ -409,8 +411,15 @@ class ViewerApp:
 
     def _update_plots(self) -> None:
         history = self.session.history()
-        if len(history) < 2:
+        if len(history) < 2 or not self.views:
             return
+        if self._replot:
+            # Viser replays charts created before a tab connected without their x data (seen with
+            # viser 1.1.1): rebuild them for every new tab instead of relying on the replay.
+            self._replot = False
+            for handle in self._plots.values():
+                handle.remove()
+            self._plots.clear()
         stride = max(1, len(history) // 500)
         records = history[::stride]
         loss_keys = [k for k in records[-1] if k not in ("iteration", "time", "it_per_s", "gaussians") and not k.startswith(("test_", "densify_"))]
@@ -430,7 +439,8 @@ class ViewerApp:
         data = (x, *ys)
         handle = self._plots.get(name)
         if handle is not None and len(handle.series) == len(data):
-            handle.data = data
+            if any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True) for a, b in zip(handle.data, data)):
+                handle.data = data  # resend only what changed: a paused run's plots cost nothing
             return
         if handle is not None:
             handle.remove()
