@@ -37,7 +37,7 @@ from text4d.session import Session, SessionConfig
 from viewer.frames import FrameRenderer
 from viewer.render_worker import Reason, RenderWorker, ViewRequest, WorkerConfig
 
-CPU_OVERRIDES = ["ref_size=64", "batch_size=2", "n_views=1", "init_points=1000"]
+CPU_OVERRIDES = ["sample.resolution=64", "sample.num_frames=6", "sample.supersample=1", "ref_size=64", "batch_size=2", "n_views=1", "init_points=1000"]
 FOVY = math.radians(49.1)
 
 
