@@ -25,6 +25,8 @@ def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None,
 
     Headless runs finish with ``exports`` (kinds of :func:`text4d.session.default_exporters`).
     """
+    if ui not in ("viser", "none"):
+        raise Text4DError(f"--ui must be viser or none, got {ui!r}")
     unknown = sorted(set(exports) - set(session.exporters))
     if unknown:
         raise Text4DError(f"unknown export {unknown}; choose from {sorted(session.exporters)}")
@@ -78,6 +80,9 @@ def headless(session: Session, console: Console, exports: Sequence[str] = HEADLE
             bar.update(task, completed=stats.iteration, info=info)
     if stats.state == "error" or stats.iteration < target:
         raise Text4DError(f"training stopped at iteration {stats.iteration} of {target} ({stats.state}); see the messages above and {session.run.edits_path}")
+    final = session.stats().metrics
+    if "test_psnr" in final:
+        console.print(f"held-out PSNR {final['test_psnr']:.2f} dB  SSIM {final.get('test_ssim', float('nan')):.4f}  mask IoU {final.get('test_iou', float('nan')):.4f}")
     for kind in exports:
         console.print(f"wrote {session.export(kind).result()}")
 

@@ -355,6 +355,7 @@ class Session:
             if self._state == "running" and self.stage.iteration >= self.stage.iters and self._steps_left == 0:
                 self._set_state("finished", f"finished {self.stage.iteration} iterations; raise 'iters' and resume to continue")
                 self._autosave("finished")
+                self.run.mark_stage_done(self.stage.name)
                 continue
             if self._should_train():
                 self._train_one()
@@ -394,10 +395,11 @@ class Session:
         self._losses = losses
         if it % self.cfg.good_snapshot_every == 0:
             self._last_good = (it, clone_state(self.stage.state_dict()))
-        if self.cfg.eval_every and it % self.cfg.eval_every == 0:
+        last = it == self.stage.iters
+        if self.cfg.eval_every and (it % self.cfg.eval_every == 0 or last):
             with self.lock:
                 self._metrics = {f"test_{k}": v for k, v in self.stage.evaluate().items()}
-        if it % self.cfg.log_every == 0:
+        if it % self.cfg.log_every == 0 or last:
             record = {"iteration": it, "time": time.time(), "it_per_s": self._it_per_s(), "gaussians": self.stage.num_gaussians, **losses, **self._metrics}
             self._history.append(record)
             self.run.log_metrics(record)

@@ -64,6 +64,15 @@ class Views:
     def to(self, device: torch.device | str) -> "Views":
         return Views(self.rgb.to(device), self.alpha.to(device), self.cameras.to(device), self.times.to(device))
 
+    def resized(self, width: int, height: int) -> "Views":
+        """The same views at another resolution (images resampled, intrinsics scaled)."""
+        return Views(
+            resize_images(self.rgb, height, width),
+            resize_images(self.alpha, height, width),
+            self.cameras.resized(width, height),
+            self.times,
+        )
+
     def composite(self, bg: Tensor) -> Tensor:
         """RGB composited over background colour ``bg`` [3]."""
         return self.rgb * self.alpha + bg.to(self.rgb) * (1.0 - self.alpha)
@@ -76,3 +85,13 @@ class Views:
             Cameras.cat([v.cameras for v in views]),
             torch.cat([v.times for v in views]),
         )
+
+
+def resize_images(img: Tensor, h: int, w: int) -> Tensor:
+    """Resize [..., H, W, C] images: area averaging when shrinking, bilinear when growing."""
+    if img.shape[-3:-1] == (h, w):
+        return img
+    lead = img.shape[:-3]
+    x = img.reshape(-1, *img.shape[-3:]).permute(0, 3, 1, 2)
+    x = torch.nn.functional.interpolate(x, size=(h, w), mode="area" if x.shape[-1] > w else "bilinear", align_corners=None if x.shape[-1] > w else False)
+    return x.permute(0, 2, 3, 1).reshape(*lead, h, w, img.shape[-1])

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``text4d bench ...``; each module's ``run(...)`` returns a JSON-able dict."""
