@@ -366,3 +366,12 @@ def test_gsplat_matches_torch_reference() -> None:
     spec.loader.exec_module(module)
     report = module.check(num_gaussians=500, resolution=64, cameras=3, batch=2)
     assert report["ok"], report
+
+
+def test_rasterizer_benchmark_runs_small_on_cpu() -> None:
+    from text4d.bench.rasterizer import run
+
+    report = run(sizes=(200,), resolution=32, repeats=1, times=2, views=2, device="cpu")
+    assert report["backend"] == "torch" and report["device"] == "cpu"
+    assert report["scaling"][0]["gaussians"] == 200 and report["scaling"][0]["forward_backward_ms"] > 0
+    assert report["batched"]["times"] == 2 and report["batched"]["one_call_forward_backward_ms"] > 0

@@ -18,8 +18,6 @@ from text4d.bench.timing import device_name, time_ms
 from text4d.render.camera import Cameras
 from text4d.render.splat import Splats, render, resolve_backend
 
-TIMES, VIEWS = 14, 4
-
 
 def random_splats(n: int, batch: tuple[int, ...], device: torch.device, sh_degree: int, generator: torch.Generator) -> Splats:
     """``n`` Gaussians in a ball of radius 0.5 (a sample object's size), scales set by density."""
@@ -56,6 +54,8 @@ def run(
     repeats: int = 20,
     batched_gaussians: int | None = None,
     sh_degree: int = 0,
+    times: int = 14,
+    views: int = 4,
     seed: int = 0,
 ) -> dict:
     """Time the rasteriser; returns a JSON-able dict.
@@ -69,8 +69,10 @@ def run(
             e.g. ``sizes=(1000,), resolution=64, repeats=3``.
         repeats: timed runs per number (median reported, after 3 warm-up runs);
             CUDA timings are synchronised.
-        batched_gaussians: Gaussians per time in the 14x4 batching case; default ``sizes[0]``.
+        batched_gaussians: Gaussians per time in the batching case; default ``sizes[0]``.
         sh_degree: SH degree of the random Gaussians (DreamGaussian4D uses 0).
+        times, views: the batching case renders ``times`` deformed copies from ``views``
+            cameras each, in one call and in ``times * views`` calls (CPU smoke: 2 x 2).
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     resolved = resolve_backend(backend, dev)
@@ -88,20 +90,20 @@ def run(
         scaling.append({"gaussians": n, "forward_ms": round(fwd, 3), "forward_backward_ms": round(fwd_bwd, 3)})
 
     n = batched_gaussians or sizes[0]
-    splats = _trainable(random_splats(n, (TIMES,), dev, sh_degree, g))
-    views = Cameras.orbit(
-        torch.full((TIMES, VIEWS), 10.0), torch.linspace(0.0, 360.0, TIMES * VIEWS + 1)[:-1].reshape(TIMES, VIEWS), 2.0, 49.1, resolution, resolution
+    splats = _trainable(random_splats(n, (times,), dev, sh_degree, g))
+    batch_cams = Cameras.orbit(
+        torch.full((times, views), 10.0), torch.linspace(0.0, 360.0, times * views + 1)[:-1].reshape(times, views), 2.0, 49.1, resolution, resolution
     ).to(dev)
-    per_time = [Splats(*(x[t] for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh))) for t in range(TIMES)]
+    per_time = [Splats(*(x[t] for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh))) for t in range(times)]
 
     def one_call() -> None:
-        _fwd_bwd(splats, views, bg, resolved)
+        _fwd_bwd(splats, batch_cams, bg, resolved)
 
     def separate_calls() -> None:
         loss = 0.0
-        for t in range(TIMES):
-            for v in range(VIEWS):
-                out = render(per_time[t], views[t, v : v + 1], bg, backend=resolved)
+        for t in range(times):
+            for v in range(views):
+                out = render(per_time[t], batch_cams[t, v : v + 1], bg, backend=resolved)
                 loss = loss + out.rgb.mean() + out.alpha.mean()
         loss.backward()
 
@@ -121,8 +123,8 @@ def run(
         "scaling": scaling,
         "batched": {
             "gaussians_per_time": n,
-            "times": TIMES,
-            "views": VIEWS,
+            "times": times,
+            "views": views,
             "one_call_forward_backward_ms": round(batched_ms, 3),
             "separate_calls_forward_backward_ms": round(separate_ms, 3),
             "speedup": round(separate_ms / max(batched_ms, 1e-9), 2),
