@@ -84,9 +84,9 @@ def run(
     for n in sizes:
         splats = random_splats(n, (), dev, sh_degree, g)
         with torch.no_grad():
-            fwd = time_ms(lambda: render(splats, cams, bg, backend=resolved), dev, repeats)
+            fwd = time_ms(lambda s=splats: render(s, cams, bg, backend=resolved), dev, repeats)
         train = _trainable(splats)
-        fwd_bwd = time_ms(lambda: _fwd_bwd(train, cams, bg, resolved), dev, repeats)
+        fwd_bwd = time_ms(lambda s=train: _fwd_bwd(s, cams, bg, resolved), dev, repeats)
         scaling.append({"gaussians": n, "forward_ms": round(fwd, 3), "forward_backward_ms": round(fwd_bwd, 3)})
 
     n = batched_gaussians or sizes[0]

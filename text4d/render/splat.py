@@ -137,7 +137,7 @@ def render(
 # -- backend selection -------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def backend_available(name: str) -> bool:
     """Whether backend ``name`` can be imported here (its CUDA extension loads)."""
     if name == "torch":
@@ -147,7 +147,7 @@ def backend_available(name: str) -> bool:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
     try:
         importlib.import_module(module)
-    except Exception as exc:  # a broken CUDA build raises OSError/RuntimeError, not only ImportError
+    except Exception as exc:  # noqa: BLE001 - a broken CUDA build raises OSError/RuntimeError, not only ImportError
         logger.debug("backend %s unavailable: %s", name, exc)
         return False
     return True
@@ -673,7 +673,10 @@ def _render_inria(splats: Splats, cameras: Cameras, bg: Tensor, degree: int, nea
     ``means2d`` is a leaf holding the projected centres; its gradient is Inria's
     NDC screen-space gradient rescaled to pixels.
     """
-    from diff_gaussian_rasterization import GaussianRasterizationSettings, GaussianRasterizer
+    from diff_gaussian_rasterization import (
+        GaussianRasterizationSettings,
+        GaussianRasterizer,
+    )
 
     batch_shape = cameras.batch_shape
     nb, c, n = math.prod(batch_shape[:-1]), batch_shape[-1], splats.means.shape[-2]
@@ -712,7 +715,7 @@ def _render_inria(splats: Splats, cameras: Cameras, bg: Tensor, degree: int, nea
                 **extra,
             )
             screen = torch.cat([means2d[b, ci] * to_ndc, torch.zeros_like(means2d[b, ci, :, :1])], dim=-1)  # [N, 3]
-            common = dict(means3D=means[b], means2D=screen, opacities=opacities[b], scales=scales[b], rotations=quats[b])
+            common = {"means3D": means[b], "means2D": screen, "opacities": opacities[b], "scales": scales[b], "rotations": quats[b]}
             out = GaussianRasterizer(GaussianRasterizationSettings(bg=bgs[b, ci].contiguous(), **settings))(shs=sh[b], **common)
             z = means[b] @ rot[2] + trans[2]  # [N]
             aux_colors = torch.stack([z, torch.ones_like(z), torch.zeros_like(z)], dim=-1)
