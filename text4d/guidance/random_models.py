@@ -1,0 +1,79 @@
+"""Random-weight Zero123 models with the real classes, for tests and benchmarks.
+
+``tiny`` runs an SDS step in milliseconds on CPU; ``full`` is Stable-Zero123's architecture
+(Stable Diffusion 1.5 UNet with 8 input channels, SD VAE, CLIP ViT-L/14 image encoder,
+772 -> 768 camera projection), so timings and memory match the real model. :func:`save_zero123`
+writes the diffusers folder layout so the real loader is what tests exercise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from text4d.guidance.zero123 import CLIP_MEAN, CLIP_STD, Zero123Models
+
+
+def build_zero123(tiny: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                  seed: int = 0, variant: str = "stable") -> Zero123Models:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        if tiny:
+            dim, clip_size = 16, 32
+            unet = UNet2DConditionModel(
+                sample_size=8, in_channels=8, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                norm_num_groups=4, cross_attention_dim=dim, attention_head_dim=4,
+                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+            vae = AutoencoderKL(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4,
+                                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+            clip_cfg = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        image_size=clip_size, patch_size=8, projection_dim=dim)
+        else:
+            dim, clip_size = 768, 224
+            unet = UNet2DConditionModel(sample_size=32, in_channels=8, out_channels=4, cross_attention_dim=dim)
+            vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+            clip_cfg = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                        num_attention_heads=16, image_size=clip_size, patch_size=14, projection_dim=dim,
+                                        hidden_act="quick_gelu")
+        image_encoder = CLIPVisionModelWithProjection(clip_cfg)
+        projection = nn.Linear(dim + 4, dim)
+    alphas = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").alphas_cumprod.float()
+    models = Zero123Models(unet, vae, image_encoder, projection, alphas, clip_size, CLIP_MEAN, CLIP_STD, variant,
+                           "random-tiny" if tiny else "random-stable-zero123")
+    return models.freeze().to(device, dtype)
+
+
+def save_zero123(models: Zero123Models, folder: str | Path, projection_dir: str = "clip_camera_projection") -> Path:
+    """Write ``models`` as a diffusers-format Zero123 folder (``projection_dir``: the new or old name)."""
+    from diffusers import DDIMScheduler
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor
+
+    folder = Path(folder)
+    models.unet.save_pretrained(folder / "unet")
+    models.vae.save_pretrained(folder / "vae")
+    models.image_encoder.save_pretrained(folder / "image_encoder")
+    size = models.clip_size
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                       image_mean=list(models.clip_mean), image_std=list(models.clip_std)).save_pretrained(folder / "feature_extractor")
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                  set_alpha_to_one=False).save_pretrained(folder / "scheduler")
+    proj = folder / projection_dir
+    proj.mkdir(parents=True, exist_ok=True)
+    p = models.projection
+    save_file({"proj.weight": p.weight.detach().float().cpu().contiguous(), "proj.bias": p.bias.detach().float().cpu().contiguous()},
+              str(proj / "diffusion_pytorch_model.safetensors"))
+    (proj / "config.json").write_text(json.dumps({"_class_name": "CCProjection", "in_channel": p.in_features, "out_channel": p.out_features}))
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "Zero123Pipeline", "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"], projection_dir: ["zero123", "CCProjection"],
+        "feature_extractor": ["transformers", "CLIPImageProcessor"], "scheduler": ["diffusers", "DDIMScheduler"],
+    }))
+    return folder
