@@ -21,7 +21,7 @@ app.add_typer(video_app, name="video")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; key=value overrides follow the command.")
 OverridesArg = typer.Argument(None, help="key=value config overrides (OmegaConf dotlist)", show_default=False)
-UiOpt = typer.Option("viser", "--ui", help="viser (web studio) or none (headless).")
+UiOpt = typer.Option("viser", "--ui", help="viser (web studio), dpg (desktop window), viser,dpg (both on one session) or none (headless).")
 HostOpt = typer.Option(None, "--host", help="Viewer host (default 127.0.0.1).")
 PortOpt = typer.Option(None, "--port", help="Viewer port (default 8080; a busy port moves to the next free one).")
 StepsOpt = typer.Option(None, "--steps", help="Train this many iterations, then pause (headless: then export and exit).")
@@ -70,6 +70,56 @@ def view(
     from text4d.commands_live import view as view_run
 
     view_run(run_dir, host=host, port=port, ui=ui, steps=steps, overrides=overrides)
+
+
+@app.command()
+def replay(
+    run_dir: Path = typer.Argument(..., help="A run folder under recordings/."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where the replay's run folder goes (default: beside the original)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: as recorded; the same count replays bit-exactly)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: the run's config)."),
+    exports: bool = typer.Option(False, "--exports", help="Also redo the recorded exports."),
+    atol: Optional[float] = typer.Option(None, "--atol", help="Accepted parameter difference when not bit-exact (default 0 on CPU, 1e-3 on GPU)."),
+) -> None:
+    """Re-execute a run with the same edits at the same iterations and compare with the original."""
+    from text4d.replay import replay as replay_run
+
+    result = replay_run(run_dir, out=out, threads=threads, device=device, exports=exports, atol=atol)
+    verdict = "bit-exact" if result.bit_exact else f"max |diff| {result.max_abs_diff:.3g} (atol {result.atol:g})"
+    typer.echo(f"replayed {result.edits_applied} edits to iteration {result.iteration} in {result.seconds:.1f} s on {result.device} ({result.threads} threads): {verdict}")
+    typer.echo(f"metrics: {result.metrics_compared} logged iterations compared, max |diff| {result.metrics_max_abs_diff:.3g}" + (f", first differs at {result.first_metric_divergence}" if result.first_metric_divergence is not None else ""))
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"replay run folder: {result.replay}  (details in replay.json)")
+    if not result.reproduced:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_runs(root: Path = typer.Option(Path("recordings"), "--root", help="Folder holding run folders.")) -> None:
+    """The runs under recordings/: name, date, stages done, iteration, best metric, problems."""
+    from rich.console import Console
+
+    from text4d.runs import find_runs, runs_table
+
+    runs = find_runs(root)
+    Console().print(runs_table(runs, f"{len(runs)} run(s) in {root}"))
+
+
+@app.command("record-scene")
+def record_scene(
+    run_dir: Path = typer.Argument(..., help="A run folder under recordings/."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for scene.viser + scene.html (default: <run>/exports/scene-it<N>)."),
+    fps: float = typer.Option(12.0, "--fps", min=0.1),
+) -> None:
+    """Save the run's 4D result as a viser scene recording: scene.html plays in any browser, no text4d needed."""
+    from text4d.commands_live import open_run
+    from viewer.scene_recording import export_viser_scene
+
+    session, _ = open_run(run_dir)
+    stage = session.stage
+    target = out or session.run.exports_dir / f"scene-it{stage.iteration:06d}"
+    typer.echo(f"wrote {export_viser_scene(stage, target, fps=fps)}")
 
 
 def _print_json(result: dict) -> None:

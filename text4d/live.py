@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Literal
 
 from rich.console import Console
 
 from text4d.errors import Text4DError
+from text4d.recording import record_session_open
 from text4d.session import Session, SessionStats
 from viewer.config import ViewerConfig
 
-UI = Literal["viser", "none"]
+UI = str  # "viser", "dpg", "none", or front ends joined by commas ("viser,dpg"): see parse_ui
+FRONT_ENDS = ("viser", "dpg")
 HEADLESS_EXPORTS = ("ply", "mp4")
+
+
+def parse_ui(ui: str) -> tuple[str, ...]:
+    """``--ui`` -> the front ends to attach: ``("none",)``, ``("viser",)``, ``("dpg",)`` or ``("viser", "dpg")``.
+
+    Several front ends may watch one session at once (``--ui viser,dpg``); "none" stands alone.
+    """
+    parts = tuple(dict.fromkeys(p.strip() for p in str(ui).split(",") if p.strip()))
+    if parts == ("none",) or (parts and all(p in FRONT_ENDS for p in parts)):
+        return parts
+    raise Text4DError(f"--ui must be viser, dpg, none, or viser,dpg (both front ends on one session); got {ui!r}")
 
 
 def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None, console: Console, exports: Sequence[str] = HEADLESS_EXPORTS) -> None:
@@ -25,39 +37,60 @@ def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None,
 
     Headless runs finish with ``exports`` (kinds of :func:`text4d.session.default_exporters`).
     """
-    if ui not in ("viser", "none"):
-        raise Text4DError(f"--ui must be viser or none, got {ui!r}")
+    fronts = parse_ui(ui)
     unknown = sorted(set(exports) - set(session.exporters))
     if unknown:
         raise Text4DError(f"unknown export {unknown}; choose from {sorted(session.exporters)}")
+    if "dpg" in fronts:  # before training starts: a missing display is a one-line error, not a GLFW abort
+        _check_desktop()
+    record_session_open(session)
     session.start()
     try:
         if steps is not None:
             session.step(steps).result()
-        if ui == "none":
+        if fronts == ("none",):
             headless(session, console, exports)
         else:
-            serve(session, viewer_cfg, console)
+            serve(session, viewer_cfg, console, fronts)
     finally:
         session.stop()
 
 
-def serve(session: Session, viewer_cfg: ViewerConfig, console: Console) -> None:
-    """Serve the web studio on ``session`` until Ctrl-C."""
+def serve(session: Session, viewer_cfg: ViewerConfig, console: Console, fronts: Sequence[str] = ("viser",)) -> None:
+    """Attach the front ends in ``fronts`` to ``session``; return when the desktop window closes, or on Ctrl-C."""
+    app = None
+    if "viser" in fronts:
+        try:
+            from viewer.viser_app import ViewerApp
+        except ImportError as e:
+            raise Text4DError(f"the web viewer needs viser ({e}); pip install -e '.[viewer]', or pass --ui none") from e
+        app = ViewerApp(session, viewer_cfg).start()
+        if viewer_cfg.port and app.port != viewer_cfg.port:
+            console.print(f"[yellow]port {viewer_cfg.port} is busy; using {app.port}[/yellow]")
+        console.print(f"text4d studio: [bold link={app.url}]{app.url}[/bold link]   (Ctrl-C to stop; the run is saved on exit)")
     try:
-        from viewer.viser_app import ViewerApp
-    except ImportError as e:
-        raise Text4DError(f"the web viewer needs viser ({e}); pip install -e '.[viewer]', or pass --ui none") from e
-    app = ViewerApp(session, viewer_cfg).start()
-    if viewer_cfg.port and app.port != viewer_cfg.port:
-        console.print(f"[yellow]port {viewer_cfg.port} is busy; using {app.port}[/yellow]")
-    console.print(f"text4d studio: [bold link={app.url}]{app.url}[/bold link]   (Ctrl-C to stop; the run is saved on exit)")
-    try:
-        threading.Event().wait()
+        if "dpg" in fronts:
+            from viewer.dpg_app import run_desktop
+
+            console.print("text4d desktop studio open (close the window to stop; the run is saved on exit)")
+            run_desktop(session, viewer_cfg)
+        else:
+            threading.Event().wait()
     except KeyboardInterrupt:
         console.print("stopping: saving the run ...")
     finally:
-        app.stop()
+        if app is not None:
+            app.stop()
+
+
+def _check_desktop() -> None:
+    from viewer.display import ALTERNATIVES, require_display
+
+    try:
+        import dearpygui.dearpygui  # noqa: F401
+    except ImportError as e:
+        raise Text4DError(f"the desktop viewer needs DearPyGui ({e}); pip install -e '.[dpg]', or {ALTERNATIVES}") from e
+    require_display()
 
 
 def headless(session: Session, console: Console, exports: Sequence[str] = HEADLESS_EXPORTS) -> None:

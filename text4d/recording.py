@@ -4,10 +4,17 @@ Layout of ``recordings/<name>-<YYYYmmdd-HHMMSS>/``::
 
     config.yaml        the full resolved config of the run
     manifest.json      name, created, command, stages done, input fingerprints
-    edits.jsonl        every command applied to the live session, with its iteration
+    edits.jsonl        every command applied to the live session, with its iteration; an
+                       "open" record each time a front end starts a session on the run (its
+                       live config, thread count, device), so ``text4d replay`` can re-execute it
     metrics.jsonl      losses and held-out metrics over time
-    checkpoints/       <tag>.safetensors + <tag>.json (see text4d.io.checkpoint)
+    checkpoints/       <tag>.safetensors + <tag>.json (see text4d.io.checkpoint): ``latest``
+                       (autosaved) and ``initial`` (the state before the first step, for replay)
     exports/           .ply sequences, videos, meshes
+
+A damaged folder still opens as far as it can: :meth:`RunFolder.health` lists
+what is missing or corrupt, and the JSON-lines logs skip (and report) corrupt
+lines instead of refusing the whole run.
 """
 
 from __future__ import annotations
@@ -15,16 +22,24 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from text4d.errors import InputError
 from text4d.io import atomic
 from text4d.io.checkpoint import load_checkpoint, save_checkpoint
 
+if TYPE_CHECKING:
+    from text4d.session import Session
+
+log = logging.getLogger(__name__)
+
 DEFAULT_ROOT = Path("recordings")
+INITIAL = "initial"  # checkpoint tag of the state before the first step
 
 
 def fingerprint(path: str | os.PathLike) -> str:
@@ -38,6 +53,30 @@ def fingerprint(path: str | os.PathLike) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def fingerprint_tensors(*tensors: Any) -> str:
+    """SHA-256 over tensors' shapes, dtypes and bytes (inputs that live in memory, e.g. a generated sample)."""
+    import torch
+
+    h = hashlib.sha256()
+    for t in tensors:
+        t = torch.as_tensor(t).detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class RunHealth:
+    """What a run folder holds and lacks; ``problems`` are one-line, user-readable."""
+
+    problems: list[str] = field(default_factory=list)
+    skipped_lines: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
 
 class RunFolder:
@@ -132,10 +171,67 @@ class RunFolder:
         atomic.append_jsonl(self.edits_path, record)
 
     def metrics(self) -> list[dict]:
-        return atomic.read_jsonl(self.metrics_path)
+        """Metric records; corrupt lines are skipped with a warning (the rest still opens)."""
+        return self._read_log(self.metrics_path)[0]
 
     def edits(self) -> list[dict]:
-        return atomic.read_jsonl(self.edits_path)
+        """Edit records; corrupt lines are skipped with a warning (the rest still opens)."""
+        return self._read_log(self.edits_path)[0]
+
+    def _read_log(self, path: Path) -> tuple[list[dict], list[int]]:
+        """Records of a JSON-lines log and the (1-based) numbers of lines that could not be read."""
+        if not path.exists():
+            return [], []
+        records, bad = [], []
+        lines = path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif i < len(lines) - 1:  # a torn last line is a crash mid-append, not damage
+                bad.append(i + 1)
+        if bad:
+            log.warning("%s: skipped %d corrupt line(s) (%s)", path, len(bad), ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
+        return records, bad
+
+    # -- health ----------------------------------------------------------------
+    def health(self) -> RunHealth:
+        """Check every part of the folder without raising: what is missing, what is corrupt."""
+        report = RunHealth()
+        if not self.config_path.exists():
+            report.problems.append("config.yaml is missing (the run cannot be rebuilt, viewed or replayed)")
+        if not self.manifest_path.exists():
+            report.problems.append("manifest.json is missing (no stages-done or input fingerprints)")
+        else:
+            try:
+                self.manifest()
+            except InputError:
+                report.problems.append("manifest.json is corrupt (no stages-done or input fingerprints)")
+        for path in (self.edits_path, self.metrics_path):
+            _, bad = self._read_log(path)
+            if bad:
+                report.skipped_lines[path.name] = bad
+                report.problems.append(f"{path.name}: {len(bad)} corrupt line(s) skipped (first at line {bad[0]})")
+        if not self.edits_path.exists():
+            report.problems.append("edits.jsonl is missing (replay will assume no edits)")
+        for tag, what in (("latest", "nothing to reopen or compare a replay against"), (INITIAL, "replay starts from a freshly built stage, so it may not be bit-exact")):
+            parts = [self.checkpoint_dir / f"{tag}.{ext}" for ext in ("json", "safetensors")]
+            missing = [p.name for p in parts if not p.exists()]
+            if len(missing) == 2:
+                report.problems.append(f"checkpoints/{tag} is missing ({what})")
+            elif missing:
+                report.problems.append(f"checkpoints/{tag} is incomplete: {missing[0]} is missing ({what})")
+            else:
+                try:
+                    json.loads(parts[0].read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    report.problems.append(f"checkpoints/{tag}.json is corrupt ({what})")
+        return report
 
     # -- checkpoints -----------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], tag: str = "latest") -> Path:
@@ -146,3 +242,41 @@ class RunFolder:
 
     def load_checkpoint(self, tag: str = "latest", device: str = "cpu") -> dict[str, Any]:
         return load_checkpoint(self.checkpoint_dir / tag, device=device)
+
+
+def record_session_open(session: "Session") -> None:
+    """Log what a replay needs when a front end starts ``session``: an "open" edit record and the initial state.
+
+    The record holds the live stage config (a reopened run restores it from the
+    checkpoint, and ``text4d view`` may add overrides), the session cadence
+    (snapshots and NaN recovery depend on it), and the CPU thread count and
+    device (multi-threaded CPU kernels may sum in a different order, so a
+    bit-exact CPU replay uses the same thread count). On a fresh run it also
+    checkpoints the state before the first step as ``checkpoints/initial``:
+    parts of a stage (network weights) are initialised from torch's global
+    RNG, so rebuilding from config.yaml alone would not reproduce them.
+    """
+    import torch
+
+    from text4d.session import cfg_values
+
+    stage, run = session.stage, session.run
+    device = getattr(stage, "device", "cpu")
+    args = {
+        "cfg": cfg_values(stage.cfg),
+        "session_cfg": asdict(session.cfg) if is_dataclass(session.cfg) else {},
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "device": str(device),
+        "torch": torch.__version__,
+    }
+    with session.lock:
+        if stage.iteration == 0 and not run.has_checkpoint(INITIAL):
+            run.save_checkpoint({"stage": stage.state_dict()}, INITIAL)
+        reference = getattr(stage, "reference", None)
+        if reference is not None and hasattr(reference, "rgb"):
+            inputs = dict(run.manifest().get("inputs", {}))
+            inputs.setdefault("reference_views", {"sha256": fingerprint_tensors(reference.rgb, reference.alpha, reference.times)})
+            run.update_manifest(inputs=inputs)
+    now = _dt.datetime.now().isoformat(timespec="milliseconds")
+    run.log_edit({"iteration": stage.iteration, "time": now, "command": "open", "args": args, "ok": True, "source": "session", "message": f"session opened at iteration {stage.iteration}"})
