@@ -71,3 +71,18 @@ def test_text_to_4d_chain_end_to_end(tmp_path, zero123_dir):
     run(None, overrides + [f"run_dir={folder}", "redo=[dynamic]"], ui="none", console=Console(quiet=True))
     assert (folder / "static" / "model.ply").stat().st_mtime_ns == before
     assert len(list((folder / "dynamic").rglob("frame_*.ply"))) == 4
+
+
+def test_cli_static_ply_import(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from text4d.gaussians.model import GaussianModel
+    from text4d.io.ply import load_ply, save_ply
+
+    model = GaussianModel.random_ball(30, 0.5, generator=torch.Generator().manual_seed(0))
+    save_ply(tmp_path / "dg.ply", model.to_ply())
+    result = CliRunner().invoke(app, ["static", "--ply", str(tmp_path / "dg.ply"), "--radius", "2", "--ui", "none", f"out={tmp_path / 'runs'}"])
+    assert result.exit_code == 0, result.output
+    out = next((tmp_path / "runs").rglob("model.ply"))
+    assert torch.allclose(torch.from_numpy(load_ply(out).means), model.means.detach() * 0.75, atol=1e-6)

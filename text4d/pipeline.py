@@ -122,7 +122,7 @@ def static(config: str | Path | None = None, overrides: list[str] | None = None,
 def run_session(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None, console: Console,
                 keep_viewer: bool = True, exports: Sequence[str] = ()) -> None:
     """Drive a stage; with ``keep_viewer=False`` a web viewer closes when training ends (the chain moves on)."""
-    if ui == "none" or keep_viewer:
+    if ui == "none" or keep_viewer or ui != "viser":  # desktop front ends: the stage ends when its window closes
         drive(session, viewer_cfg, ui, steps, console, exports)
         return
     from text4d.live import _done

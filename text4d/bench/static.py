@@ -1,0 +1,44 @@
+"""``text4d bench static``: the static stage (DreamGaussian) with Zero123 SDS at full Stable-Zero123 size, random weights.
+
+Reports s/iteration at each novel-view resolution step (128/256/512 px), the resulting total
+for ``iters``, and peak GiB, per config. ``tiny=True`` is a CPU smoke test.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from text4d.animate import CONFIGS
+from text4d.bench.animate import time_stage
+from text4d.bench.timing import device_name
+from text4d.config import load_config
+from text4d.guidance.random_models import build_zero123
+from text4d.pipeline import StaticRunConfig, build_static_stage
+
+
+def _disc(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    a = (((xx - 0.5) ** 2 + (yy - 0.5) ** 2) < 0.09).float()[..., None]
+    return torch.stack([a[..., 0] * 0.9, 0.3 + 0.4 * yy, 1 - xx], -1), a
+
+
+def run(configs: tuple[str, ...] = ("dg",), device: str | None = None, tiny: bool = False, measure_iters: int = 20,
+        warmup: int = 3, overrides: list[str] | None = None) -> dict:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    models = build_zero123(tiny=tiny, device=dev)
+    extra = list(overrides or []) + (["ref_size=32", "resolutions=[16,32,32]", "sds.image_size=32", "num_pts=300"] if tiny else [])
+    results = {}
+    for name in configs:
+        cfg = load_config(StaticRunConfig, CONFIGS / "static" / f"{name}.yaml", extra + [f"device={dev}"])
+        phases = {}
+        bounds = [0.0, *cfg.resolution_milestones, 1.0]
+        total = 0.0
+        for level, res in enumerate(cfg.resolutions[: len(bounds) - 1]):
+            stage = build_static_stage(cfg, *_disc(512 if not tiny else 32), dev, models)
+            stage.iteration = int(bounds[level] * cfg.iters)  # step inside this resolution phase
+            r = time_stage(stage, measure_iters, warmup, dev)
+            phases[f"{bounds[level]:.1f}-{bounds[level + 1]:.1f}@{res}px"] = r
+            total += r["s_per_iteration"] * (bounds[level + 1] - bounds[level]) * cfg.iters
+        results[name] = {"phases": phases, "total_s_for_iters": round(total, 1), "iters": cfg.iters, "batch_size": cfg.batch_size,
+                         "peak_gib": max((p["peak_gib"] or 0.0) for p in phases.values()) if dev.type == "cuda" else None}
+    return {"benchmark": "static", "device": device_name(dev), "model": models.source, "overrides": extra, "configs": results}
