@@ -1,0 +1,119 @@
+"""``text4d batch`` on a local Ray instance with 2 CPU workers: parallel jobs, a failing job, interrupt and resume.
+
+One Ray instance serves the whole module (starting Ray takes seconds on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+from rich.console import Console
+
+ray = pytest.importorskip("ray")
+
+from text4d.batch import read_rows, run_batch
+from text4d.recording import RunFolder
+
+TINY = [
+    "sample.num_frames=3", "sample.resolution=32", "sample.train_views=2", "sample.test_views=1", "sample.supersample=1",
+    "ref_size=32", "batch_size=2", "n_views=1", "init_points=300", "backend=torch",
+    "session.eval_every=0", "session.log_every=2", "static_iters=2",
+]
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    before = os.environ.get("TEXT4D_CACHE")
+    os.environ["TEXT4D_CACHE"] = str(cache)  # workers inherit the driver's environment at ray.init
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+    if before is None:
+        os.environ.pop("TEXT4D_CACHE", None)
+    else:
+        os.environ["TEXT4D_CACHE"] = before
+
+
+def jobs_file(tmp_path, jobs):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(json.dumps({"defaults": {"exports": ["ply"]}, "jobs": jobs}))  # JSON is YAML
+    return path
+
+
+def tiny_sample(name, iters):
+    return {"sample": True, "name": name, "overrides": [*TINY, f"iters={iters}"]}
+
+
+def quiet():
+    return Console(quiet=True)
+
+
+def test_parallel_jobs_and_a_broken_job_that_fails_alone(local_ray, tmp_path):
+    path = jobs_file(tmp_path, [
+        tiny_sample("a", 6),
+        tiny_sample("b", 6),
+        tiny_sample("c", 6),
+        {"dnerf": str(tmp_path / "no_scene"), "name": "broken"},
+    ])
+    result = run_batch(path, out=tmp_path / "rec", max_retries=1, console=quiet(), show=False)
+    rows = {r["job"]: r for r in result.rows}
+    assert [rows[j]["state"] for j in "abc"] == ["done"] * 3
+    for j in "abc":
+        run = RunFolder(rows[j]["run"])
+        assert run.path.parent == result.batch_dir and run.manifest()["batch"]["done"]
+        assert rows[j]["iteration"] == rows[j]["iters"] == 8
+        assert run.has_checkpoint("latest") and list(run.exports_dir.glob("ply-it000008/*.ply"))
+        assert rows[j]["gpu"] == "cpu" and rows[j]["attempts"] == 1
+    broken = rows["broken"]
+    assert broken["state"] == "failed" and broken["attempts"] == 2  # one retry, then given up
+    assert "no_scene" in broken["error"], broken["error"]
+    assert len(result.results["broken"]) == 2 and not any(r["ok"] for r in result.results["broken"])
+    # two CPU workers: at least two sample jobs ran at the same time
+    spans = sorted((r["started"], r["ended"]) for j in "abc" for r in result.results[j])
+    assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), spans
+    # the table on disk is the final one
+    assert {r["job"]: r["state"] for r in read_rows(result.batch_dir)} == {"a": "done", "b": "done", "c": "done", "broken": "failed"}
+
+
+def test_interrupted_batch_resumes_and_skips_finished_jobs(local_ray, tmp_path):
+    path = jobs_file(tmp_path, [
+        tiny_sample("short", 4),
+        tiny_sample("long", 80),
+    ])
+    out = tmp_path / "rec"
+    stop = threading.Event()
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("result", run_batch(path, out=out, max_retries=0, console=quiet(), show=False, stop=stop)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        batches = list(out.glob("batch-*/batch.jsonl"))
+        rows = {r["job"]: r for r in read_rows(batches[0].parent)} if batches else {}
+        if rows.get("short", {}).get("state") == "done" and (rows["long"].get("iteration") or 0) >= 4:
+            break
+    stop.set()  # what Ctrl-C does
+    thread.join(120)
+    first = box["result"]
+    rows = {r["job"]: r for r in first.rows}
+    assert first.interrupted and rows["short"]["state"] == "done" and rows["long"]["state"] == "interrupted"
+    long_run = RunFolder(rows["long"]["run"])
+    saved = json.loads((long_run.checkpoint_dir / "latest.json").read_text())
+    stopped_at = saved["session"]["iteration"]
+    assert 4 <= stopped_at < 82 and saved["session"]["reason"] == "stop"  # saved on the way out
+    short_run = rows["short"]["run"]
+
+    second = run_batch(path, out=out, max_retries=0, console=quiet(), show=False)
+    rows = {r["job"]: r for r in second.rows}
+    assert second.batch_dir == first.batch_dir and not second.interrupted
+    assert rows["short"]["state"] == "skipped" and rows["short"]["run"] == short_run and second.results["short"] == []
+    assert rows["long"]["state"] == "done" and rows["long"]["run"] == str(long_run.path)  # same folder, resumed
+    assert rows["long"]["iteration"] == 82
+    opens = [e for e in long_run.edits() if e["command"] == "open"]
+    assert [e["iteration"] for e in opens] == [0, stopped_at]
+    assert len(list(first.batch_dir.glob("long-*"))) == 1 and len(list(first.batch_dir.glob("short-*"))) == 1
