@@ -86,7 +86,7 @@ class RunFolder:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, name: str, root: str | os.PathLike = DEFAULT_ROOT) -> "RunFolder":
+    def create(cls, name: str, root: str | os.PathLike = DEFAULT_ROOT) -> RunFolder:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         root = Path(root)
@@ -104,7 +104,7 @@ class RunFolder:
         return run
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "RunFolder":
+    def open(cls, path: str | os.PathLike) -> RunFolder:
         path = Path(path)
         if not path.is_dir():
             raise InputError(f"run folder {path} does not exist")
@@ -137,12 +137,23 @@ class RunFolder:
 
     # -- manifest ------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
+        """The manifest; a corrupt one reads as empty with a warning (:meth:`health` reports it) so the run still opens."""
+        try:
+            return self._read_manifest()
+        except InputError as e:
+            log.warning("%s; its stages-done and input fingerprints are unknown", e)
+            return {}
+
+    def _read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {}
         try:
-            return json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_text(errors="replace"))
         except json.JSONDecodeError as e:
             raise InputError(f"{self.manifest_path} is corrupt ({e})") from e
+        if not isinstance(manifest, dict):
+            raise InputError(f"{self.manifest_path} is corrupt (not a JSON object)")
+        return manifest
 
     def update_manifest(self, **fields: Any) -> None:
         manifest = self.manifest()
@@ -209,7 +220,7 @@ class RunFolder:
             report.problems.append("manifest.json is missing (no stages-done or input fingerprints)")
         else:
             try:
-                self.manifest()
+                self._read_manifest()
             except InputError:
                 report.problems.append("manifest.json is corrupt (no stages-done or input fingerprints)")
         for path in (self.edits_path, self.metrics_path):
@@ -219,7 +230,7 @@ class RunFolder:
                 report.problems.append(f"{path.name}: {len(bad)} corrupt line(s) skipped (first at line {bad[0]})")
         if not self.edits_path.exists():
             report.problems.append("edits.jsonl is missing (replay will assume no edits)")
-        for tag, what in (("latest", "nothing to reopen or compare a replay against"), (INITIAL, "replay starts from a freshly built stage, so it may not be bit-exact")):
+        for tag, what in (("latest", "nothing to reopen or compare a replay against"), (INITIAL, "the run cannot be replayed")):
             parts = [self.checkpoint_dir / f"{tag}.{ext}" for ext in ("json", "safetensors")]
             missing = [p.name for p in parts if not p.exists()]
             if len(missing) == 2:
@@ -238,13 +249,14 @@ class RunFolder:
         return save_checkpoint(state, self.checkpoint_dir / tag)
 
     def has_checkpoint(self, tag: str = "latest") -> bool:
-        return (self.checkpoint_dir / f"{tag}.json").exists()
+        """Both files of checkpoint ``tag`` are there (a half-written or half-deleted one does not count)."""
+        return all((self.checkpoint_dir / f"{tag}.{ext}").exists() for ext in ("json", "safetensors"))
 
     def load_checkpoint(self, tag: str = "latest", device: str = "cpu") -> dict[str, Any]:
         return load_checkpoint(self.checkpoint_dir / tag, device=device)
 
 
-def record_session_open(session: "Session") -> None:
+def record_session_open(session: Session) -> None:
     """Log what a replay needs when a front end starts ``session``: an "open" edit record and the initial state.
 
     The record holds the live stage config (a reopened run restores it from the

@@ -39,7 +39,12 @@ import torch
 from text4d.config import set_value
 from text4d.errors import ConfigError, InputError, Text4DError
 from text4d.io import atomic
-from text4d.recording import INITIAL, RunFolder, fingerprint_tensors, record_session_open
+from text4d.recording import (
+    INITIAL,
+    RunFolder,
+    fingerprint_tensors,
+    record_session_open,
+)
 from text4d.session import CommandRefused, Session, SessionConfig, clone_state
 
 log = logging.getLogger(__name__)
@@ -193,9 +198,9 @@ def replay(
     if not original.config_path.exists():
         raise InputError(f"{original.path} has no config.yaml; it cannot be replayed")
     if not original.has_checkpoint(INITIAL):
-        raise InputError(f"{original.path} has no checkpoints/{INITIAL}.json (recorded before replay support, or damaged); it cannot be replayed exactly")
+        raise InputError(f"{original.path} has no complete checkpoints/{INITIAL} (.json + .safetensors; recorded before replay support, or damaged); it cannot be replayed")
     if not original.has_checkpoint("latest"):
-        raise InputError(f"{original.path} has no checkpoints/latest.json; there is no result to replay towards")
+        raise InputError(f"{original.path} has no complete checkpoints/latest; there is no result to replay towards")
     edits = [e for e in original.edits() if e.get("ok")]
     if not edits or edits[0].get("command") != "open" or int(edits[0].get("iteration", -1)) != 0:
         raise InputError(f"{original.edits_path} does not start with the session's 'open' record at iteration 0; this run cannot be replayed")
@@ -210,7 +215,7 @@ def replay(
         target = stage.iteration
         stage.load_state_dict(original.load_checkpoint(INITIAL, device=str(getattr(stage, "device", "cpu")))["stage"])
         _apply_cfg(stage, opened.get("cfg", {}), notes)
-        manifest = _manifest_or_empty(original)
+        manifest = original.manifest()  # empty when corrupt (reported above): a replay needs only config, edits, checkpoints
         recorded = manifest.get("inputs", {}).get("reference_views", {}).get("sha256")
         reference = getattr(stage, "reference", None)
         if recorded and reference is not None and fingerprint_tensors(reference.rgb, reference.alpha, reference.times) != recorded:
@@ -290,8 +295,3 @@ def replay(
 
 
 
-def _manifest_or_empty(run: RunFolder) -> dict[str, Any]:
-    try:
-        return run.manifest()
-    except InputError:  # reported by health(); a replay needs only config, edits and checkpoints
-        return {}

@@ -38,10 +38,7 @@ class RunSummary:
 def summarize(run: RunFolder) -> RunSummary:
     """One run's row; never raises for a damaged folder (problems are listed instead)."""
     health = run.health()
-    try:
-        manifest = run.manifest()
-    except InputError:
-        manifest = {}
+    manifest = run.manifest()
     created = manifest.get("created") or _dt.datetime.fromtimestamp(run.path.stat().st_mtime).isoformat(timespec="seconds")
     metrics = run.metrics()
     best = "—"

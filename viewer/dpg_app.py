@@ -48,8 +48,22 @@ from text4d.timing import frame_to_t
 from viewer.config import ViewerConfig
 from viewer.display import require_display
 from viewer.frames import FrameRenderer
-from viewer.render_worker import Reason, RenderMode, RenderWorker, ViewRequest, WorkerConfig
-from viewer.viser_app import MODES, PALETTE, PRESETS, STRUCTURAL_KEYS, _field_type, _format, edit_group
+from viewer.render_worker import (
+    Reason,
+    RenderMode,
+    RenderWorker,
+    ViewRequest,
+    WorkerConfig,
+)
+from viewer.viser_app import (
+    MODES,
+    PALETTE,
+    PRESETS,
+    STRUCTURAL_KEYS,
+    _field_type,
+    _format,
+    edit_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +172,7 @@ class DesktopApp:
         self._built = False
 
     # -- lifecycle -------------------------------------------------------------------------
-    def build(self) -> "DesktopApp":
+    def build(self) -> DesktopApp:
         """Create the window and the render worker (needs a display: see :mod:`viewer.display`)."""
         require_display()
         dpg.create_context()
@@ -169,6 +183,7 @@ class DesktopApp:
         self.panel = self._panel_size(width, height)
         with dpg.texture_registry():
             dpg.add_dynamic_texture(*self.panel, to_texture(np.full((8, 8, 3), 30, np.uint8), *self.panel), tag="t4d.texture")
+        # Widget callbacks all take (sender, app_data, user_data), so tests can call them like DearPyGui does.
         with dpg.handler_registry():
             dpg.add_mouse_click_handler(callback=self._on_click)
             dpg.add_mouse_release_handler(callback=lambda *_: setattr(self, "_drag", None))
@@ -256,27 +271,26 @@ class DesktopApp:
         if FONT.is_file():
             with dpg.font_registry():
                 dpg.bind_font(dpg.add_font(str(FONT), 15))
-        with dpg.theme() as theme:
-            with dpg.theme_component(dpg.mvAll):
-                for name, value in (
-                    ("mvThemeCol_WindowBg", (24, 26, 30)),
-                    ("mvThemeCol_ChildBg", (30, 32, 37)),
-                    ("mvThemeCol_FrameBg", (44, 47, 54)),
-                    ("mvThemeCol_Header", (52, 56, 64)),
-                    ("mvThemeCol_HeaderHovered", (*ACCENT, 140)),
-                    ("mvThemeCol_Button", (52, 56, 64)),
-                    ("mvThemeCol_ButtonHovered", (*ACCENT, 170)),
-                    ("mvThemeCol_ButtonActive", ACCENT),
-                    ("mvThemeCol_SliderGrab", ACCENT),
-                    ("mvThemeCol_SliderGrabActive", (255, 140, 60)),
-                    ("mvThemeCol_CheckMark", ACCENT),
-                    ("mvThemeCol_PlotHistogram", ACCENT),
-                ):
-                    dpg.add_theme_color(getattr(dpg, name), value)
-                dpg.add_theme_style(dpg.mvStyleVar_FrameRounding, 4)
-                dpg.add_theme_style(dpg.mvStyleVar_GrabRounding, 4)
-                dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 6, 4)
-                dpg.add_theme_style(dpg.mvStyleVar_ItemSpacing, 8, 6)
+        with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
+            for name, value in (
+                ("mvThemeCol_WindowBg", (24, 26, 30)),
+                ("mvThemeCol_ChildBg", (30, 32, 37)),
+                ("mvThemeCol_FrameBg", (44, 47, 54)),
+                ("mvThemeCol_Header", (52, 56, 64)),
+                ("mvThemeCol_HeaderHovered", (*ACCENT, 140)),
+                ("mvThemeCol_Button", (52, 56, 64)),
+                ("mvThemeCol_ButtonHovered", (*ACCENT, 170)),
+                ("mvThemeCol_ButtonActive", ACCENT),
+                ("mvThemeCol_SliderGrab", ACCENT),
+                ("mvThemeCol_SliderGrabActive", (255, 140, 60)),
+                ("mvThemeCol_CheckMark", ACCENT),
+                ("mvThemeCol_PlotHistogram", ACCENT),
+            ):
+                dpg.add_theme_color(getattr(dpg, name), value)
+            dpg.add_theme_style(dpg.mvStyleVar_FrameRounding, 4)
+            dpg.add_theme_style(dpg.mvStyleVar_GrabRounding, 4)
+            dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 6, 4)
+            dpg.add_theme_style(dpg.mvStyleVar_ItemSpacing, 8, 6)
         dpg.bind_theme(theme)
 
     def _panel_size(self, width: int, height: int) -> tuple[int, int]:
@@ -285,21 +299,22 @@ class DesktopApp:
     def _build_timeline(self) -> None:
         with dpg.group(horizontal=True):
             dpg.add_checkbox(label="Play", tag="t4d.play", callback=self._on_play)
-            dpg.add_checkbox(label="Loop", tag="t4d.loop", default_value=True, callback=lambda _s, value: setattr(self, "loop", bool(value)))
+            dpg.add_checkbox(label="Loop", tag="t4d.loop", default_value=True, callback=lambda _s, value, *_: setattr(self, "loop", bool(value)))
             dpg.add_slider_int(label="fps", tag="t4d.fps", default_value=self.fps, min_value=1, max_value=60, width=110, callback=self._on_fps)
             dpg.add_slider_int(
-                tag="t4d.frame", default_value=0, min_value=0, max_value=self.num_frames - 1, width=-130, format="frame %d", callback=lambda _s, value: self.seek(int(value))
+                tag="t4d.frame", default_value=0, min_value=0, max_value=self.num_frames - 1, width=-130, format="frame %d", callback=lambda _s, value, *_: self.seek(int(value))
             )
             dpg.add_text(self._caption(), tag="t4d.caption")
         with dpg.group(horizontal=True):
             dpg.add_text("Render")
             labels = [m for m, v in MODES.items() if v != "gt" or self.frames.has_ground_truth]
-            dpg.add_radio_button(labels, tag="t4d.mode", default_value="RGB", horizontal=True, callback=lambda _s, value: self.set_mode(MODES[value]))
-            dpg.add_spacer(width=24)
-            dpg.add_text("View")
+            dpg.add_radio_button(labels, tag="t4d.mode", default_value="RGB", horizontal=True, callback=lambda _s, value, *_: self.set_mode(MODES[value]))
+        with dpg.group(horizontal=True):
+            dpg.add_text("View  ")
             for name, (elevation, azimuth) in PRESETS.items():
                 dpg.add_button(label=name, tag=f"t4d.preset.{name}", callback=lambda _s, _a, user: self._preset(*user), user_data=(elevation, azimuth))
-        dpg.add_text("left-drag orbit · right/middle-drag pan · wheel zoom", color=(140, 140, 150))
+            dpg.add_spacer(width=12)
+            dpg.add_text("left-drag orbit · right/middle-drag pan · wheel zoom", color=(140, 140, 150))
 
     def _build_side(self) -> None:
         with dpg.collapsing_header(label="Run", default_open=True):
@@ -326,9 +341,11 @@ class DesktopApp:
             dpg.add_input_float(label="opacity below", tag="t4d.prune_thr", default_value=0.05, min_value=0.0, max_value=1.0, step=0.01, width=-120)
             dpg.add_button(label="Delete faint Gaussians", tag="t4d.prune", callback=lambda *_: self.session.prune_opacity(float(dpg.get_value("t4d.prune_thr"))))
         with dpg.collapsing_header(label="Export", default_open=True):
-            with dpg.group(horizontal=True):
-                for kind in self.session.exporters:
-                    dpg.add_button(label=f"Export {kind}", tag=f"t4d.export.{kind}", callback=lambda _s, _a, kind: self.export(kind), user_data=kind)
+            kinds = list(self.session.exporters)
+            for row in range(0, len(kinds), 3):
+                with dpg.group(horizontal=True):
+                    for kind in kinds[row : row + 3]:
+                        dpg.add_button(label=f"Export {kind}", tag=f"t4d.export.{kind}", width=(SIDE_WIDTH - 40) // 3, callback=lambda _s, _a, kind: self.export(kind), user_data=kind)
             with dpg.group(horizontal=True, tag="t4d.export_busy", show=False):
                 dpg.add_loading_indicator(radius=1.6, style=1, color=ACCENT)
                 dpg.add_text("", tag="t4d.export_status")
@@ -377,8 +394,7 @@ class DesktopApp:
                 dpg.add_text(hint)
 
     def _build_status_bar(self) -> None:
-        with dpg.child_window(tag="t4d.statusbar", height=STATUS_HEIGHT, border=False, no_scrollbar=True):
-            with dpg.group(horizontal=True):
+        with dpg.child_window(tag="t4d.statusbar", height=STATUS_HEIGHT, border=False, no_scrollbar=True), dpg.group(horizontal=True):
                 dpg.add_text("●", tag="t4d.state_dot")
                 dpg.add_text("starting ...", tag="t4d.status")
                 dpg.add_spacer(width=16)
@@ -418,11 +434,11 @@ class DesktopApp:
     def _caption(self) -> str:
         return f"{self.frame_index + 1}/{self.num_frames}  t={self.t:.3f}"
 
-    def _on_play(self, _sender: Any, value: bool) -> None:
+    def _on_play(self, _sender: Any, value: bool, *_: Any) -> None:
         self.playing = bool(value)
         self._play_origin = (time.monotonic(), self.frame_index)
 
-    def _on_fps(self, _sender: Any, value: int) -> None:
+    def _on_fps(self, _sender: Any, value: int, *_: Any) -> None:
         self.fps = int(value)
         self._play_origin = (time.monotonic(), self.frame_index)
 
@@ -614,10 +630,9 @@ class DesktopApp:
         tag = f"t4d.series.{plot}.{key}"
         if not dpg.does_item_exist(tag):
             dpg.add_line_series(x, y, label=key, tag=tag, parent=f"t4d.plot.{plot}.y")
-            with dpg.theme() as theme:
-                with dpg.theme_component(dpg.mvLineSeries):
-                    rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
-                    dpg.add_theme_color(dpg.mvPlotCol_Line, rgb, category=dpg.mvThemeCat_Plots)
+            with dpg.theme() as theme, dpg.theme_component(dpg.mvLineSeries):
+                rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+                dpg.add_theme_color(dpg.mvPlotCol_Line, rgb, category=dpg.mvThemeCat_Plots)
             dpg.bind_item_theme(tag, theme)
         else:
             dpg.set_value(tag, [x, y])

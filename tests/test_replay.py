@@ -1,0 +1,153 @@
+"""Replay: a run with scripted edits (and a reopen) re-executes bit-exactly; damaged run folders are reported."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from toy_stage import TINY_SAMPLE
+
+import text4d.fit
+from text4d.commands_live import load_live_config, open_run
+from text4d.config import to_yaml
+from text4d.errors import InputError
+from text4d.recording import INITIAL, RunFolder, record_session_open
+from text4d.replay import compare_metrics, compare_states, replay
+from text4d.runs import find_runs, summarize
+from text4d.session import Session
+
+OVERRIDES = ["static_iters=2", "iters=8", "densify.start=3", "densify.interval=3", "session.log_every=1", "session.eval_every=4", "session.good_snapshot_every=2"]
+
+
+def shared(load_sample):
+    """``load_sample`` memoised by config (configs are unhashable dataclasses, so by their repr)."""
+    samples = {}
+
+    def load(cfg, *args, **kwargs):
+        if repr(cfg) not in samples:
+            samples[repr(cfg)] = load_sample(cfg, *args, **kwargs)
+        return samples[repr(cfg)]
+
+    return load
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A run made like `text4d demo` then `text4d view`, with edits from both sessions (one CPU thread)."""
+    root = tmp_path_factory.mktemp("recordings")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TEXT4D_CACHE", str(tmp_path_factory.mktemp("cache")))
+    # The sample's creature takes seconds to build; every stage built in this module shares one.
+    patch.setattr(text4d.fit, "load_sample", shared(text4d.fit.load_sample))
+    try:
+        cfg = load_live_config(None, TINY_SAMPLE + OVERRIDES + [f"out={root}"])
+        run = RunFolder.create("scripted", root)
+        run.write_config(to_yaml(cfg))
+        session = Session(text4d.fit.build_sample_stage(cfg, torch.device("cpu")), run, cfg.session, start_paused=True)
+        record_session_open(session)
+        session.start()
+        try:
+            session.step(2).result(30)
+            session.wait(lambda s: s.steps_left == 0 and s.iteration == 2, 120)
+            session.set("lambda_alpha", 2000.0).result(30)
+            session.snapshot().result(30)
+            session.step(2).result(30)
+            session.wait(lambda s: s.steps_left == 0 and s.iteration == 4, 120)
+            session.crop((-0.2, -0.2, -0.2), (0.2, 0.2, 0.2), t=0.5).result(30)
+            session.set("lr_grid", 1e-2).result(30)
+            session.step(1).result(30)
+            session.wait(lambda s: s.steps_left == 0 and s.iteration == 5, 120)
+            session.rollback().result(30)  # back to iteration 2, edits stay
+            session.prune_opacity(0.02).result(30)
+            session.step(3).result(30)
+            session.wait(lambda s: s.steps_left == 0 and s.iteration == 5, 120)
+        finally:
+            session.stop()
+        # A later session on the same run (what `text4d view` does), with an override and more edits.
+        reopened, _ = open_run(run.path, ["lambda_novel=5000"])
+        record_session_open(reopened)
+        reopened.start()
+        try:
+            reopened.set("lambda_rgb", 5000.0).result(30)
+            reopened.step(3).result(30)
+            reopened.wait(lambda s: s.steps_left == 0 and s.iteration == 8, 120)
+        finally:
+            reopened.stop()
+        yield run
+    finally:
+        patch.undo()
+        torch.set_num_threads(threads)
+
+
+def test_replay_reproduces_edits_bit_exactly(recorded, tmp_path):
+    edits = [e["command"] for e in recorded.edits() if e["ok"]]
+    assert edits.count("open") == 2 and {"set", "snapshot", "crop", "rollback", "prune_opacity"} <= set(edits)
+    threads = torch.get_num_threads()
+    result = replay(recorded.path, out=tmp_path)
+    assert torch.get_num_threads() == threads  # the recorded count was used and then restored
+    assert result.threads == 1 and result.iteration == 8
+    assert result.bit_exact and result.reproduced, result
+    assert result.edits_applied == 8  # 3 sets, snapshot, crop, rollback, prune, and the second session's open
+    assert result.metrics_compared >= 8 and result.metrics_max_abs_diff == 0.0 and result.first_metric_divergence is None
+    report = json.loads((tmp_path / result.replay.split("/")[-1] / "replay.json").read_text())
+    assert report["reproduced"] is True
+    # The replay is itself a replayable run folder and is listed as a replay of the original.
+    again = RunFolder.open(result.replay)
+    assert again.has_checkpoint(INITIAL) and again.edits()[0]["command"] == "open"
+    assert summarize(again).replay_of == str(recorded.path)
+
+
+def test_a_different_edit_is_caught(recorded, tmp_path):
+    """The comparison can fail: replaying a recording whose edit value was changed is not reproduced."""
+    tampered = RunFolder(shutil.copytree(recorded.path, tmp_path / "tampered"))
+    text = tampered.edits_path.read_text()
+    assert '"value": 2000.0' in text
+    tampered.edits_path.write_text(text.replace('"value": 2000.0', '"value": 2500.0', 1))
+    result = replay(tampered.path, out=tmp_path)
+    assert not result.bit_exact and not result.reproduced and result.max_abs_diff > 0
+    assert result.first_metric_divergence == 3  # the first step after the edit at iteration 2
+
+
+def test_state_and_metric_comparisons_catch_one_ulp():
+    a = {"w": torch.ones(3), "it": 4, "opt": [torch.zeros(2)]}
+    b = {"w": torch.ones(3).nextafter(torch.full((3,), 2.0)), "it": 4, "opt": [torch.zeros(2)]}
+    exact, diff, bad = compare_states(a, b)
+    assert not exact and 0 < diff < 1e-6 and not bad
+    assert compare_states(a, {**a, "it": 5})[2] == ["/it 4 vs 5"]
+    assert compare_states(a, {**a, "w": torch.ones(4)})[1] == math.inf
+    count, worst, first = compare_metrics([{"iteration": 1, "loss": 1.0}, {"iteration": 2, "loss": 2.0}], [{"iteration": 1, "loss": 1.0}, {"iteration": 2, "loss": 2.5}])
+    assert (count, worst, first) == (2, 0.5, 2)
+
+
+def test_damaged_run_is_reported_and_what_is_intact_still_opens(recorded, tmp_path):
+    damaged = RunFolder(shutil.copytree(recorded.path, tmp_path / "damaged"))
+    lines = damaged.metrics_path.read_text().splitlines()
+    lines[1] = '{"iteration": 2, "loss": '  # a corrupt line in the middle
+    damaged.metrics_path.write_text("\n".join(lines) + "\n")
+    (damaged.checkpoint_dir / f"{INITIAL}.safetensors").unlink()
+    damaged.manifest_path.write_text("{not json")
+
+    health = damaged.health()
+    assert any("metrics.jsonl: 1 corrupt line(s) skipped (first at line 2)" in p for p in health.problems)
+    assert any(f"checkpoints/{INITIAL} is incomplete: {INITIAL}.safetensors is missing" in p for p in health.problems)
+    assert any("manifest.json is corrupt" in p for p in health.problems)
+    assert len(damaged.metrics()) == len(lines) - 1  # every intact record still reads
+    row = next(r for r in find_runs(tmp_path) if r.path == damaged.path)
+    assert row.problems == tuple(health.problems) and row.iteration == 8 and row.best.startswith("PSNR")
+    with pytest.raises(InputError, match=f"no complete checkpoints/{INITIAL}"):
+        replay(damaged.path, out=tmp_path / "out")
+    # The latest checkpoint is intact, so the run still reopens (with the loss curve minus the bad line).
+    session, _ = open_run(damaged.path)
+    assert session.stats().iteration == 8 and len(session.history()) == len(lines) - 1
+
+
+def test_run_without_replay_data_is_refused_with_a_reason(recorded, tmp_path):
+    bare = RunFolder(shutil.copytree(recorded.path, tmp_path / "bare"))
+    bare.edits_path.write_text("\n".join(line for line in bare.edits_path.read_text().splitlines() if '"open"' not in line) + "\n")
+    with pytest.raises(InputError, match="does not start with the session's 'open' record"):
+        replay(bare.path, out=tmp_path / "out")
