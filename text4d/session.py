@@ -149,12 +149,14 @@ def cfg_values(cfg: Any) -> dict[str, Any]:
 def default_exporters(video_frames: int = 60, video_resolution: int = 256) -> dict[str, Exporter]:
     """The exports the viewers offer: a per-frame 3DGS .ply sequence, orbit videos (.mp4, and .gif for docs), a viser scene recording."""
     from text4d.export import export_orbit_video, export_ply_sequence
+    from text4d.mesh.commands import mesh_exporters  # meshes: an OBJ sequence ("obj-seq") and an animated GLB ("glb")
 
     return {
         "ply": lambda stage, out, it: export_ply_sequence(stage, out / f"ply-it{it:06d}"),
         "mp4": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.mp4", num_frames=video_frames, resolution=video_resolution),
         "gif": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.gif", fps=12, num_frames=max(12, video_frames // 2), resolution=min(video_resolution, 256)),
         "viser": lambda stage, out, it: _export_viser_scene(stage, out / f"scene-it{it:06d}"),
+        **mesh_exporters(),
     }
 
 

@@ -199,6 +199,9 @@ class ViewerApp:
                 "ply": gui.add_button("Export .ply sequence", icon=viser.Icon.DOWNLOAD),
                 "mp4": gui.add_button("Export orbit .mp4", icon=viser.Icon.MOVIE),
             }
+            for kind, label in (("obj-seq", "Export mesh .obj sequence"), ("glb", "Export animated .glb")):
+                if kind in self.session.exporters:
+                    self.export_btns[kind] = gui.add_button(label, icon=viser.Icon.BOX)
         for kind, button in self.export_btns.items():
             button.on_click(lambda _, kind=kind: self.session.export(kind))
 
