@@ -271,6 +271,46 @@ def bench_animate(
     _print_json(run(configs=tuple(config.split(",")), device=device, tiny=tiny, measure_iters=iters, overrides=overrides))
 
 
+@app.command("batch")
+def batch_cmd(
+    jobs: Optional[Path] = typer.Argument(None, help="Jobs file: a YAML list of jobs (sample, dnerf, prompt, image or video, each with optional name/config/overrides/exports), or a text file with one prompt per line."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides applied to every job (before its own)", show_default=False),
+    status: Optional[Path] = typer.Option(None, "--status", help="Re-print the table of a batch folder (recordings/batch-<time>) and exit."),
+    address: Optional[str] = typer.Option(None, "--address", help="auto (the Ray cluster on this machine) or ray://head:10001; default: a local Ray instance for this call."),
+    gpus_per_job: float = typer.Option(1.0, "--gpus-per-job", min=0, help="GPUs per job (fractions share a GPU); jobs run on CPU where the cluster has none."),
+    cpus_per_job: float = typer.Option(1.0, "--cpus-per-job", min=0.01),
+    max_retries: int = typer.Option(2, "--max-retries", min=0, help="Extra attempts of a failed job; each resumes from its autosave."),
+    out: Path = typer.Option(Path("recordings"), "--out", help="Where batch folders go."),
+    new: bool = typer.Option(False, "--new", help="Start a new batch folder instead of resuming this jobs file's last one."),
+) -> None:
+    """Many assets over all GPUs of a machine or a Ray cluster; re-running skips finished jobs and resumes interrupted ones."""
+    from text4d.batch import print_status, run_batch
+
+    if status is not None:
+        print_status(status)
+        return
+    if jobs is None:
+        raise Text4DError("give a jobs file (text4d batch jobs.yaml), or --status recordings/batch-<time>")
+    result = run_batch(jobs, overrides or [], address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, max_retries=max_retries, out=out, new=new)
+    if result.interrupted:
+        raise typer.Exit(130)
+    if result.count("failed"):
+        raise typer.Exit(1)
+
+
+@bench_app.command("batch")
+def bench_batch(
+    jobs: int = typer.Option(8, help="Identical sample-fit jobs per run."),
+    tiny: bool = typer.Option(False, help="CPU smoke size (32 px, a few iterations)."),
+    devices: Optional[int] = typer.Option(None, help="GPUs (or CPU workers) for the 'all' run; default: every GPU, or 2 CPU workers."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """N identical sample fits on 1 vs all GPUs through text4d batch: throughput ratio, scheduling overhead per job."""
+    from text4d.bench.batch import run
+
+    _print_json(run(jobs=jobs, tiny=tiny, devices=devices, overrides=overrides))
+
+
 def main() -> None:
     """Console entry point: user-fixable errors print one line and exit 2, no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -638,8 +638,7 @@ def run_batch(
         new: start a new batch folder instead of resuming the newest one made for this jobs file.
         stop: set it to stop as Ctrl-C does (tests, embedding).
     """
-    import ray
-
+    ray = import_ray()
     console = console or Console()
     if max_retries < 0:
         raise ConfigError(f"--max-retries must be >= 0, got {max_retries}")
@@ -697,9 +696,17 @@ def run_batch(
     return result
 
 
-def _init_ray(address: str | None) -> None:
-    import ray
+def import_ray() -> Any:
+    """Ray is an extra (``text4d[batch]``) so the core install stays light."""
+    try:
+        import ray
+    except ImportError as e:
+        raise Text4DError(f"text4d batch needs Ray ({e}); pip install -e '.[batch]'") from e
+    return ray
 
+
+def _init_ray(address: str | None) -> None:
+    ray = import_ray()
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     if address is None:
         kwargs["include_dashboard"] = False
