@@ -311,6 +311,41 @@ def bench_batch(
     _print_json(run(jobs=jobs, tiny=tiny, devices=devices, overrides=overrides))
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder under recordings/."),
+    format: str = typer.Option(..., "--format", "-f", help="obj-seq | glb | ply-seq | mp4"),
+    frames: Optional[str] = typer.Option(None, "--frames", help="obj-seq/glb frames: 0:14, 0:14:2 or 0,3,7 (default all)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Density grid points per axis (default 128)."),
+    texture: Optional[int] = typer.Option(None, "--texture", help="Texture size in texels (default 1024)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file/folder (default under the run's exports/)."),
+    config: Optional[Path] = ConfigOpt,
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Export a run: mesh OBJ sequence (Blender Stop-motion-OBJ), animated GLB, 3DGS .ply sequence or orbit mp4."""
+    from text4d.mesh.commands import export_run
+
+    export_run(run_dir, format, frames=frames, resolution=resolution, texture=texture, out=out, config=config, overrides=overrides)
+
+
+@bench_app.command("export")
+def bench_export(
+    device: Optional[str] = typer.Option(None),
+    source: str = typer.Option("fit", help="fit (fit the sample first) | surface (Gaussians on the sample's surface)"),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="Use a run folder's checkpoint instead."),
+    frames: int = typer.Option(14),
+    resolution: int = typer.Option(128),
+    texture: int = typer.Option(1024),
+    repeats: int = typer.Option(3),
+    tiny: bool = typer.Option(False, help="Tiny sizes: a CPU smoke run."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Seconds for an OBJ sequence + GLB (target <= 10 s for 14 frames at 128^3 on an H100), mesh-vs-Gaussian IoU/PSNR."""
+    from text4d.bench.export import run
+
+    _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution, texture=texture, repeats=repeats, tiny=tiny, overrides=overrides))
+
+
 def main() -> None:
     """Console entry point: user-fixable errors print one line and exit 2, no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
