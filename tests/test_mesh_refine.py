@@ -63,7 +63,7 @@ def test_refinement_recovers_a_known_texture():
     print(f"\nrefinement: PSNR {before:.2f} -> {after:.2f} dB, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     assert after > before + 3.0
     assert stage.iteration == 25
-    tex, verts = stage.result()
+    tex, _ = stage.result()
     assert tex.shape == (1, *true_tex.shape) and float(tex.min()) >= 0.0 and float(tex.max()) <= 1.0
 
 
