@@ -487,8 +487,8 @@ def batch_table(rows: Iterable[dict[str, Any]], title: str = "") -> Table:
     colours = {"done": "green", "skipped": "green", "running": "cyan", "failed": "red", "retrying": "yellow", "interrupted": "yellow"}
     table = Table(title=title or None)
     for name in ("job", "kind", "state", "stage", "iteration", "it/s", "ETA", "GPU", "tries"):
-        table.add_column(name, no_wrap=name != "job")
-    table.add_column("run / error", overflow="fold", ratio=1)
+        table.add_column(name, overflow="fold", no_wrap=name in ("state", "iteration"))
+    table.add_column("run / error", overflow="fold")
     for r in rows:
         iters = f"{r.get('iteration') or 0}/{r['iters']}" if r.get("iters") else (str(r["iteration"]) if r.get("iteration") is not None else "")
         eta = r.get("eta_s")
@@ -647,19 +647,18 @@ def run_batch(
     jobs_file = Path(jobs_file)
     jobs = load_jobs(jobs_file, overrides)
     out = Path(out).resolve()
-    batch_dir = None if new else find_batch_dir(jobs_file, out)
-    previous: dict[str, dict[str, Any]] = {}
-    if batch_dir is None:
-        batch_dir = RunFolder.create("batch", out).path  # a unique, timestamped folder
-        (batch_dir / "manifest.json").unlink()  # a batch folder is not a run folder
-    elif (batch_dir / "batch.jsonl").is_file():
-        previous = {r["job"]: r for r in read_rows(batch_dir)}
-    atomic.write_json(batch_dir / "batch.json", {"jobs_file": str(jobs_file.resolve()), "created": _now(), "address": address, "jobs": [asdict(j) for j in jobs]})
-
     started_here = not ray.is_initialized()
     if started_here:
         _init_ray(address)
     try:
+        batch_dir = None if new else find_batch_dir(jobs_file, out)
+        previous: dict[str, dict[str, Any]] = {}
+        if batch_dir is None:
+            batch_dir = RunFolder.create("batch", out).path  # a unique, timestamped folder
+            (batch_dir / "manifest.json").unlink()  # a batch folder is not a run folder
+        elif (batch_dir / "batch.jsonl").is_file():
+            previous = {r["job"]: r for r in read_rows(batch_dir)}
+        atomic.write_json(batch_dir / "batch.json", {"jobs_file": str(jobs_file.resolve()), "created": _now(), "address": address, "jobs": [asdict(j) for j in jobs]})
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
         if has_gpu and gpus_per_job > 0:
             resources = {"num_gpus": gpus_per_job, "num_cpus": cpus_per_job}
