@@ -510,20 +510,20 @@ def _fmt_s(seconds: float) -> str:
 class _Driver:
     """Submits the jobs, retries failures, keeps the table and writes it; one instance per ``run_batch`` call."""
 
-    def __init__(self, jobs: list[Job], batch_dir: Path, resources: dict[str, float], max_retries: int, console: Console, show: bool):
+    def __init__(self, jobs: list[Job], batch_dir: Path, resources: dict[str, float], max_retries: int):
         import ray
 
         self.ray = ray
         self.jobs = {j.id: j for j in jobs}
         self.batch_dir = batch_dir
-        self.resources = resources
         self.max_retries = max_retries
-        self.console = console
-        self.show = show
         self.rows: dict[str, dict[str, Any]] = {}
         self.results: dict[str, list[dict[str, Any]]] = {j.id: [] for j in jobs}
         self.refs: dict[Any, str] = {}
-        self.task = ray.remote(execute_job)
+        # Resources at decoration time, not in .options(): Ray then gives each GPU job a fresh worker process
+        # (its default max_calls=1 for GPU functions), so a reused worker whose CUDA was initialised under
+        # another job's CUDA_VISIBLE_DEVICES never lands on the wrong GPU. CPU workers are reused.
+        self.task = ray.remote(max_retries=0, **resources)(execute_job)
         self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
         self._written = ""
 
@@ -546,7 +546,7 @@ class _Driver:
     def _submit(self, job_id: str) -> None:
         row = self.rows[job_id]
         row["attempts"] += 1
-        ref = self.task.options(max_retries=0, **self.resources).remote(self.jobs[job_id], str(self.batch_dir), os.getcwd(), row["attempts"], self.board)
+        ref = self.task.remote(self.jobs[job_id], str(self.batch_dir), os.getcwd(), row["attempts"], self.board)
         self.refs[ref] = job_id
 
     def poll(self, timeout: float) -> None:
@@ -667,7 +667,7 @@ def run_batch(
             jobs = [Job(j.id, j.kind, j.input, j.config, ("device=cpu", *j.overrides), j.exports) for j in jobs]
         console.print(f"batch folder: [bold]{batch_dir}[/bold]  ({len(jobs)} jobs, {'GPU' if resources['num_gpus'] else 'CPU'} workers; Ctrl-C stops and saves)")
         t0 = time.perf_counter()
-        driver = _Driver(jobs, batch_dir, resources, max_retries, console, show)
+        driver = _Driver(jobs, batch_dir, resources, max_retries)
         driver.start(previous)
         interrupted = False
         with Live(driver.table(), console=console, refresh_per_second=2, transient=False) if show else contextlib.nullcontext() as live:
