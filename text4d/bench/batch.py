@@ -63,6 +63,8 @@ def run(jobs: int = 8, tiny: bool = False, devices: int | None = None, overrides
                 direct.append(time.perf_counter() - t0)
         finally:
             torch.set_num_threads(threads)
+            if cuda:
+                torch.cuda.empty_cache()  # the driver keeps no GPU memory while the workers run
         one = _timed_batch(ray, jobs_file, root / "one", 1, cuda, cpus_per_job)
         every = _timed_batch(ray, jobs_file, root / "all", devices, cuda, cpus_per_job)
 
