@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # Bump whenever the generator's output changes (shape, texture, motion, lighting, cameras):
 # it is part of the cache key, so old cache files are never served for new code.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 __all__ = ["GENERATOR_VERSION", "Sample", "SampleConfig", "SampleMesh", "heldout_angles", "load_sample", "train_angles"]
 
@@ -58,12 +58,15 @@ class SampleConfig:
 
 
 def train_angles(k: int) -> list[tuple[float, float]]:
-    """(elevation, azimuth) of ``k`` training cameras: k-1 around the equator, one from above.
+    """(elevation, azimuth) of ``k`` training cameras: k-1 around the object, one from above.
 
-    k=4 gives azimuths 90/180/270 at elevation 0 plus (30, 45), as in the
-    DreamGaussian4D-style setups where the front view is the driving video.
+    k<=4 keeps the ring on the equator: k=4 gives azimuths 90/180/270 plus
+    (30, 45), as in the DreamGaussian4D-style setups where the front view is the
+    driving video. Larger k alternates ring elevations 0/+25/-15 so that views
+    from above and below are covered too (held-out views sit at +20/-10).
     """
-    ring = [(0.0, 360.0 * i / k) for i in range(1, k)]
+    levels = (0.0,) if k <= 4 else (0.0, 25.0, -15.0)
+    ring = [(levels[(i - 1) % len(levels)], 360.0 * i / k) for i in range(1, k)]
     return ring + [(30.0, 180.0 / k)]
 
 

@@ -9,8 +9,9 @@ One step (after DreamGaussian4D's ``main_4d.py``, restructured for speed):
 4. render all B x (1 + V) views in **one** rasteriser call (the original
    made one call per view: 70 per step with ``4d.yaml``);
 5. reference RGB + alpha losses (10000 / 1000, ramped by progress, as the
-   original), the novel-view term, and the field's regularisers when their
-   weights are > 0 (the original defines them and never calls them);
+   original), the novel-view term (not ramped, as the original's SDS), and
+   the field's regularisers when their weights are > 0 (the original defines
+   them and never calls them);
 6. one Adam step over Gaussians and field; densify/prune on schedule.
 
 An optional static warm-up (``static_iters``) first fits the Gaussians alone
@@ -96,7 +97,9 @@ class DynamicStage(Stage):
         self.num_frames = len(self.frame_times)
         model = init if init is not None else GaussianModel.random_ball(cfg.init_points, cfg.init_radius, cfg.sh_degree, self.generator)
         self.model = model.to(self.device)
-        self.field = HexPlaneField(cfg.deform).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the field's initial planes depend on cfg.seed only
+            torch.manual_seed(cfg.seed)
+            self.field = HexPlaneField(cfg.deform).to(self.device)
         self.iteration = 0
         self.strategy = DensifyStrategy(cfg.densify, extent=self._scene_extent(), generator=self.generator)
         self.optimizer = self._make_optimizer()
@@ -211,7 +214,7 @@ class DynamicStage(Stage):
         }
         if use_novel:
             novel_out = RenderOutput(out.rgb[:, 1:], out.alpha[:, 1:], out.depth[:, 1:])
-            terms["novel"] = cfg.lambda_novel * ramp * self.novel.loss(novel_out, bg, progress)
+            terms["novel"] = cfg.lambda_novel * self.novel.loss(novel_out, bg, progress)
         if self.phase == "dynamic":
             if cfg.lambda_tv > 0:
                 terms["tv"] = cfg.lambda_tv * self.field.tv_loss()
@@ -235,12 +238,15 @@ class DynamicStage(Stage):
     def _accumulate_densify_stats(self, out: RenderOutput, cams: Cameras, loss_scale: float) -> None:
         """Per-Gaussian view-space gradient norm in 3DGS NDC units, per view.
 
-        Divided by the reference RGB weight (with its ramp) so the densify
+        The losses are means over all B x C images, so each view's gradient is
+        multiplied back by the number of images (as gsplat's strategy does),
+        and divided by the reference RGB weight (with its ramp) so the densify
         threshold keeps its meaning when loss weights are edited or ramped.
         """
         grad = out.means2d.grad  # [B, C, N, 2] pixels
         half = torch.tensor([cams.width / 2.0, cams.height / 2.0], device=grad.device)
-        scale = half / (loss_scale if loss_scale > 0 else 1.0)
+        images = grad.shape[0] * grad.shape[1]
+        scale = half * images / (loss_scale if loss_scale > 0 else 1.0)
         norms = (grad * scale).norm(dim=-1).flatten(0, -2)  # [B*C, N]
         visible = (out.radii > 0).flatten(0, -2) if out.radii is not None else norms > 0
         for view_norm, view_visible in zip(norms, visible):
