@@ -18,6 +18,8 @@ bench_app = typer.Typer(help="Benchmarks that print JSON.", no_args_is_help=True
 app.add_typer(bench_app, name="bench")
 app.add_typer(motion_app, name="motion")
 app.add_typer(video_app, name="video")
+sample_app = typer.Typer(help="The built-in animated sample.", no_args_is_help=True)
+app.add_typer(sample_app, name="sample")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; key=value overrides follow the command.")
 OverridesArg = typer.Argument(None, help="key=value config overrides (OmegaConf dotlist)", show_default=False)
@@ -30,16 +32,25 @@ StepsOpt = typer.Option(None, "--steps", help="Train this many iterations, then 
 @app.command()
 def fit(
     sample: bool = typer.Option(False, "--sample", help="Fit the built-in animated sample (no data or weights needed)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Reconstruct a posed capture in the D-NeRF layout (transforms_{train,val,test}.json)."),
     ui: str = typer.Option("none", "--ui", help="none (headless, default) or viser."),
+    host: Optional[str] = HostOpt,
+    port: Optional[int] = PortOpt,
+    steps: Optional[int] = StepsOpt,
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Fit 4D Gaussians; prints held-out PSNR and writes a run folder under recordings/."""
+    if sample == (data is not None):
+        raise Text4DError("say what to fit: --sample for the built-in animated sample, or --data path/to/scene for a D-NeRF-layout capture")
+    if data is not None:
+        from text4d.commands_recon import fit_scene
+
+        fit_scene(data, ui=ui, host=host, port=port, steps=steps, config=config, overrides=overrides)
+        return
     from text4d.commands_live import demo
 
-    if not sample:
-        raise Text4DError("say what to fit: --sample for the built-in animated sample")
-    demo(ui=ui, config=config, overrides=overrides)
+    demo(host=host, port=port, ui=ui, steps=steps, config=config, overrides=overrides)
 
 
 @app.command("demo")
@@ -70,6 +81,25 @@ def view(
     from text4d.commands_live import view as view_run
 
     view_run(run_dir, host=host, port=port, ui=ui, steps=steps, overrides=overrides)
+
+
+@sample_app.command("export")
+def sample_export(
+    out: Path = typer.Argument(..., help="Scene folder to write (replaced if it exists)."),
+    format: str = typer.Option("dnerf", "--format", help="dnerf: transforms_{train,val,test}.json + RGBA PNGs."),
+    train: int = typer.Option(100, "--train", min=1, help="Training views (random upper-hemisphere poses, random times)."),
+    val: int = typer.Option(10, "--val", min=0),
+    test: int = typer.Option(20, "--test", min=0, help="Held-out views (rings of poses, evenly spaced times)."),
+    resolution: int = typer.Option(400, "--resolution", min=8),
+    radius: float = typer.Option(2.0, "--radius", min=0.8, help="Camera distance from the creature."),
+    seed: int = typer.Option(0, "--seed", help="Camera poses and times."),
+) -> None:
+    """Write the built-in animated sample as a posed capture (for text4d fit --data)."""
+    from text4d.recon import export_sample_dnerf
+
+    if format != "dnerf":
+        raise Text4DError(f"--format must be dnerf, got {format!r}")
+    typer.echo(f"wrote {export_sample_dnerf(out, n_train=train, n_val=val, n_test=test, resolution=resolution, radius=radius, seed=seed)}")
 
 
 @app.command()
@@ -164,6 +194,22 @@ def bench_viewer(
     from text4d.bench.viewer import run
 
     _print_json(run(config=config, overrides=overrides, device=device, resolution=resolution, seconds=seconds))
+
+
+@bench_app.command("recon")
+def bench_recon(
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = typer.Option(None),
+    target_psnr: float = typer.Option(30.0),
+    data: Optional[Path] = typer.Option(None, help="A D-NeRF-layout scene instead of the exported built-in sample."),
+    compare_init: bool = typer.Option(False, help="Fit once per initialisation (hull, random) and compare."),
+    tiny: bool = typer.Option(False, help="CPU smoke size (48 px, 40 views)."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Reconstruct the sample exported as D-NeRF (400x400, 100 views): seconds to the target test PSNR, final PSNR/SSIM, it/s, fps at 800x800."""
+    from text4d.bench.recon import run
+
+    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=tiny))
 
 
 @bench_app.command("motion")
@@ -271,6 +317,41 @@ def bench_animate(
     _print_json(run(configs=tuple(config.split(",")), device=device, tiny=tiny, measure_iters=iters, overrides=overrides))
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder under recordings/."),
+    format: str = typer.Option(..., "--format", "-f", help="obj-seq | glb | ply-seq | mp4"),
+    frames: Optional[str] = typer.Option(None, "--frames", help="obj-seq/glb frames: 0:14, 0:14:2 or 0,3,7 (default all)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Density grid points per axis (default 128)."),
+    texture: Optional[int] = typer.Option(None, "--texture", help="Texture size in texels (default 1024)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file/folder (default under the run's exports/)."),
+    config: Optional[Path] = ConfigOpt,
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Export a run: mesh OBJ sequence (Blender Stop-motion-OBJ), animated GLB, 3DGS .ply sequence or orbit mp4."""
+    from text4d.mesh.commands import export_run
+
+    export_run(run_dir, format, frames=frames, resolution=resolution, texture=texture, out=out, config=config, overrides=overrides)
+
+
+@bench_app.command("export")
+def bench_export(
+    device: Optional[str] = typer.Option(None),
+    source: str = typer.Option("fit", help="fit (fit the sample first) | surface (Gaussians on the sample's surface)"),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="Use a run folder's checkpoint instead."),
+    frames: int = typer.Option(14),
+    resolution: int = typer.Option(128),
+    texture: int = typer.Option(1024),
+    repeats: int = typer.Option(3),
+    tiny: bool = typer.Option(False, help="Tiny sizes: a CPU smoke run."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Seconds for an OBJ sequence + GLB (target <= 10 s for 14 frames at 128^3 on an H100), mesh-vs-Gaussian IoU/PSNR."""
+    from text4d.bench.export import run
+
+    _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution, texture=texture, repeats=repeats, tiny=tiny, overrides=overrides))
+
+
 @app.command("batch")
 def batch_cmd(
     jobs: Optional[Path] = typer.Argument(None, help="Jobs file: a YAML list of jobs (sample, dnerf, prompt, image or video, each with optional name/config/overrides/exports), or a text file with one prompt per line."),
@@ -309,41 +390,6 @@ def bench_batch(
     from text4d.bench.batch import run
 
     _print_json(run(jobs=jobs, tiny=tiny, devices=devices, overrides=overrides))
-
-
-@app.command("export")
-def export_cmd(
-    run_dir: Path = typer.Argument(..., help="A run folder under recordings/."),
-    format: str = typer.Option(..., "--format", "-f", help="obj-seq | glb | ply-seq | mp4"),
-    frames: Optional[str] = typer.Option(None, "--frames", help="obj-seq/glb frames: 0:14, 0:14:2 or 0,3,7 (default all)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Density grid points per axis (default 128)."),
-    texture: Optional[int] = typer.Option(None, "--texture", help="Texture size in texels (default 1024)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output file/folder (default under the run's exports/)."),
-    config: Optional[Path] = ConfigOpt,
-    overrides: Optional[list[str]] = OverridesArg,
-) -> None:
-    """Export a run: mesh OBJ sequence (Blender Stop-motion-OBJ), animated GLB, 3DGS .ply sequence or orbit mp4."""
-    from text4d.mesh.commands import export_run
-
-    export_run(run_dir, format, frames=frames, resolution=resolution, texture=texture, out=out, config=config, overrides=overrides)
-
-
-@bench_app.command("export")
-def bench_export(
-    device: Optional[str] = typer.Option(None),
-    source: str = typer.Option("fit", help="fit (fit the sample first) | surface (Gaussians on the sample's surface)"),
-    run_dir: Optional[Path] = typer.Option(None, "--run", help="Use a run folder's checkpoint instead."),
-    frames: int = typer.Option(14),
-    resolution: int = typer.Option(128),
-    texture: int = typer.Option(1024),
-    repeats: int = typer.Option(3),
-    tiny: bool = typer.Option(False, help="Tiny sizes: a CPU smoke run."),
-    overrides: Optional[list[str]] = OverridesArg,
-) -> None:
-    """Seconds for an OBJ sequence + GLB (target <= 10 s for 14 frames at 128^3 on an H100), mesh-vs-Gaussian IoU/PSNR."""
-    from text4d.bench.export import run
-
-    _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution, texture=texture, repeats=repeats, tiny=tiny, overrides=overrides))
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from text4d.commands_recon import is_recon_run, open_recon_run
 from text4d.config import load_config, to_yaml
 from text4d.errors import ConfigError, Text4DError
 from text4d.fit import FitConfig, build_sample_stage, resolve_device
@@ -102,6 +103,8 @@ def view(
 def open_run(run_dir: str | Path, overrides: list[str] | None = None, host: str | None = None, port: int | None = None) -> tuple[Session, LiveConfig]:
     """A paused (not yet started) Session on a run folder's latest checkpoint, and the run's config."""
     run = RunFolder.open(run_dir)
+    if is_recon_run(run):  # a D-NeRF reconstruction: rebuild its stage from the scene folder
+        return open_recon_run(run, overrides, host, port)  # type: ignore[return-value]
     if not run.config_path.exists():
         raise Text4DError(f"{run.path} has no config.yaml; is it a text4d run folder?")
     cfg = load_live_config(run.config_path, overrides, host, port)
