@@ -20,7 +20,7 @@ from text4d.commands_recon import is_recon_run, open_recon_run
 from text4d.config import load_config, to_yaml
 from text4d.errors import ConfigError, Text4DError
 from text4d.fit import FitConfig, build_sample_stage, resolve_device
-from text4d.live import HEADLESS_EXPORTS, UI, drive
+from text4d.live import HEADLESS_EXPORTS, UI, check_front_ends, drive
 from text4d.recording import RunFolder
 from text4d.session import Exporter, Session, SessionConfig, default_exporters
 from viewer.config import ViewerConfig
@@ -69,6 +69,7 @@ def demo(
     """
     console = console or Console()
     _check_steps(steps)
+    check_front_ends(ui)
     cfg = load_live_config(config, overrides, host, port)
     device = resolve_device(cfg.device)
     console.print(f"building the sample scene and the dynamic stage on {device} ...")

@@ -17,7 +17,7 @@ from rich.console import Console
 from text4d.config import load_config, to_yaml
 from text4d.errors import ConfigError, Text4DError
 from text4d.fit import resolve_device
-from text4d.live import UI, drive
+from text4d.live import UI, check_front_ends, drive
 from text4d.recon import ReconConfig, build_recon_stage, load_scene, recon_exporters
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
@@ -71,6 +71,7 @@ def fit_scene(
     console = console or Console()
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
+    check_front_ends(ui)
     cfg = load_recon_config(config, overrides, data, host, port)
     scene = load_scene(cfg)
     device = resolve_device(cfg.device)

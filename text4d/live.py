@@ -37,12 +37,10 @@ def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None,
 
     Headless runs finish with ``exports`` (kinds of :func:`text4d.session.default_exporters`).
     """
-    fronts = parse_ui(ui)
+    fronts = check_front_ends(ui)
     unknown = sorted(set(exports) - set(session.exporters))
     if unknown:
         raise Text4DError(f"unknown export {unknown}; choose from {sorted(session.exporters)}")
-    if "dpg" in fronts:  # before training starts: a missing display is a one-line error, not a GLFW abort
-        _check_desktop()
     record_session_open(session)
     session.start()
     try:
@@ -81,6 +79,17 @@ def serve(session: Session, viewer_cfg: ViewerConfig, console: Console, fronts: 
     finally:
         if app is not None:
             app.stop()
+
+
+def check_front_ends(ui: str) -> tuple[str, ...]:
+    """Parse ``--ui`` and check what its front ends need, before any run folder or training exists.
+
+    A missing display for ``dpg`` is then a one-line error, not a GLFW abort or an empty run folder.
+    """
+    fronts = parse_ui(ui)
+    if "dpg" in fronts:
+        _check_desktop()
+    return fronts
 
 
 def _check_desktop() -> None:

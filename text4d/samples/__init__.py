@@ -100,13 +100,24 @@ def _views(rgb: np.ndarray, alpha: np.ndarray, cameras: Cameras, times: Tensor) 
 
 @dataclass
 class Sample:
-    """The generated sample: three view sets plus the creature they were rendered from."""
+    """The generated sample: three view sets plus the creature they were rendered from.
+
+    The creature (meshes, skinning, texture atlas) takes seconds to build, and a
+    cached sample needs it only for :meth:`mesh_at` and :meth:`render_views`,
+    so it is built on first use.
+    """
 
     config: SampleConfig
     driving: Views
     train: Views
     test: Views
-    creature: Creature
+    _creature: Creature | None = field(default=None, repr=False)
+
+    @property
+    def creature(self) -> Creature:
+        if self._creature is None:
+            self._creature = Creature(self.config.seed)
+        return self._creature
 
     def mesh_at(self, t: float) -> SampleMesh:
         """The creature's surface at normalised time ``t`` (world space, see :class:`SampleMesh`)."""
@@ -136,7 +147,7 @@ def load_sample(cfg: SampleConfig | None = None, cache_dir: str | Path | None = 
     """
     cfg = cfg or SampleConfig()
     validate(cfg, "sample.")
-    creature = Creature(cfg.seed)
+    creature = None
     sets = {
         "driving": (_orbit([(0.0, 0.0)], cfg)[torch.zeros(cfg.num_frames, dtype=torch.long)], frame_times(cfg.num_frames)),
         "train": _per_frame(train_angles(cfg.train_views), cfg),
@@ -153,6 +164,7 @@ def load_sample(cfg: SampleConfig | None = None, cache_dir: str | Path | None = 
     arrays = read_arrays(path, key, expected) if use_cache else None
     if arrays is None:
         start = time.perf_counter()
+        creature = Creature(cfg.seed)
         arrays = {}
         for name, (cams, times) in sets.items():
             arrays[f"{name}_rgb"], arrays[f"{name}_alpha"] = _render(creature, cams, times, cfg.supersample)
