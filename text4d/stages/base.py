@@ -84,3 +84,29 @@ class Stage(ABC):
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics (PSNR/SSIM/IoU) when ground truth exists, else {}."""
         return {}
+
+
+class GaussianStage(Stage):
+    """A stage whose model is a :class:`~text4d.gaussians.model.GaussianModel` with a densify strategy.
+
+    Subclasses set ``self.model``, ``self.optimizer``, ``self.strategy`` and
+    ``self.device``; the Gaussian-count edits from the viewer are the same for all of them.
+    """
+
+    model: Any
+    optimizer: Any
+    strategy: Any
+    device: Any
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.model.num
+
+    def remove_gaussians(self, mask: Tensor) -> int:
+        mask = mask.to(self.device)
+        self.model.keep(~mask, self.optimizer)
+        self.strategy.reset_stats(self.model.num, self.device)
+        return int(mask.sum())
+
+    def gaussian_opacities(self) -> Tensor:
+        return self.model.opacities.detach()

@@ -34,7 +34,7 @@ from text4d.io.ply import PlyGaussians
 from text4d.metrics import score
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput, Splats, render
-from text4d.stages.base import Stage
+from text4d.stages.base import GaussianStage
 from text4d.stages.novel import NovelViewTerm
 from text4d.views import Views
 
@@ -73,7 +73,7 @@ class DynamicConfig:
     seed: int = 0
 
 
-class DynamicStage(Stage):
+class DynamicStage(GaussianStage):
     """Fit a deformable Gaussian model to posed reference images over time."""
 
     name = "dynamic"
@@ -262,23 +262,9 @@ class DynamicStage(Stage):
         bg = torch.ones(3, device=self.device) if bg is None else bg.to(self.device)
         return render(splats, cameras, bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree)
 
-    @property
-    def num_gaussians(self) -> int:
-        return self.model.num
-
-    def remove_gaussians(self, mask: Tensor) -> int:
-        mask = mask.to(self.device)
-        self.model.keep(~mask, self.optimizer)
-        self.strategy.reset_stats(self.model.num, self.device)
-        return int(mask.sum())
-
     @torch.no_grad()
     def gaussian_centers(self, t: float) -> Tensor:
         return self.field(self.model.means, torch.tensor([t], device=self.device)).position[0] + self.model.means
-
-    @torch.no_grad()
-    def gaussian_opacities(self) -> Tensor:
-        return self.model.opacities
 
     def ground_truth(self) -> Views | None:
         return self.test

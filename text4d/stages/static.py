@@ -33,7 +33,7 @@ from text4d.io.atomic import write_json
 from text4d.io.ply import PlyGaussians, load_ply, save_ply
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput, render
-from text4d.stages.base import Stage
+from text4d.stages.base import GaussianStage
 
 
 def _static_densify() -> DensifyConfig:
@@ -101,7 +101,7 @@ def save_static(path: str | Path, model: PlyGaussians, radius: float) -> Path:
     return path
 
 
-class StaticStage(Stage):
+class StaticStage(GaussianStage):
     """Fit Gaussians to one RGBA image with Zero123 SDS on random views (``guidance=None``: reference only)."""
 
     name = "static"
@@ -205,26 +205,12 @@ class StaticStage(Stage):
         bg = torch.ones(3, device=self.device) if bg is None else bg.to(self.device)
         return render(self.model.splats(), cameras.to(self.device), bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree)
 
-    @property
-    def num_gaussians(self) -> int:
-        return self.model.num
-
-    def remove_gaussians(self, mask: Tensor) -> int:
-        mask = mask.to(self.device)
-        self.model.keep(~mask, self.optimizer)
-        self.strategy.reset_stats(self.model.num, self.device)
-        return int(mask.sum())
-
     @torch.no_grad()
     def gaussian_centers(self, t: float = 0.0) -> Tensor:
         return self.model.means.detach().clone()
 
     def deformed_raw(self, t: float = 0.0) -> PlyGaussians:
         return self.model.to_ply()
-
-    @torch.no_grad()
-    def gaussian_opacities(self) -> Tensor:
-        return self.model.opacities
 
     def state_dict(self) -> dict[str, Any]:
         return {
