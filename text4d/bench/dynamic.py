@@ -8,12 +8,11 @@ cost of the deformation query relative to a bare render of the same Gaussians
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
-from text4d.bench.timing import device_name, peak_gib, reset_peak, synchronize, time_ms
+from text4d.bench.timing import device_name, peak_gib, reset_peak, time_ms, timed_fit
 from text4d.config import load_config
 from text4d.fit import FitConfig, build_sample_stage, resolve_device
 from text4d.render.camera import Cameras
@@ -35,20 +34,7 @@ def run(
     dev = resolve_device(device or cfg.device)
     stage = build_sample_stage(cfg, dev)
     reset_peak(dev)
-    train_seconds = 0.0
-    curve = []
-    reached = None
-    while stage.iteration < stage.iters:
-        synchronize(dev)
-        start = time.perf_counter()
-        stage.step()
-        synchronize(dev)
-        train_seconds += time.perf_counter() - start
-        if stage.iteration % eval_every == 0 or stage.iteration == stage.iters:
-            psnr = stage.evaluate()["psnr"]
-            curve.append({"iteration": stage.iteration, "seconds": round(train_seconds, 3), "psnr": round(psnr, 3)})
-            if reached is None and psnr >= target_psnr:
-                reached = train_seconds
+    fit = timed_fit(stage, dev, target_psnr, eval_every)
     final = stage.evaluate()
 
     cam = Cameras.orbit(0.0, 30.0, 2.0, 49.1, render_resolution, render_resolution).reshape(1).to(dev)
@@ -64,12 +50,12 @@ def run(
         "overrides": list(overrides or []),
         "iterations": stage.iteration,
         "gaussians": stage.num_gaussians,
-        "train_seconds": round(train_seconds, 3),
-        "iterations_per_second": round(stage.iteration / max(train_seconds, 1e-9), 2),
+        "train_seconds": round(fit.train_seconds, 3),
+        "iterations_per_second": round(stage.iteration / max(fit.train_seconds, 1e-9), 2),
         "target_psnr": target_psnr,
-        "seconds_to_target": None if reached is None else round(reached, 3),
+        "seconds_to_target": None if fit.seconds_to_target is None else round(fit.seconds_to_target, 3),
         "final": {k: round(v, 4) for k, v in final.items()},
-        "psnr_curve": curve,
+        "psnr_curve": fit.curve,
         "render_ms": round(bare_ms, 3),
         "deform_plus_render_ms": round(deform_ms, 3),
         "deform_render_ratio": round(deform_ms / max(bare_ms, 1e-9), 3),

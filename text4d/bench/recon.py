@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from text4d.bench.timing import device_name, peak_gib, reset_peak, synchronize, time_ms
+from text4d.bench.timing import device_name, peak_gib, reset_peak, time_ms, timed_fit
 from text4d.config import load_config
 from text4d.fit import resolve_device
 from text4d.io.dnerf import read_dnerf
@@ -86,20 +86,8 @@ def run(
 def _fit(cfg: ReconConfig, scene, dev: torch.device, target_psnr: float, eval_every: int, render_resolution: int) -> dict:
     stage = build_recon_stage(cfg, dev, scene)
     reset_peak(dev)
-    train_seconds = 0.0
-    curve = [{"iteration": 0, "seconds": 0.0, "psnr": round(stage.evaluate()["psnr"], 3)}]
-    reached: tuple[float, int] | None = None
-    while stage.iteration < stage.iters:
-        synchronize(dev)
-        start = time.perf_counter()
-        stage.step()
-        synchronize(dev)
-        train_seconds += time.perf_counter() - start
-        if stage.iteration % eval_every == 0 or stage.iteration == stage.iters:
-            psnr = stage.evaluate()["psnr"]
-            curve.append({"iteration": stage.iteration, "seconds": round(train_seconds, 3), "psnr": round(psnr, 3)})
-            if reached is None and psnr >= target_psnr:
-                reached = (train_seconds, stage.iteration)
+    start = {"iteration": 0, "seconds": 0.0, "psnr": round(stage.evaluate()["psnr"], 3)}
+    fit = timed_fit(stage, dev, target_psnr, eval_every)
     final = stage.evaluate()
     test = stage.test
     cam = test.cameras[0:1].resized(render_resolution, render_resolution) if test is not None else stage.reference.cameras[0:1].resized(render_resolution, render_resolution)
@@ -108,12 +96,12 @@ def _fit(cfg: ReconConfig, scene, dev: torch.device, target_psnr: float, eval_ev
         "init": cfg.init,
         "iterations": stage.iteration,
         "gaussians": stage.num_gaussians,
-        "train_seconds": round(train_seconds, 3),
-        "iterations_per_second": round(stage.iteration / max(train_seconds, 1e-9), 2),
-        "seconds_to_target": None if reached is None else round(reached[0], 3),
-        "iterations_to_target": None if reached is None else reached[1],
+        "train_seconds": round(fit.train_seconds, 3),
+        "iterations_per_second": round(stage.iteration / max(fit.train_seconds, 1e-9), 2),
+        "seconds_to_target": None if fit.seconds_to_target is None else round(fit.seconds_to_target, 3),
+        "iterations_to_target": fit.iterations_to_target,
         "final": {k: round(v, 4) for k, v in final.items()},
-        "psnr_curve": curve,
+        "psnr_curve": [start, *fit.curve],
         "render_resolution": render_resolution,
         "render_ms": round(render_ms, 3),
         "render_fps": round(1000.0 / max(render_ms, 1e-9), 1),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -39,3 +40,30 @@ def peak_gib(device: torch.device) -> float | None:
 
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+@dataclass
+class TimedFit:
+    """What :func:`timed_fit` measured: training time only (evaluations excluded)."""
+
+    train_seconds: float = 0.0
+    curve: list[dict] = field(default_factory=list)  # {"iteration", "seconds", "psnr"} per evaluation
+    seconds_to_target: float | None = None
+    iterations_to_target: int | None = None
+
+
+def timed_fit(stage: Any, device: torch.device, target_psnr: float, eval_every: int) -> TimedFit:
+    """Step ``stage`` to its last iteration, timing the steps and scoring held-out views every ``eval_every``."""
+    fit = TimedFit()
+    while stage.iteration < stage.iters:
+        synchronize(device)
+        start = time.perf_counter()
+        stage.step()
+        synchronize(device)
+        fit.train_seconds += time.perf_counter() - start
+        if stage.iteration % eval_every == 0 or stage.iteration == stage.iters:
+            psnr = stage.evaluate()["psnr"]
+            fit.curve.append({"iteration": stage.iteration, "seconds": round(fit.train_seconds, 3), "psnr": round(psnr, 3)})
+            if fit.seconds_to_target is None and psnr >= target_psnr:
+                fit.seconds_to_target, fit.iterations_to_target = fit.train_seconds, stage.iteration
+    return fit

@@ -110,3 +110,14 @@ class GaussianStage(Stage):
 
     def gaussian_opacities(self) -> Tensor:
         return self.model.opacities.detach()
+
+    def finish_step(self, terms: dict[str, Tensor], loss: Tensor) -> dict[str, float]:
+        """After ``loss.backward()``: Adam step, iteration count, densify schedule; the terms as floats."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+        changed = self.strategy.step(self.model, self.optimizer, self.iteration)
+        result = {k: float(v.detach()) for k, v in terms.items()}
+        result["loss"] = float(loss.detach())
+        result.update({f"densify_{k}": float(v) for k, v in changed.items()})
+        return result

@@ -226,14 +226,7 @@ class DynamicStage(GaussianStage):
         loss.backward()
         if out.means2d is not None and out.means2d.grad is not None:
             self._accumulate_densify_stats(out, cams, cfg.lambda_rgb * ramp)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.iteration += 1
-        changed = self.strategy.step(self.model, self.optimizer, self.iteration)
-        result = {k: float(v.detach()) for k, v in terms.items()}
-        result["loss"] = float(loss.detach())
-        result.update({f"densify_{k}": float(v) for k, v in changed.items()})
-        return result
+        return self.finish_step(terms, loss)
 
     def _accumulate_densify_stats(self, out: RenderOutput, cams: Cameras, loss_scale: float) -> None:
         """Per-Gaussian view-space gradient norm in 3DGS NDC units, per view.

@@ -170,14 +170,7 @@ class StaticStage(GaussianStage):
             norms = (grad * res / 2.0).norm(dim=-1)
             for n, vis in zip(norms, novel_out.radii > 0):
                 self.strategy.update(n, vis)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.iteration += 1
-        changed = self.strategy.step(self.model, self.optimizer, self.iteration)
-        result = {k: float(v.detach()) for k, v in terms.items()}
-        result["loss"] = float(loss.detach())
-        result.update({f"densify_{k}": float(v) for k, v in changed.items()})
-        return result
+        return self.finish_step(terms, loss)
 
     def _novel(self, splats, progress: float) -> tuple[RenderOutput, Tensor]:
         """Render ``batch_size`` random views (one call) and their SDS loss."""
