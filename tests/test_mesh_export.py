@@ -100,6 +100,8 @@ def test_glb_passes_the_khronos_validator(seq, tmp_path):
     node = shutil.which("node")
     if node is None or shutil.which("npm") is None:
         pytest.skip("node/npm not installed")
+    if not VALIDATOR.is_file():
+        pytest.skip(f"{VALIDATOR} is not beside this checkout (CI and sessions have ../shared/tools)")
     modules = Path("/tmp/gv/node_modules")
     if not (modules / "gltf-validator").is_dir():
         subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "scripts" / "ci_install_gltf_validator.sh")], check=True)
