@@ -52,13 +52,19 @@ class DensifyStrategy:
         self.grad_accum = torch.zeros(n, device=device)
         self.count = torch.zeros(n, device=device)
 
+    def active(self, iteration: int) -> bool:
+        """Whether statistics gathered at ``iteration`` can still be used (skip the work otherwise)."""
+        return self.cfg.enabled and iteration < self.cfg.end
+
     def update(self, grad2d_norm: Tensor, visible: Tensor) -> None:
-        """Add one step's per-Gaussian view-space gradient norms [N] where ``visible`` [N]."""
-        n = grad2d_norm.shape[0]
+        """Add view-space gradient norms where ``visible``: one view [N] or several views [V, N] at once."""
+        if grad2d_norm.ndim == 1:
+            grad2d_norm, visible = grad2d_norm.unsqueeze(0), visible.unsqueeze(0)
+        n = grad2d_norm.shape[-1]
         if self.grad_accum is None or self.grad_accum.shape[0] != n:
             self.reset_stats(n, grad2d_norm.device)
-        self.grad_accum += torch.where(visible, grad2d_norm, torch.zeros_like(grad2d_norm))
-        self.count += visible.float()
+        self.grad_accum += torch.where(visible, grad2d_norm, torch.zeros_like(grad2d_norm)).sum(0)
+        self.count += visible.float().sum(0)
 
     def step(self, model: GaussianModel, optimizer: torch.optim.Optimizer, iteration: int) -> dict[str, int]:
         """Densify/prune/reset when the schedule says so; returns counts of what changed."""

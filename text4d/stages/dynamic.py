@@ -202,7 +202,8 @@ class DynamicStage(GaussianStage):
             cams = Cameras(torch.cat([cams.viewmats, novel_cams.viewmats], 1), torch.cat([cams.Ks, novel_cams.Ks], 1), cams.width, cams.height)
         splats = self.deformed(batch.times)
         out = render(splats, cams, bg, backend=cfg.backend, sh_degree=self.model.sh_degree)
-        if out.means2d is not None and out.means2d.requires_grad:
+        track = self.strategy.active(self.iteration + 1) and out.means2d is not None and out.means2d.requires_grad
+        if track:
             out.means2d.retain_grad()
 
         progress = (self.iteration + 1) / max(self.iters, 1)
@@ -224,7 +225,7 @@ class DynamicStage(GaussianStage):
                 terms["time_l1"] = cfg.lambda_time_l1 * self.field.time_l1_loss()
         loss = sum(terms.values())
         loss.backward()
-        if out.means2d is not None and out.means2d.grad is not None:
+        if track and out.means2d.grad is not None:
             self._accumulate_densify_stats(out, cams, cfg.lambda_rgb * ramp)
         return self.finish_step(terms, loss)
 
@@ -242,8 +243,7 @@ class DynamicStage(GaussianStage):
         scale = half * images / (loss_scale if loss_scale > 0 else 1.0)
         norms = (grad * scale).norm(dim=-1).flatten(0, -2)  # [B*C, N]
         visible = (out.radii > 0).flatten(0, -2) if out.radii is not None else norms > 0
-        for view_norm, view_visible in zip(norms, visible):
-            self.strategy.update(view_norm, view_visible)
+        self.strategy.update(norms, visible)
 
     @torch.no_grad()
     def render(self, cameras: Cameras, t: float | Tensor, bg: Tensor | None = None) -> RenderOutput:

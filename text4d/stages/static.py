@@ -168,8 +168,7 @@ class StaticStage(GaussianStage):
             grad = novel_out.means2d.grad  # [V, N, 2] pixels -> NDC
             res = novel_out.rgb.shape[-2]
             norms = (grad * res / 2.0).norm(dim=-1)
-            for n, vis in zip(norms, novel_out.radii > 0):
-                self.strategy.update(n, vis)
+            self.strategy.update(norms, novel_out.radii > 0)
         return self.finish_step(terms, loss)
 
     def _novel(self, splats, progress: float) -> tuple[RenderOutput, Tensor]:
