@@ -20,7 +20,7 @@ from text4d.commands_recon import is_recon_run, open_recon_run
 from text4d.config import load_config, to_yaml
 from text4d.errors import ConfigError, Text4DError
 from text4d.fit import FitConfig, build_sample_stage, resolve_device
-from text4d.live import HEADLESS_EXPORTS, UI, check_front_ends, drive
+from text4d.live import HEADLESS_EXPORTS, UI, check_front_ends, drive, viewer_overrides
 from text4d.recording import RunFolder
 from text4d.session import Exporter, Session, SessionConfig, default_exporters
 from viewer.config import ViewerConfig
@@ -39,12 +39,7 @@ class LiveConfig(FitConfig):
 def load_live_config(config: str | Path | None, overrides: list[str] | None, host: str | None = None, port: int | None = None) -> LiveConfig:
     """Defaults <- the sample's tuned config (when present) or ``config`` <- overrides <- --host/--port."""
     path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    extra = list(overrides or [])
-    if host is not None:
-        extra.append(f"viewer.host={host}")
-    if port is not None:
-        extra.append(f"viewer.port={port}")
-    return load_config(LiveConfig, path, extra)
+    return load_config(LiveConfig, path, list(overrides or []) + viewer_overrides(host, port))
 
 
 def demo(

@@ -17,7 +17,7 @@ from rich.console import Console
 from text4d.config import load_config, to_yaml
 from text4d.errors import ConfigError, Text4DError
 from text4d.fit import resolve_device
-from text4d.live import UI, check_front_ends, drive
+from text4d.live import UI, check_front_ends, drive, viewer_overrides
 from text4d.recon import ReconConfig, build_recon_stage, load_scene, recon_exporters
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
@@ -42,11 +42,7 @@ def load_recon_config(config: str | Path | None, overrides: list[str] | None, da
     extra = list(overrides or [])
     if data is not None:
         extra.append(f"data={Path(data).resolve()}")
-    if host is not None:
-        extra.append(f"viewer.host={host}")
-    if port is not None:
-        extra.append(f"viewer.port={port}")
-    return load_config(ReconLiveConfig, path, extra)
+    return load_config(ReconLiveConfig, path, extra + viewer_overrides(host, port))
 
 
 def fit_scene(

@@ -21,6 +21,11 @@ FRONT_ENDS = ("viser", "dpg")
 HEADLESS_EXPORTS = ("ply", "mp4")
 
 
+def viewer_overrides(host: str | None, port: int | None) -> list[str]:
+    """``--host/--port`` as dotlist overrides of a live config's ``viewer`` section."""
+    return ([f"viewer.host={host}"] if host is not None else []) + ([f"viewer.port={port}"] if port is not None else [])
+
+
 def parse_ui(ui: str) -> tuple[str, ...]:
     """``--ui`` -> the front ends to attach: ``("none",)``, ``("viser",)``, ``("dpg",)`` or ``("viser", "dpg")``.
 
