@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from text4d.io.ply import PlyGaussians
@@ -117,7 +118,7 @@ class GaussianStage(Stage):
         self.optimizer.zero_grad(set_to_none=True)
         self.iteration += 1
         changed = self.strategy.step(self.model, self.optimizer, self.iteration)
-        result = {k: float(v.detach()) for k, v in terms.items()}
-        result["loss"] = float(loss.detach())
+        values = torch.stack([v.detach().float() for v in (*terms.values(), loss)]).tolist()  # one device sync, not one per term
+        result = dict(zip([*terms, "loss"], values))
         result.update({f"densify_{k}": float(v) for k, v in changed.items()})
         return result
