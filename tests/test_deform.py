@@ -66,3 +66,29 @@ def test_field_learns_a_time_dependent_motion():
         loss.backward()
         opt.step()
     assert loss.item() < 0.05 * first
+
+
+def test_heads_are_independent_blocks():
+    """One merged head layer must behave as three heads: position never reads the rotation head's units."""
+    torch.manual_seed(0)
+    field = HexPlaneField(SMALL)
+    with torch.no_grad():
+        field.heads_out.weight.normal_()
+    field(torch.randn(20, 3), torch.tensor([0.2, 0.7])).position.sum().backward()
+    w = SMALL.width
+    grad = field.heads_hidden[1].weight.grad
+    assert grad[:w].abs().sum() > 0
+    assert torch.count_nonzero(grad[w:]) == 0
+    assert torch.count_nonzero(field.heads_out.weight.grad[3:]) == 0
+
+
+def test_per_time_positions_match_shared_positions():
+    field = HexPlaneField(SMALL)
+    with torch.no_grad():
+        for plane in field.time_planes:
+            plane.add_(torch.randn_like(plane) * 0.1)
+    x = torch.rand(30, 3) - 0.5
+    t = torch.tensor([0.1, 0.9])
+    shared = field.features(x, t)
+    per_time = field.features(x.unsqueeze(0).expand(2, -1, -1), t)
+    assert torch.allclose(shared, per_time, atol=1e-6)

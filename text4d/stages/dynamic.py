@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from text4d.cuda_graphs import GraphCache
 from text4d.gaussians.deform import DeformConfig, HexPlaneField
 from text4d.gaussians.model import GaussianModel, LearningRates
 from text4d.gaussians.strategy import DensifyConfig, DensifyStrategy
@@ -70,6 +71,7 @@ class DynamicConfig:
     init_radius: float = field(default=0.5, metadata={"min": 0.0})
     sh_degree: int = field(default=0, metadata={"min": 0, "max": 3})
     backend: Literal["auto", "torch", "gsplat", "inria"] = "auto"
+    cuda_graph: bool = field(default=True, metadata={"help": "replay no-grad deformation queries (viewer, evaluation) as one CUDA graph"})
     seed: int = 0
 
 
@@ -104,6 +106,7 @@ class DynamicStage(GaussianStage):
         self.strategy = DensifyStrategy(cfg.densify, extent=self._scene_extent(), generator=self.generator)
         self.optimizer = self._make_optimizer()
         self._ref_cache: tuple[int, Views] | None = None
+        self._deform_graphs = GraphCache(self._deform) if self.device.type == "cuda" else None
 
     # -- setup -------------------------------------------------------------------
     @property
@@ -152,14 +155,18 @@ class DynamicStage(GaussianStage):
         if self.phase == "static":  # the field is untrained (zero heads): skip it
             expand = lambda x: x.unsqueeze(0).expand(n_t, *x.shape)  # noqa: E731
             return Splats(expand(m.means), expand(m.quats), expand(m.scales), expand(m.opacities), expand(m.sh))
+        if self._deform_graphs is not None and self.cfg.cuda_graph and not torch.is_grad_enabled():
+            fixed = (m.means, m.quats, m.log_scales, m.opacity_logits, m.sh_dc, m.sh_rest, *self.field.parameters())
+            means, quats, scales, opacities, sh = self._deform_graphs((t,), fixed)
+        else:
+            means, quats, scales, opacities, sh = self._deform(t)
+        return Splats(means, quats, scales, opacities.unsqueeze(0).expand(n_t, -1), sh.unsqueeze(0).expand(n_t, -1, -1, -1))
+
+    def _deform(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Deformed means, quaternions, scales [T, N, ·] at times ``t``, and the opacities [N] and SH [N, K, 3]."""
+        m = self.model
         d = self.field(m.means, t)
-        return Splats(
-            m.means + d.position,
-            m.quats + d.rotation,
-            torch.exp(m.log_scales + d.log_scale),
-            m.opacities.unsqueeze(0).expand(n_t, -1),
-            m.sh.unsqueeze(0).expand(n_t, -1, -1, -1),
-        )
+        return m.means + d.position, m.quats + d.rotation, torch.exp(m.log_scales + d.log_scale), m.opacities, m.sh
 
     def deformed_raw(self, t: float) -> PlyGaussians:
         """Raw parameters of the Gaussians at time ``t``, for ``.ply`` export."""

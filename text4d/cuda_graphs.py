@@ -1,0 +1,89 @@
+"""Replay a no-grad tensor function as a CUDA graph: one launch instead of dozens.
+
+Why: the deformation query (HexPlane sampling, a small MLP, adding the deltas) is
+some thirty tiny kernels. On a GPU its cost is the CPU launching them, not the
+arithmetic, so a viewer frame or an evaluation pass paid more for the deformation
+than for rasterising. A captured graph replays all of them with one launch.
+
+A graph bakes in the *addresses* of every tensor it reads. So the cache keys each
+graph by the address, shape and dtype of the tensors the function reads by
+reference (``fixed``: model parameters, updated in place by the optimiser), and
+copies the per-call inputs (``dynamic``: e.g. the query times) into the graph's
+own buffers. When a tensor is replaced (densification grows the model, a
+rollback loads new storage) the key changes and a new graph is captured.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+_Key = tuple
+
+
+class _Entry:
+    def __init__(self, graph: torch.cuda.CUDAGraph, inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...]):
+        self.graph, self.inputs, self.outputs = graph, inputs, outputs
+
+
+class GraphCache:
+    """Captured CUDA graphs of ``fn(*dynamic) -> tuple[Tensor, ...]``, at most ``capacity`` kept.
+
+    Call it under ``torch.no_grad()`` with CUDA tensors. Outputs are fresh tensors
+    (cloned from the graph's buffers), so callers may keep them across calls.
+    Thread-safe: one replay at a time.
+
+    Example::
+
+        cache = GraphCache(lambda t: (field(means, t).position,))
+        (position,) = cache((t,), fixed=(means, *field.parameters()))
+    """
+
+    def __init__(self, fn: Callable[..., tuple[Tensor, ...]], capacity: int = 4, warmup: int = 2):
+        self.fn = fn
+        self.capacity = capacity
+        self.warmup = warmup
+        self.captures = 0  # how many graphs were captured (tests and benchmarks read it)
+        self._graphs: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, dynamic: Sequence[Tensor], fixed: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        if torch.is_grad_enabled():
+            raise RuntimeError("GraphCache replays forward passes only; call it under torch.no_grad()")
+        key = tuple((x.data_ptr(), tuple(x.shape), x.dtype) for x in fixed) + tuple((tuple(x.shape), x.dtype, x.device) for x in dynamic)
+        with self._lock:
+            entry = self._graphs.get(key)
+            if entry is None:
+                entry = self._capture(dynamic)
+                self._graphs[key] = entry
+                while len(self._graphs) > self.capacity:
+                    self._graphs.popitem(last=False)
+            else:
+                self._graphs.move_to_end(key)
+            for buffer, x in zip(entry.inputs, dynamic):
+                buffer.copy_(x, non_blocking=True)
+            entry.graph.replay()
+            return tuple(out.clone() for out in entry.outputs)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._graphs.clear()
+
+    def _capture(self, dynamic: Sequence[Tensor]) -> _Entry:
+        inputs = tuple(x.detach().clone() for x in dynamic)
+        side = torch.cuda.Stream(device=inputs[0].device)
+        side.wait_stream(torch.cuda.current_stream(inputs[0].device))
+        with torch.cuda.stream(side):  # warm-up off the main stream, as capture requires
+            for _ in range(self.warmup):
+                self.fn(*inputs)
+        torch.cuda.current_stream(inputs[0].device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other threads (training, a second viewer) may keep launching meanwhile.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            outputs = tuple(self.fn(*inputs))
+        self.captures += 1
+        return _Entry(graph, inputs, outputs)
