@@ -117,3 +117,51 @@ def test_chunking_gives_the_same_gradient(tiny_folder):
         g.loss(x, frames, torch.tensor([5.0, -5.0, 0.0, 10.0]), torch.tensor([30.0, 60.0, 90.0, 180.0]), zeros, 0.5).backward()
         grads.append(x.grad)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-exact comparisons need one CPU thread (reductions split over threads may round differently)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _resume_matches(build, tmp_path) -> None:
+    """4 steps, checkpoint, 2 more == a fresh stage loaded from the checkpoint, 2 steps (parameters identical)."""
+    from text4d.io.checkpoint import load_checkpoint, save_checkpoint
+
+    stage = build()
+    for _ in range(4):
+        stage.step()
+    save_checkpoint(stage.state_dict(), tmp_path / "ckpt")
+    for _ in range(2):
+        stage.step()
+    resumed = build()
+    resumed.load_state_dict(load_checkpoint(tmp_path / "ckpt"))
+    for _ in range(2):
+        resumed.step()
+    assert resumed.iteration == stage.iteration == 6
+    a, b = stage.state_dict(), resumed.state_dict()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    for name in a.get("field", {}):
+        assert torch.equal(a["field"][name], b["field"][name]), name
+
+
+def test_static_resume_continues_sds_bit_exactly(tmp_path, one_thread):
+    from text4d.stages.static import StaticConfig, StaticStage
+
+    models = build_zero123(tiny=True)
+    rgb = torch.zeros(16, 16, 3)
+    rgb[4:12, 4:12] = torch.tensor([0.9, 0.2, 0.1])
+    alpha = torch.zeros(16, 16, 1)
+    alpha[4:12, 4:12] = 1.0
+    cfg = StaticConfig(iters=8, ref_size=16, resolutions=[16, 16, 16], num_pts=60, backend="torch", batch_size=2)
+    cfg.sds.image_size, cfg.sds.schedule = 16, "random"
+
+    def build() -> StaticStage:
+        return StaticStage(cfg, rgb, alpha, guidance=Zero123Guidance(models, cfg.sds, "cpu"), device="cpu")
+
+    _resume_matches(build, tmp_path)

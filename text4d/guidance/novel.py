@@ -77,6 +77,13 @@ class Zero123Views:
         K = ref_cameras.Ks.cpu()[:, None].expand(b, v, 3, 3)
         return Cameras.from_c2w(c2w, K, ref_cameras.width, ref_cameras.height)
 
+    def state_dict(self) -> dict[str, dict[str, Tensor]]:
+        """The guidance's RNG states (the cameras come from the stage's own generator)."""
+        return {"guidance": self.guidance.state_dict()}
+
+    def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
+        self.guidance.load_state_dict(state["guidance"])
+
     def loss(self, out: RenderOutput, bg: Tensor, progress: float) -> Tensor:
         if self._last is None:
             raise RuntimeError("cameras() must be called before loss()")

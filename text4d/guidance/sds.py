@@ -130,6 +130,16 @@ class Zero123Guidance:
         self.clip_embeds = torch.cat(embeds)
         self.ref_latents = torch.cat(latents)
 
+    # -- checkpointing ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        """The SDS noise and timestep RNG states, so a resumed run draws what the uninterrupted one would."""
+        return {"generator": self.generator.get_state(), "t_generator": self.t_generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        # Checkpoints may load tensors onto the stage's device; generator states are CPU byte tensors.
+        self.generator.set_state(state["generator"].cpu())
+        self.t_generator.set_state(state["t_generator"].cpu())
+
     @property
     def num_references(self) -> int:
         return 0 if self.clip_embeds is None else self.clip_embeds.shape[0]

@@ -5,7 +5,9 @@ what the object should look like from elsewhere. DreamGaussian4D uses Zero123
 SDS there; the built-in sample has ground-truth views, so it plugs in
 :class:`SupervisedViews`. A term chooses the extra cameras for a batch of
 reference images (so the stage can render everything in one rasteriser call)
-and then scores those renders.
+and then scores those renders. A term with random state of its own (Zero123's
+SDS noise) also defines ``state_dict()`` / ``load_state_dict()``; the stage
+keeps that in its checkpoints, so a resumed run continues bit-exactly.
 """
 
 from __future__ import annotations

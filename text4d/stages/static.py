@@ -211,6 +211,7 @@ class StaticStage(GaussianStage):
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "densify": {"grad_accum": self.strategy.grad_accum, "count": self.strategy.count},
+            **({"guidance": self.guidance.state_dict()} if self.guidance is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -219,6 +220,8 @@ class StaticStage(GaussianStage):
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        if self.guidance is not None and "guidance" in state:  # checkpoints from before SDS RNG was saved lack it
+            self.guidance.load_state_dict(state["guidance"])
         dens = state.get("densify") or {}
         self.strategy.grad_accum, self.strategy.count = dens.get("grad_accum"), dens.get("count")
         if self.strategy.grad_accum is not None:
