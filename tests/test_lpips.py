@@ -1,14 +1,19 @@
-"""LPIPS from local files: the real key layouts load, the metric behaves, bad files are clear errors."""
+"""LPIPS from local files: the real key layouts load, the metric behaves, bad files are clear errors, recon logs it."""
 
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
+from rich.console import Console
 
+from text4d.commands_recon import fit_scene
+from text4d.config import load_config
 from text4d.errors import ConfigError, ModelFileError
 from text4d.lpips import LPIPS, LpipsConfig, load_lpips
+from text4d.recon import ReconConfig, build_recon_stage, export_sample_dnerf
 
 # torchvision's alexnet().features convs (key, out, in, k), written out here rather than read off text4d.lpips.
 ALEX_CONVS = [("features.0", 64, 3, 11), ("features.3", 192, 64, 5), ("features.6", 384, 192, 3), ("features.8", 256, 384, 3), ("features.10", 256, 256, 3)]
@@ -152,3 +157,37 @@ def test_vgg_trunk_runs():
     x, y = images(9, n=1, h=32, w=32), images(10, n=1, h=32, w=32)
     assert metric(x, x).item() == 0.0 and metric(x, y).isfinite().all()
     assert [k for k in metric.state_dict() if k.endswith(".weight")][:4] == ["features.0.weight", "features.2.weight", "features.5.weight", "features.7.weight"]
+
+
+# -- in the reconstruction's test evaluation ----------------------------------------------------------
+SCENE = {"n_train": 12, "n_val": 0, "n_test": 3, "resolution": 32}
+TINY = ["device=cpu", "backend=torch", "init_points=300", "static_iters=2", "iters=2", "batch_size=2", "densify.enabled=false", "hull_resolution=16"]
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory):
+    return export_sample_dnerf(tmp_path_factory.mktemp("scene") / "sample", **SCENE)
+
+
+def test_recon_evaluation_includes_lpips_only_when_configured(scene_dir, files):
+    plain = build_recon_stage(load_config(ReconConfig, None, [f"data={scene_dir}", *TINY]))
+    assert set(plain.evaluate()) == {"psnr", "ssim", "iou"}
+    overrides = [f"data={scene_dir}", *TINY, f"lpips.backbone={files[0]}", f"lpips.lin={files[1]}"]
+    stage = build_recon_stage(load_config(ReconConfig, None, overrides))
+    scores = stage.evaluate()
+    assert set(scores) == {"psnr", "ssim", "iou", "lpips"} and scores["lpips"] > 0
+    assert scores["psnr"] == pytest.approx(plain.evaluate()["psnr"])  # the same stage otherwise
+    with pytest.raises(ModelFileError, match="lpips.backbone"):
+        build_recon_stage(load_config(ReconConfig, None, [f"data={scene_dir}", *TINY, "lpips.backbone=nowhere/alexnet.pth"]))
+
+
+def test_headless_fit_logs_and_prints_lpips(scene_dir, files, tmp_path, monkeypatch):
+    monkeypatch.chdir(files[0].parent)  # relative paths are resolved when the config is loaded
+    console = Console(record=True, width=200)
+    overrides = [*TINY, f"out={tmp_path}", "session.eval_every=2", "session.log_every=2", f"lpips.backbone={files[0].name}", f"lpips.lin={files[1].name}"]
+    run_path = fit_scene(scene_dir, ui="none", overrides=overrides, exports=(), console=console)
+    records = [json.loads(line) for line in (run_path / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in records if "test_psnr" in r]
+    assert evaluated and all("test_lpips" in r and r["test_lpips"] > 0 for r in evaluated)
+    assert "LPIPS" in console.export_text()
+    assert f"backbone: {files[0]}" in (run_path / "config.yaml").read_text()

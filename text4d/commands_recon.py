@@ -37,12 +37,18 @@ class ReconLiveConfig(ReconConfig):
 
 
 def load_recon_config(config: str | Path | None, overrides: list[str] | None, data: str | Path | None = None, host: str | None = None, port: int | None = None) -> ReconLiveConfig:
-    """Defaults <- ``configs/recon/dnerf.yaml`` or ``config`` <- overrides <- --data/--host/--port."""
+    """Defaults <- ``configs/recon/dnerf.yaml`` or ``config`` <- overrides <- --data/--host/--port.
+
+    LPIPS weight paths are made absolute (relative to the working folder), so the
+    run's config.yaml reopens from anywhere.
+    """
     path = config if config is not None else DEFAULT_CONFIG
     extra = list(overrides or [])
     if data is not None:
         extra.append(f"data={Path(data).resolve()}")
-    return load_config(ReconLiveConfig, path, extra + viewer_overrides(host, port))
+    cfg = load_config(ReconLiveConfig, path, extra + viewer_overrides(host, port))
+    cfg.lpips.backbone, cfg.lpips.lin = (str(Path(p).expanduser().resolve()) if p else "" for p in (cfg.lpips.backbone, cfg.lpips.lin))
+    return cfg
 
 
 def fit_scene(

@@ -129,7 +129,8 @@ def headless(session: Session, console: Console, exports: Sequence[str] = HEADLE
         raise Text4DError(f"training stopped at iteration {stats.iteration} of {target} ({stats.state}); see the messages above and {session.run.edits_path}")
     final = session.stats().metrics
     if "test_psnr" in final:
-        console.print(f"held-out PSNR {final['test_psnr']:.2f} dB  SSIM {final.get('test_ssim', float('nan')):.4f}  mask IoU {final.get('test_iou', float('nan')):.4f}")
+        lpips = f"  LPIPS {final['test_lpips']:.4f}" if "test_lpips" in final else ""
+        console.print(f"held-out PSNR {final['test_psnr']:.2f} dB  SSIM {final.get('test_ssim', float('nan')):.4f}{lpips}  mask IoU {final.get('test_iou', float('nan')):.4f}")
     for kind in exports:
         console.print(f"wrote {session.export(kind).result()}")
 

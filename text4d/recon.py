@@ -7,7 +7,8 @@ with times instead of a generated video:
                  ─► initial Gaussians (random in the scene cube, or a visual hull of the masks)
                  ─► DynamicStage: every training image is its own reference (camera + time),
                     no novel-view term; static warm-up on all frames, then the HexPlane field
-                 ─► test split scored live (PSNR/SSIM/IoU in metrics.jsonl) + side-by-side test video
+                 ─► test split scored live (PSNR/SSIM/IoU, and LPIPS from local weight files
+                    when ``lpips.backbone`` is set, in metrics.jsonl) + side-by-side test video
 
 The scene cube comes from the training cameras (:func:`text4d.gaussians.hull.scene_sphere`)
 unless ``scene_radius`` is given; it also sizes the HexPlane field when
@@ -38,6 +39,7 @@ from text4d.gaussians.hull import random_in_cube, sample_in_voxels, scene_sphere
 from text4d.gaussians.model import GaussianModel
 from text4d.gaussians.strategy import DensifyConfig
 from text4d.io.dnerf import DnerfScene, read_dnerf, write_dnerf
+from text4d.lpips import LpipsConfig, load_lpips
 from text4d.render.camera import Cameras
 from text4d.samples import Sample, SampleConfig, load_sample
 from text4d.session import Exporter
@@ -87,6 +89,8 @@ class ReconConfig(DynamicConfig):
     video_frames: int = field(default=60, metadata={"min": 1, "help": "orbit video length"})
     video_resolution: int = field(default=400, metadata={"min": 8})
     test_video_fps: int = field(default=10, metadata={"min": 1})
+    # -- evaluation --
+    lpips: LpipsConfig = field(default_factory=LpipsConfig)  # LPIPS on the test split from local files; see text4d.lpips.LpipsConfig
 
 
 # -- scene geometry and initial Gaussians ------------------------------------------------------
@@ -130,12 +134,13 @@ def load_scene(cfg: ReconConfig) -> DnerfScene:
 
 def build_recon_stage(cfg: ReconConfig, device: torch.device | str = "cpu", scene: DnerfScene | None = None) -> DynamicStage:
     """The dynamic stage on a posed capture: each training image its own reference, test split held out."""
+    lpips = load_lpips(cfg.lpips, device)  # first: a wrong weights path fails before any scene work
     scene = scene if scene is not None else load_scene(cfg)
     centre, half_size = scene_box(cfg, scene.train)
     stage_cfg = resolved_stage_config(cfg, scene.train, centre, half_size)
     init = initial_gaussians(cfg, scene.train, centre, half_size, torch.Generator().manual_seed(cfg.seed))
     log.info("scene cube: centre %s, half size %.3f; %d training, %d test images", [round(v, 3) for v in centre.tolist()], half_size, len(scene.train), len(scene.test) if scene.test is not None else 0)
-    return DynamicStage(stage_cfg, scene.train, novel=None, init=init, test=scene.test, device=device)
+    return DynamicStage(stage_cfg, scene.train, novel=None, init=init, test=scene.test, device=device, lpips=lpips)
 
 
 # -- outputs ---------------------------------------------------------------------------------------

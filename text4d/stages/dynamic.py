@@ -32,6 +32,7 @@ from text4d.gaussians.deform import DeformConfig, HexPlaneField
 from text4d.gaussians.model import GaussianModel, LearningRates
 from text4d.gaussians.strategy import DensifyConfig, DensifyStrategy
 from text4d.io.ply import PlyGaussians
+from text4d.lpips import LPIPS
 from text4d.metrics import score
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput, Splats, render
@@ -88,6 +89,7 @@ class DynamicStage(GaussianStage):
         init: GaussianModel | None = None,
         test: Views | None = None,
         device: str | torch.device = "cpu",
+        lpips: LPIPS | None = None,
     ):
         self.cfg = cfg
         self.device = torch.device(device)
@@ -95,6 +97,7 @@ class DynamicStage(GaussianStage):
         self.reference = reference.to(self.device)
         self.novel = novel
         self.test = test.to(self.device) if test is not None else None
+        self.lpips = lpips.to(self.device) if lpips is not None else None  # scores held-out views too when given
         self.frame_times = torch.unique(self.reference.times.cpu())  # sorted distinct times
         self.num_frames = len(self.frame_times)
         model = init if init is not None else GaussianModel.random_ball(cfg.init_points, cfg.init_radius, cfg.sh_degree, self.generator)
@@ -271,17 +274,22 @@ class DynamicStage(GaussianStage):
 
     @torch.no_grad()
     def evaluate(self, views: Views | None = None, chunk: int = 8) -> dict[str, float]:
-        """PSNR / SSIM / mask IoU of renders against ``views`` (default: the held-out views) on white."""
+        """PSNR / SSIM / mask IoU (and LPIPS with an LPIPS network) of renders against ``views`` (default: the held-out views) on white."""
         views = views if views is not None else self.test
         if views is None:
             return {}
         bg = torch.ones(3, device=self.device)
         sums = {"psnr": 0.0, "ssim": 0.0, "iou": 0.0}
+        if self.lpips is not None:
+            sums["lpips"] = 0.0
         for start in range(0, len(views), chunk):
             part = views[start : start + chunk]
             splats = self.deformed(part.times)
             out = render(splats, part.cameras.reshape(len(part), 1), bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree)
-            s = score(out.rgb[:, 0], out.alpha[:, 0], part.composite(bg), part.alpha)
+            gt = part.composite(bg)
+            s = score(out.rgb[:, 0], out.alpha[:, 0], gt, part.alpha)
+            if self.lpips is not None:
+                s["lpips"] = self.lpips(out.rgb[:, 0], gt).mean().item()
             for k in sums:
                 sums[k] += s[k] * len(part)
         return {k: v / len(views) for k, v in sums.items()}
