@@ -396,11 +396,11 @@ class ViewerApp:
 
     def _update_stats(self) -> None:
         s = self.session.stats()
-        psnr = s.metrics.get("test_psnr")
+        psnr, lpips = s.metrics.get("test_psnr"), s.metrics.get("test_lpips")
         lines = [
             f"**{s.stage}** · {s.state}",
             f"iteration **{s.iteration}** / {s.iters} · {s.it_per_s:.1f} it/s",
-            f"Gaussians **{s.num_gaussians:,}**" + (f" · held-out PSNR **{psnr:.2f} dB**" if psnr is not None else ""),
+            f"Gaussians **{s.num_gaussians:,}**" + (f" · held-out PSNR **{psnr:.2f} dB**" if psnr is not None else "") + (f" · LPIPS **{lpips:.4f}**" if lpips is not None else ""),
             f"loss {s.losses['loss']:.4g}" if "loss" in s.losses else "loss —",
         ]
         if s.exports_running:
