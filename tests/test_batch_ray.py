@@ -1,4 +1,5 @@
-"""``text4d batch`` on a local Ray instance with 2 CPU workers: parallel jobs, a failing job, interrupt and resume.
+"""``text4d batch`` on a local Ray instance with 2 CPU workers: parallel jobs on reused workers, a failing job,
+a worker killed mid-job, interrupt and resume.
 
 One Ray instance serves the whole module (starting Ray takes seconds on 2 cores).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 
@@ -76,6 +78,10 @@ def test_parallel_jobs_and_a_broken_job_that_fails_alone(local_ray, tmp_path):
     # two CPU workers: at least two sample jobs ran at the same time
     spans = sorted((r["started"], r["ended"]) for j in "abc" for r in result.results[j])
     assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), spans
+    # long-lived workers: 4 jobs on 2 slots ran in 2 processes (the user error did not cost a worker)
+    assert result.workers_started == 2
+    pids = {r["pid"] for rs in result.results.values() for r in rs}
+    assert len(pids) == 2 and max(r["worker_jobs"] for rs in result.results.values() for r in rs) >= 2
     # the table on disk is the final one
     assert {r["job"]: r["state"] for r in read_rows(result.batch_dir)} == {"a": "done", "b": "done", "c": "done", "broken": "failed"}
 
@@ -117,3 +123,38 @@ def test_interrupted_batch_resumes_and_skips_finished_jobs(local_ray, tmp_path):
     opens = [e for e in long_run.edits() if e["command"] == "open"]
     assert [e["iteration"] for e in opens] == [0, stopped_at]
     assert len(list(first.batch_dir.glob("long-*"))) == 1 and len(list(first.batch_dir.glob("short-*"))) == 1
+
+
+def wait_for_row(out, job, ready, seconds=120):
+    """Poll the batch's batch.jsonl until ``ready(row)`` holds for ``job``; returns the row."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        batches = list(out.glob("batch-*/batch.jsonl"))
+        rows = {r["job"]: r for r in read_rows(batches[0].parent)} if batches else {}
+        if job in rows and ready(rows[job]):
+            return rows[job]
+    raise AssertionError(f"job {job} never got ready: {rows.get(job)}")
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_its_job_retried(local_ray, tmp_path):
+    path = jobs_file(tmp_path, [
+        tiny_sample("victim", 60),
+        tiny_sample("other", 6),
+        tiny_sample("later", 6),
+    ])
+    out = tmp_path / "rec"
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("result", run_batch(path, out=out, max_retries=1, console=quiet(), show=False)))
+    thread.start()
+    row = wait_for_row(out, "victim", lambda r: r["state"] == "running" and r.get("pid") and (r.get("iteration") or 0) >= 4)
+    os.kill(row["pid"], signal.SIGKILL)  # what the kernel's OOM killer does
+    thread.join(180)
+    result = box["result"]
+    rows = {r["job"]: r for r in result.rows}
+    assert [rows[j]["state"] for j in ("victim", "other", "later")] == ["done"] * 3
+    victim = result.results["victim"]
+    assert rows["victim"]["attempts"] == 2 and len(victim) == 2
+    assert victim[0].get("worker_died") and "worker died" in victim[0]["error"] and victim[1]["ok"]
+    assert victim[1]["pid"] != row["pid"] and rows["victim"]["iteration"] == rows["victim"]["iters"] == 62
+    assert result.workers_started == 3  # two slots, one replacement

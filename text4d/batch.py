@@ -1,9 +1,9 @@
-"""``text4d batch``: many assets as Ray tasks, one GPU each (CPU when there is none), resumable.
+"""``text4d batch``: many assets on Ray, one GPU each (CPU when there is none), resumable.
 
-A jobs file lists what to make; each job becomes one Ray task that runs the
-same code path as the single-asset command (``text4d fit --sample``,
-``text4d fit --data``, ``text4d run``) and writes an ordinary run folder, so
-any result opens in ``text4d view``. Layout::
+A jobs file lists what to make; each job runs the same code path as the
+single-asset command (``text4d fit --sample``, ``text4d fit --data``,
+``text4d run``) in a Ray worker and writes an ordinary run folder, so any
+result opens in ``text4d view``. Layout::
 
     recordings/batch-<YYYYmmdd-HHMMSS>/
         batch.json          the jobs file it serves and the parsed jobs
@@ -11,20 +11,27 @@ any result opens in ``text4d view``. Layout::
         logs/<job>.log      each job's console output and log records
         <job>-<time>/       each job's run folder (manifest "name" = the job id)
 
-Why Ray rather than a home-made scheduler: it already places tasks by
+Why Ray rather than a home-made scheduler: it already places work by
 resource (``num_gpus=1`` pins a GPU through ``CUDA_VISIBLE_DEVICES``), runs
-on one machine or a cluster unchanged (``--address``), and cancels cleanly.
-Workers push small progress dicts (iteration, it/s, ETA, GPU) to a progress
-board actor by reading their run folder's ``metrics.jsonl`` tail; no tensors
-cross the wire. Retries are the driver's own, so a retried job resumes from
-its autosave checkpoint instead of starting over, and each attempt's error is
-kept. Re-running the same jobs file reuses its batch folder: a job whose run
-folder manifest says done is skipped; an interrupted one resumes from its
-``checkpoints/latest`` (:func:`text4d.commands_live.open_run`).
+on one machine or a cluster unchanged (``--address``), and reports dead
+workers. Jobs run on long-lived worker actors, one per job slot (a GPU, or
+``--cpus-per-job`` CPUs), started lazily and reused, so Python, torch and
+CUDA start-up are paid once per slot instead of once per job
+(:class:`JobWorker`); the driver hands each idle worker the next job. Workers
+push small progress dicts (iteration, it/s, ETA, GPU) to a progress board
+actor by reading their run folder's ``metrics.jsonl`` tail; no tensors cross
+the wire. Retries are the driver's own, so a retried job resumes from its
+autosave checkpoint instead of starting over, and each attempt's error is
+kept; a worker that died (OOM kill, segfault) or whose job failed
+unexpectedly is replaced. Re-running the same jobs file reuses its batch
+folder: a job whose run folder manifest says done is skipped; an interrupted
+one resumes from its ``checkpoints/latest``
+(:func:`text4d.commands_live.open_run`).
 """
-
 from __future__ import annotations
 
+import _thread
+import collections
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -36,6 +43,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -356,24 +364,35 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 # -- the Ray side -----------------------------------------------------------------------------------
 class ProgressBoard:
-    """A Ray actor the workers push small progress dicts to; the driver reads a snapshot."""
+    """A Ray actor the workers push small progress dicts to; the driver reads a snapshot and raises the stop flag."""
 
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, Any]] = {}
+        self._stop = False
 
-    def update(self, job_id: str, fields: dict[str, Any]) -> None:
+    def update(self, job_id: str, fields: dict[str, Any]) -> bool:
+        """Record a job's progress; returns True once the driver asked every job to stop (Ctrl-C)."""
         self._rows.setdefault(job_id, {}).update(fields)
+        return self._stop
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return self._rows
 
+    def request_stop(self) -> None:
+        self._stop = True
+
 
 class _Reporter(threading.Thread):
-    """In a worker: push the job's run-folder progress to the board every ``period`` seconds."""
+    """In a worker: push the job's run-folder progress to the board every ``period`` seconds.
 
-    def __init__(self, board: Any, job: Job, batch_dir: Path, fields: dict[str, Any], period: float = 1.0):
+    When the board answers that the batch is stopping, ``on_stop`` is called once (the worker then
+    interrupts the job as Ctrl-C would, and the job saves its session on the way out).
+    """
+
+    def __init__(self, board: Any, job: Job, batch_dir: Path, fields: dict[str, Any], period: float = 1.0, on_stop: Callable[[], None] | None = None):
         super().__init__(name=f"text4d-batch-report-{job.id}", daemon=True)
         self.board, self.job, self.batch_dir, self.fields, self.period = board, job, batch_dir, fields, period
+        self.on_stop = on_stop
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -384,28 +403,40 @@ class _Reporter(threading.Thread):
         try:
             runs = job_runs(self.batch_dir, self.job.id)
             progress = run_progress(runs[-1]) if runs else {"stage": "preparing"}
-            self.board.update.remote(self.job.id, {**self.fields, **progress})
+            stopping = self.board.update.remote(self.job.id, {**self.fields, **progress})
+            on_stop = self.on_stop
+            if on_stop is not None:
+                import ray
+
+                if ray.get(stopping, timeout=10):
+                    self.on_stop = None
+                    on_stop()
         except Exception:  # a half-written folder or a lost board must not fail the job
             log.debug("progress report for %s failed", self.job.id, exc_info=True)
 
     def stop(self) -> None:
+        self.on_stop = None
         self._stop_event.set()
         self.join(5.0)
         self.push()
 
 
-def execute_job(job: Job, batch_dir: str, cwd: str, attempt: int, board: Any) -> dict[str, Any]:
-    """The Ray task: run one job, report progress, and return a small result dict (errors included, not raised)."""
+def execute_job(job: Job, batch_dir: str, cwd: str, attempt: int, board: Any, on_stop: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run one job in a worker, report progress, and return a small result dict (errors included, not raised).
+
+    ``on_stop`` is called (from the progress thread) when the driver asks the batch to stop; a
+    ``KeyboardInterrupt`` raised in the job by it propagates, after this job's cleanup.
+    """
     import ray
 
     if os.path.isdir(cwd):  # relative paths in the jobs file mean what they meant where `text4d batch` ran
         os.chdir(cwd)
     gpus = [str(g) for g in ray.get_gpu_ids()]
-    fields = {"attempt": attempt, "node": socket.gethostname(), "gpu": ",".join(gpus) if gpus else "cpu", "started": time.time(), "stage": "preparing"}
+    fields = {"attempt": attempt, "node": socket.gethostname(), "gpu": ",".join(gpus) if gpus else "cpu", "pid": os.getpid(), "started": time.time(), "stage": "preparing"}
     out = Path(batch_dir)
     log_path = out / "logs" / f"{job.id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    reporter = _Reporter(board, job, out, fields)
+    reporter = _Reporter(board, job, out, fields, on_stop=on_stop)
     board.update.remote(job.id, fields)
     reporter.start()
     t0 = time.perf_counter()
@@ -416,7 +447,7 @@ def execute_job(job: Job, batch_dir: str, cwd: str, attempt: int, board: Any) ->
         root.addHandler(handler)
         if root.getEffectiveLevel() > logging.INFO:
             root.setLevel(logging.INFO)
-        log_file.write(f"--- {_now()} attempt {attempt} on {fields['node']} gpu {fields['gpu']}\n")
+        log_file.write(f"--- {_now()} attempt {attempt} on {fields['node']} gpu {fields['gpu']} pid {fields['pid']}\n")
         log_file.flush()
         try:
             run_dir = run_job(job, out, Console(file=log_file, width=120, no_color=True))
@@ -426,7 +457,7 @@ def execute_job(job: Job, batch_dir: str, cwd: str, attempt: int, board: Any) ->
                 log.error("job %s failed: %s", job.id, e)
             else:
                 log.exception("job %s failed", job.id)
-            return {**fields, "ok": False, "error": _describe(e), "seconds": time.perf_counter() - t0, "ended": time.time()}
+            return {**fields, "ok": False, "error": _describe(e), "user_error": isinstance(e, Text4DError), "seconds": time.perf_counter() - t0, "ended": time.time()}
         finally:
             root.removeHandler(handler)
             reporter.stop()
@@ -436,9 +467,89 @@ def execute_job(job: Job, batch_dir: str, cwd: str, attempt: int, board: Any) ->
 def _release_memory() -> None:
     """Workers are reused between jobs: drop this job's tensors and cached GPU blocks."""
     gc.collect()
-    torch = __import__("sys").modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
         torch.cuda.empty_cache()
+
+
+def _gpu_bytes_in_use() -> int:
+    """Bytes still allocated by torch on this process's GPUs (0 without CUDA)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return 0
+    return sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count()))
+
+
+LEAK_BYTES = 1 << 30  # a worker whose jobs leave this much more GPU memory behind than its first did is replaced
+
+
+class JobWorker:
+    """A Ray actor that holds one job slot (a GPU, or ``cpus_per_job`` CPUs) for the whole batch.
+
+    Jobs run one after another in this process, so Python start-up, the torch and text4d imports and
+    CUDA's initialisation are paid once per slot, not once per job (Ray's default for GPU tasks,
+    ``max_calls=1``, starts a fresh process for every task: seconds each). An actor keeps the GPUs it
+    was given for life (``CUDA_VISIBLE_DEVICES`` is set before its process starts), so its CUDA
+    context never serves another GPU. Between jobs it frees the job's tensors and cached blocks. The
+    driver replaces a worker that died (OOM kill, segfault: its job is retried on the new one), whose
+    job failed with an unexpected error (a CUDA error can poison the context), or whose jobs leak GPU
+    memory. Stopping (Ctrl-C) interrupts the running job in the worker's main thread as Ctrl-C would.
+    """
+
+    def __init__(self, kinds: Sequence[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._job: str | None = None
+        self._stop_sent = False
+        self._jobs = 0
+        self._baseline: int | None = None
+        t0 = time.perf_counter()
+        _warm_up(kinds)
+        self.info = {"pid": os.getpid(), "warm_up_s": round(time.perf_counter() - t0, 3), "worker_ready": time.time()}
+
+    def run(self, job: Job, batch_dir: str, cwd: str, attempt: int, board: Any, submitted: float | None = None) -> dict[str, Any]:
+        self._jobs += 1
+        with self._lock:
+            self._job, self._stop_sent = job.id, False
+        result: dict[str, Any] | None = None
+        try:
+            try:
+                result = execute_job(job, batch_dir, cwd, attempt, board, on_stop=lambda: self._interrupt(job.id))
+            finally:
+                with self._lock:
+                    self._job = None
+            if self._stop_sent:
+                time.sleep(0.1)  # a stop that raced the job's end lands here, not in Ray's task loop
+        except KeyboardInterrupt:  # the batch is stopping; run_job saved the job's session on the way out
+            if result is None:
+                result = {"attempt": attempt, "ok": False, "cancelled": True, "error": "stopped", "ended": time.time()}
+        in_use = _gpu_bytes_in_use()
+        if self._baseline is None:
+            self._baseline = in_use
+        unexpected = not result["ok"] and not result.get("cancelled") and not result.get("user_error")
+        leaked = in_use - self._baseline > LEAK_BYTES
+        return {**result, **self.info, "submitted": submitted, "worker_jobs": self._jobs, "gpu_bytes_after": in_use, "replace_worker": unexpected or leaked}
+
+    def _interrupt(self, job_id: str) -> None:
+        """From the progress thread: raise KeyboardInterrupt in the main thread, once, while ``job_id`` still runs there."""
+        with self._lock:
+            if self._job == job_id and not self._stop_sent:
+                self._stop_sent = True
+                _thread.interrupt_main()
+
+
+def _warm_up(kinds: Sequence[str]) -> None:
+    """What the batch's jobs need first: torch, their entry points' modules, a CUDA context."""
+    try:
+        import torch
+
+        for module in sorted({JOB_KINDS[k].entry.split(":")[0] for k in kinds if k in JOB_KINDS}):
+            with contextlib.suppress(ImportError):  # reported per job by check_available
+                importlib.import_module(module)
+        if torch.cuda.is_available():
+            torch.zeros(1, device="cuda")
+    except Exception:  # a broken GPU or install shows up as the jobs' own errors
+        log.warning("worker warm-up failed", exc_info=True)
 
 
 def _describe(e: BaseException) -> str:
@@ -456,6 +567,7 @@ class BatchResult:
     interrupted: bool
     wall_s: float
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per job: every attempt's result
+    workers_started: int = 0  # worker processes (Ray actors) started, replacements included
 
     def count(self, state: str) -> int:
         return sum(1 for r in self.rows if r["state"] == state)
@@ -508,7 +620,11 @@ def _fmt_s(seconds: float) -> str:
 
 
 class _Driver:
-    """Submits the jobs, retries failures, keeps the table and writes it; one instance per ``run_batch`` call."""
+    """Keeps one long-lived worker actor per job slot, hands jobs to idle ones, retries failures, keeps the table.
+
+    One instance per ``run_batch`` call. A job slot is ``gpus_per_job`` GPUs (or ``cpus_per_job``
+    CPUs on a cluster without GPUs); workers start lazily (never more than the jobs) and are reused.
+    """
 
     def __init__(self, jobs: list[Job], batch_dir: Path, resources: dict[str, float], max_retries: int):
         import ray
@@ -516,14 +632,22 @@ class _Driver:
         self.ray = ray
         self.jobs = {j.id: j for j in jobs}
         self.batch_dir = batch_dir
+        self.resources = resources
         self.max_retries = max_retries
         self.rows: dict[str, dict[str, Any]] = {}
         self.results: dict[str, list[dict[str, Any]]] = {j.id: [] for j in jobs}
-        self.refs: dict[Any, str] = {}
-        # Resources at decoration time, not in .options(): Ray then gives each GPU job a fresh worker process
-        # (its default max_calls=1 for GPU functions), so a reused worker whose CUDA was initialised under
-        # another job's CUDA_VISIBLE_DEVICES never lands on the wrong GPU. CPU workers are reused.
-        self.task = ray.remote(max_retries=0, **resources)(execute_job)
+        self.queue: collections.deque[str] = collections.deque()
+        self.refs: dict[Any, tuple[str, Any]] = {}  # running job's result -> (job id, its worker)
+        self.idle: list[Any] = []
+        self.workers: list[Any] = []  # every live worker, idle or busy
+        self.workers_started = 0
+        self.stopping = False
+        self.slots = job_slots(resources)
+        self._slots_checked = time.monotonic()
+        kinds = sorted({j.kind for j in jobs})
+        # max_restarts=0: a dead worker is replaced by the driver, which then retries its job on the new one.
+        self.worker = ray.remote(max_restarts=0, max_task_retries=0, **resources)(JobWorker)
+        self.worker_args = (kinds,)
         self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
         self._written = ""
 
@@ -538,40 +662,78 @@ class _Driver:
                 row.update({k: old[k] for k in ("stage", "iteration", "iters", "node", "gpu", "run") if old.get(k) is not None})
                 row.update(state="skipped", stage="done", run=str(runs[-1]) if runs else old.get("run"))
             self.rows[job.id] = row
-        for job_id, row in self.rows.items():
-            if row["state"] == "pending":
-                self._submit(job_id)
+        self.queue.extend(job_id for job_id, row in self.rows.items() if row["state"] == "pending")
+        self._dispatch()
         self.write()
 
-    def _submit(self, job_id: str) -> None:
-        row = self.rows[job_id]
-        row["attempts"] += 1
-        ref = self.task.remote(self.jobs[job_id], str(self.batch_dir), os.getcwd(), row["attempts"], self.board)
-        self.refs[ref] = job_id
+    def active(self) -> bool:
+        return bool(self.refs or self.queue)
+
+    def _dispatch(self) -> None:
+        """Hand queued jobs to idle workers, starting new ones up to the number of slots."""
+        if self.stopping:
+            return
+        if self.queue and not self.idle and len(self.workers) >= self.slots and time.monotonic() - self._slots_checked > 10:
+            self.slots, self._slots_checked = job_slots(self.resources), time.monotonic()  # nodes may have joined
+        while self.queue and (self.idle or len(self.workers) < self.slots):
+            worker = self.idle.pop() if self.idle else self._start_worker()
+            job_id = self.queue.popleft()
+            row = self.rows[job_id]
+            row["attempts"] += 1
+            ref = worker.run.remote(self.jobs[job_id], str(self.batch_dir), os.getcwd(), row["attempts"], self.board, time.time())
+            self.refs[ref] = (job_id, worker)
+
+    def _start_worker(self) -> Any:
+        worker = self.worker.remote(*self.worker_args)
+        self.workers.append(worker)
+        self.workers_started += 1
+        return worker
+
+    def _retire(self, worker: Any) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        with contextlib.suppress(Exception):
+            self.ray.kill(worker, no_restart=True)
 
     def poll(self, timeout: float) -> None:
-        ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=timeout) if self.refs else ([], [])
-        for ref in ready:
-            self._finish(ref)
+        """Wait up to ``timeout`` for a job to end; settle every ended job, start queued ones, merge progress."""
+        if self.refs:
+            ready, rest = self.ray.wait(list(self.refs), num_returns=1, timeout=timeout)
+            if ready and rest:
+                ready += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+            for ref in ready:
+                self._finish(ref)
+        self._dispatch()
         self._merge_board()
 
     def _finish(self, ref: Any) -> None:
-        job_id = self.refs.pop(ref)
+        job_id, worker = self.refs.pop(ref)
         row = self.rows[job_id]
         try:
             result = self.ray.get(ref)
-        except self.ray.exceptions.TaskCancelledError:
+        except self.ray.exceptions.RayError as e:  # the worker died (OOM killer, segfault, node lost) or was killed
+            self._retire(worker)
+            if self.stopping:
+                row["state"] = "interrupted"
+                return
+            result = {"ok": False, "error": f"worker died: {_describe(e)}", "worker_died": True}
+        else:
+            if result.get("replace_worker") or result.get("cancelled") or self.stopping:
+                self._retire(worker)
+            else:
+                self.idle.append(worker)
+        if result.get("cancelled"):
             row["state"] = "interrupted"
             return
-        except self.ray.exceptions.RayError as e:  # the worker died (OOM killer, segfault) or Ray lost it
-            result = {"ok": False, "error": _describe(e)}
         self.results[job_id].append(result)
-        row.update({k: result[k] for k in ("node", "gpu", "run", "iteration", "iters") if result.get(k) is not None})
+        row.update({k: result[k] for k in ("node", "gpu", "pid", "run", "iteration", "iters") if result.get(k) is not None})
         if result["ok"]:
             row.update(state="done", error=None, stage="done", eta_s=None)
+        elif self.stopping:
+            row.update(state="interrupted", error=f"attempt {row['attempts']}: {result['error']}")
         elif row["attempts"] <= self.max_retries:
             row.update(state="retrying", error=f"attempt {row['attempts']}: {result['error']}")
-            self._submit(job_id)
+            self.queue.append(job_id)
         else:
             row.update(state="failed", error=result["error"])
 
@@ -580,27 +742,40 @@ class _Driver:
             board = self.ray.get(self.board.snapshot.remote(), timeout=10)
         except self.ray.exceptions.GetTimeoutError:
             return
+        running = {job_id for job_id, _ in self.refs.values()}
         for job_id, progress in board.items():
             row = self.rows.get(job_id)
-            if row is None or row["state"] in TERMINAL or progress.get("attempt") != row["attempts"]:
-                continue  # a stale report from an earlier attempt, or a job already settled
-            row.update({k: v for k, v in progress.items() if k in ("stage", "iteration", "iters", "it_per_s", "eta_s", "node", "gpu", "run")})
+            if row is None or row["state"] in TERMINAL or progress.get("attempt") != row["attempts"] or job_id not in running:
+                continue  # a stale report from an earlier attempt, a queued retry, or a job already settled
+            row.update({k: v for k, v in progress.items() if k in ("stage", "iteration", "iters", "it_per_s", "eta_s", "node", "gpu", "pid", "run")})
             row["state"] = "running"
 
     def interrupt(self, timeout: float) -> None:
-        """Ctrl-C: cancel the running tasks (each saves its session on the way out) and wait for them."""
-        for ref in list(self.refs):
-            self.ray.cancel(ref)
+        """Ctrl-C: queued jobs are not started; running ones are interrupted (each saves its session) and awaited."""
+        self.stopping = True
+        for job_id in self.queue:
+            self.rows[job_id]["state"] = "interrupted"
+        self.queue.clear()
+        self.board.request_stop.remote()
         deadline = time.monotonic() + timeout
         while self.refs and time.monotonic() < deadline:
             self.poll(0.5)
-        for job_id in self.refs.values():
+        for job_id, worker in self.refs.values():  # not stopped in time: end the process
             self.rows[job_id]["state"] = "interrupted"
+            self._retire(worker)
         self.refs.clear()
         for row in self.rows.values():
             if row["state"] in ("pending", "retrying", "running"):
                 row["state"] = "interrupted"
         self.write()
+
+    def close(self) -> None:
+        """End the workers and the board (they hold the cluster's GPUs/CPUs until then)."""
+        for worker in list(self.workers):
+            self._retire(worker)
+        self.idle.clear()
+        with contextlib.suppress(Exception):
+            self.ray.kill(self.board, no_restart=True)
 
     def table(self) -> Table:
         return batch_table(self.rows.values(), f"text4d batch  {self.batch_dir}")
@@ -611,6 +786,21 @@ class _Driver:
         if text != self._written:
             atomic.write_text(self.batch_dir / "batch.jsonl", text)
             self._written = text
+
+
+def job_slots(resources: dict[str, float]) -> int:
+    """How many jobs the cluster's live nodes can run at once, each needing ``resources``."""
+    import ray
+
+    need = {"GPU": resources.get("num_gpus", 0.0), "CPU": resources.get("num_cpus", 0.0)}
+    total = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        have = node.get("Resources", {})
+        fits = [int(have.get(key, 0.0) / n + 1e-9) for key, n in need.items() if n > 0]
+        total += min(fits) if fits else 0
+    return total
 
 
 def run_batch(
@@ -665,28 +855,35 @@ def run_batch(
         else:
             resources = {"num_gpus": 0, "num_cpus": cpus_per_job}
             jobs = [Job(j.id, j.kind, j.input, j.config, ("device=cpu", *j.overrides), j.exports) for j in jobs]
-        console.print(f"batch folder: [bold]{batch_dir}[/bold]  ({len(jobs)} jobs, {'GPU' if resources['num_gpus'] else 'CPU'} workers; Ctrl-C stops and saves)")
+        slots = job_slots(resources)
+        if slots == 0:
+            raise ConfigError(f"no node of the Ray cluster has {resources['num_gpus']:g} GPU(s) and {resources['num_cpus']:g} CPU(s) for one job; lower --gpus-per-job / --cpus-per-job")
+        kind = "GPU" if resources["num_gpus"] else "CPU"
+        console.print(f"batch folder: [bold]{batch_dir}[/bold]  ({len(jobs)} jobs, up to {slots} {kind} workers; Ctrl-C stops and saves)")
         t0 = time.perf_counter()
         driver = _Driver(jobs, batch_dir, resources, max_retries)
-        driver.start(previous)
-        interrupted = False
-        with Live(driver.table(), console=console, refresh_per_second=2, transient=False) if show else contextlib.nullcontext() as live:
-            try:
-                while driver.refs:
-                    if stop is not None and stop.is_set():
-                        raise KeyboardInterrupt
-                    driver.poll(0.5)
-                    driver.write()
+        try:
+            driver.start(previous)
+            interrupted = False
+            with Live(driver.table(), console=console, refresh_per_second=2, transient=False) if show else contextlib.nullcontext() as live:
+                try:
+                    while driver.active():
+                        if stop is not None and stop.is_set():
+                            raise KeyboardInterrupt
+                        driver.poll(0.5)
+                        driver.write()
+                        if live is not None:
+                            live.update(driver.table())
+                except KeyboardInterrupt:
+                    interrupted = True
+                    console.print(f"stopping: interrupting {len(driver.refs)} running job(s); each saves its run ...")
+                    driver.interrupt(stop_timeout)
                     if live is not None:
                         live.update(driver.table())
-            except KeyboardInterrupt:
-                interrupted = True
-                console.print(f"stopping: cancelling {len(driver.refs)} running job(s); each saves its run ...")
-                driver.interrupt(stop_timeout)
-                if live is not None:
-                    live.update(driver.table())
-        driver.write()
-        result = BatchResult(batch_dir, list(driver.rows.values()), interrupted, time.perf_counter() - t0, driver.results)
+            driver.write()
+        finally:
+            driver.close()
+        result = BatchResult(batch_dir, list(driver.rows.values()), interrupted, time.perf_counter() - t0, driver.results, driver.workers_started)
     finally:
         if started_here:
             ray.shutdown()
@@ -726,4 +923,4 @@ def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
 
-__all__ = ["JOB_KINDS", "BatchResult", "Job", "JobKind", "ProgressBoard", "batch_table", "check_available", "execute_job", "find_batch_dir", "job_runs", "load_jobs", "print_status", "read_rows", "run_batch", "run_job", "run_progress"]
+__all__ = ["JOB_KINDS", "BatchResult", "Job", "JobKind", "JobWorker", "ProgressBoard", "batch_table", "check_available", "execute_job", "find_batch_dir", "job_runs", "job_slots", "load_jobs", "print_status", "read_rows", "run_batch", "run_job", "run_progress"]
