@@ -106,6 +106,16 @@ def test_sds_gradients_reach_gaussians_not_the_model(tiny_folder):
     assert all(p.grad is None for m in g.models.modules() for p in m.parameters())
 
 
+def test_encoding_is_the_vae_posterior_mean(tiny_folder):
+    """Our direct encoder call must equal diffusers' ``encode(...).latent_dist.mode()``."""
+    g = _guidance(tiny_folder)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = g._encode(x)
+        theirs = g.models.vae.encode(2.0 * x - 1.0).latent_dist.mode() * g.models.latent_scale
+    torch.testing.assert_close(ours, theirs)
+
+
 def test_chunking_gives_the_same_gradient(tiny_folder):
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     grads = []
@@ -148,6 +158,19 @@ def _resume_matches(build, tmp_path) -> None:
         assert torch.equal(a["model"][name], b["model"][name]), name
     for name in a.get("field", {}):
         assert torch.equal(a["field"][name], b["field"][name]), name
+
+
+def test_animate_resume_continues_sds_bit_exactly(tmp_path, one_thread):
+    from tests.test_frames import write_clip
+    from text4d.animate import build_animate_stage, load_animate_config
+
+    clip = write_clip(tmp_path / "clip", 3)
+    models = build_zero123(tiny=True)
+    # schedule=random makes the timestep generator matter too, not only the SDS noise.
+    over = ["ref_size=16", "batch_size=2", "n_views=2", "iters=8", "init_points=60", "sds.image_size=16", "sds.schedule=random",
+            "backend=torch", "device=cpu", f"frames={clip}"]
+    cfg = load_animate_config("configs/dynamic/4d.yaml", over)
+    _resume_matches(lambda: build_animate_stage(cfg, torch.device("cpu"), models), tmp_path)
 
 
 def test_static_resume_continues_sds_bit_exactly(tmp_path, one_thread):
