@@ -202,7 +202,7 @@ class DesktopApp:
         dpg.setup_dearpygui()
         dpg.show_viewport()
         dpg.set_primary_window("t4d.main", True)
-        worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps)
+        worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps, switch_interval_ms=self.cfg.switch_interval_ms)
         self.worker = RenderWorker(self.frames, self._receive, worker_cfg, on_error=lambda m: self._log_message(m, "error"), name="text4d-render-dpg")
         self._unsubscribe = self.session.subscribe(self._events.append)
         self.request("still")
@@ -588,6 +588,9 @@ class DesktopApp:
         ]
         if "loss" in s.losses:
             parts.append(f"loss {s.losses['loss']:.4g}")
+        status = self.session.stage.status()  # e.g. "generating driving video: step 3/25"
+        if status:
+            parts.insert(1, status)
         if psnr is not None:
             parts.append(f"PSNR {psnr:.2f} dB")
         parts.append(f"frame {self.frame_index + 1}/{self.num_frames}")

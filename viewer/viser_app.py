@@ -98,7 +98,8 @@ class ViewerApp:
         self.session = session
         self.cfg = cfg or ViewerConfig()
         self.frames = FrameRenderer(session)
-        self.worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps, move_quality=self.cfg.move_quality, still_quality=self.cfg.still_quality)
+        self.worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps, move_quality=self.cfg.move_quality, still_quality=self.cfg.still_quality,
+                                       switch_interval_ms=self.cfg.switch_interval_ms)
         self.views: dict[int, ClientView] = {}
         self._views_lock = threading.Lock()
         self._stop = threading.Event()
@@ -405,6 +406,9 @@ class ViewerApp:
         ]
         if s.exports_running:
             lines.append(f"exporting ({s.exports_running}) ...")
+        status = self.session.stage.status()  # e.g. "generating driving video: step 3/25"
+        if status:
+            lines.insert(1, status)
         self.stats_md.content = "  \n".join(lines)
         self.progress.value = 100.0 * min(1.0, s.iteration / max(s.iters, 1))
         running = s.state == "running"
@@ -426,7 +430,8 @@ class ViewerApp:
         stride = max(1, len(history) // 500)
         records = history[::stride]
         loss_keys = [k for k in records[-1] if k not in ("iteration", "time", "it_per_s", "gaussians") and not k.startswith(("test_", "densify_"))]
-        self._plot("losses", "log10 loss terms", records, loss_keys, log_scale=True)
+        if loss_keys:  # a stage without losses (the driving video) gets no loss plot
+            self._plot("losses", "log10 loss terms", records, loss_keys, log_scale=True)
         evaluated = [r for r in history if "test_psnr" in r]
         if evaluated:
             self._plot("psnr", "Held-out PSNR (dB)", evaluated[:: max(1, len(evaluated) // 500)], ["test_psnr"], log_scale=False)

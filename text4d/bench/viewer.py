@@ -38,6 +38,7 @@ from text4d.fit import build_sample_stage, resolve_device
 from text4d.recording import RunFolder
 from text4d.render.camera import orbit_c2w
 from text4d.session import Session, SessionConfig
+from viewer.config import ViewerConfig
 from viewer.frames import FrameRenderer
 from viewer.render_worker import Reason, RenderWorker, ViewRequest, WorkerConfig
 
@@ -117,10 +118,12 @@ def run(
     warmup_iters: int = 20,
 ) -> dict:
     """Measure and return a JSON-able dict (see the module docstring)."""
+    # Training must outlast the phases: a finished session would measure nothing.
+    overrides = ["iters=1000000"] + list(overrides or [])
     cfg = load_live_config(config, overrides)
     dev = resolve_device(device or cfg.device)
     if dev.type == "cpu":
-        cfg = load_live_config(config, CPU_OVERRIDES + list(overrides or []))
+        cfg = load_live_config(config, CPU_OVERRIDES + overrides)
     resolution = resolution or (512 if dev.type == "cuda" else 128)
     stage = build_sample_stage(cfg, dev)
     quiet = SessionConfig(log_every=50, eval_every=0, autosave_every_iters=0, autosave_every_s=0.0)
@@ -129,14 +132,14 @@ def run(
         try:
             session.wait(lambda s: s.iteration >= cfg.static_iters + warmup_iters, timeout=600)
             session.set("densify.enabled", False).result(timeout=60)
-            result = _measure(session, cfg.viewer.max_fps, cfg.viewer.train_update_fps, resolution, seconds)
+            result = _measure(session, cfg.viewer, resolution, seconds)
         finally:
             session.stop()
     result.update(device=device_name(dev), gaussians=stage.num_gaussians, resolution=resolution, seconds_per_phase=seconds, config_overrides=list(overrides or []) + (CPU_OVERRIDES if dev.type == "cpu" else []))
     return result
 
 
-def _measure(session: Session, max_fps: float, update_fps: float, resolution: int, seconds: float) -> dict:
+def _measure(session: Session, viewer: ViewerConfig, resolution: int, seconds: float) -> dict:
     frames = FrameRenderer(session)
     gt = frames.ground_truth
     radius = float(gt.cameras.centers.norm(dim=-1).mean()) if gt is not None else 2.5
@@ -146,7 +149,7 @@ def _measure(session: Session, max_fps: float, update_fps: float, resolution: in
     def view(reason: Reason, azimuth: float = 20.0, t: float = 0.0) -> ViewRequest:
         return ViewRequest(orbit_c2w(15.0, azimuth, radius).numpy(), FOVY, 1.0, t, "rgb", resolution, reason)
 
-    worker = RenderWorker(frames, sink, WorkerConfig(max_fps=max_fps))
+    worker = RenderWorker(frames, sink, WorkerConfig(max_fps=viewer.max_fps, switch_interval_ms=viewer.switch_interval_ms))
     last = {"iteration": -1}
 
     def watching(_: int) -> ViewRequest | None:  # the viewer's tick: refresh when training moved on
@@ -156,16 +159,16 @@ def _measure(session: Session, max_fps: float, update_fps: float, resolution: in
         last["iteration"] = it
         return view("update")
 
-    watch = _phase(session, worker, watching, update_fps, seconds)
+    watch = _phase(session, worker, watching, viewer.train_update_fps, seconds)
     orbit = _phase(session, worker, lambda k: view("move", azimuth=20.0 + 2.0 * k), 60.0, seconds)
-    orbit.update(fps_cap=max_fps, final_resolution=round(resolution * worker.scale))
+    orbit.update(fps_cap=viewer.max_fps, final_resolution=round(resolution * worker.scale))
     worker.stop()
 
-    fixed = RenderWorker(frames, sink, WorkerConfig(max_fps=1000.0, min_scale=1.0))
+    fixed = RenderWorker(frames, sink, WorkerConfig(max_fps=1000.0, min_scale=1.0, switch_interval_ms=viewer.switch_interval_ms))
     fixed_phase = _phase(session, fixed, lambda k: view("move", azimuth=20.0 + 2.0 * k), 1000.0, seconds)
     fixed.stop()
 
-    scrub = RenderWorker(frames, sink, WorkerConfig(max_fps=max_fps))
+    scrub = RenderWorker(frames, sink, WorkerConfig(max_fps=viewer.max_fps, switch_interval_ms=viewer.switch_interval_ms))
     _phase(session, scrub, lambda k: view("seek", t=(k % num_frames) / max(num_frames - 1, 1)), 5.0, seconds)
     latencies = sorted(1000.0 * x for x in scrub.stats.latency["seek"])
     scrub.stop()
