@@ -86,6 +86,10 @@ class Stage(ABC):
         """Held-out metrics (PSNR/SSIM/IoU) when ground truth exists, else {}."""
         return {}
 
+    def status(self) -> str:
+        """A line for the viewers' stats panel saying what the stage is doing, beyond the iteration count ("" = nothing)."""
+        return ""
+
 
 class GaussianStage(Stage):
     """A stage whose model is a :class:`~text4d.gaussians.model.GaussianModel` with a densify strategy.
