@@ -252,6 +252,7 @@ def animate_cmd(
     video: Optional[Path] = typer.Option(None, "--video", help="A Consistent4D-layout clip folder (same as --frames; eval_* ground truth is scored)."),
     zero123: Optional[Path] = typer.Option(None, "--zero123", help="Local diffusers-format Zero123 folder."),
     radius: Optional[float] = typer.Option(None, "--radius", help="Camera distance the --static model was made for (the original's radius=2)."),
+    clip: Optional[Path] = typer.Option(None, "--clip", help="Local CLIP folder: also score CLIP similarity on the clip's ground-truth views."),
     ui: str = UiOpt,
     steps: Optional[int] = StepsOpt,
     config: Optional[Path] = ConfigOpt,
@@ -266,6 +267,7 @@ def animate_cmd(
     extra += [f"static={static}"] if static else []
     extra += [f"zero123={zero123}"] if zero123 else []
     extra += [f"static_radius={radius}"] if radius is not None else []
+    extra += [f"clip_model={clip}"] if clip else []
     animate(config, extra + list(overrides or []), ui=ui, steps=steps)
 
 

@@ -3,7 +3,8 @@
 Builds :class:`~text4d.stages.dynamic.DynamicStage` from a frames folder (front camera at
 ``radius``), a static ``.ply`` (or random points), and :class:`~text4d.guidance.novel.Zero123Views`
 in the stage's novel-view slot, each frame conditioning the novel views of its own time. Clips
-with ground-truth views (Consistent4D ``eval_*``) are scored on them (PSNR / SSIM / mask IoU).
+with ground-truth views (Consistent4D ``eval_*``) are scored on them (PSNR / SSIM / mask IoU, and
+CLIP similarity when ``clip_model`` names a local CLIP folder).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Literal
 import torch
 from rich.console import Console
 
+from text4d.clip_score import load_clip
 from text4d.config import load_config, to_yaml
 from text4d.errors import ConfigError
 from text4d.fit import resolve_device, stage_config
@@ -54,6 +56,7 @@ class AnimateConfig(DynamicConfig):
     sds: SDSConfig = field(default_factory=SDSConfig)
     views: ViewSampling = field(default_factory=ViewSampling)
     ground_truth: GroundTruthLayout = field(default_factory=GroundTruthLayout)
+    clip_model: str = field(default="", metadata={"help": "local CLIP folder (CLIPModel or CLIPVisionModelWithProjection): CLIP similarity on ground-truth views; empty = not computed"})
     name: str = "animate"
     out: str = "recordings"
     device: str = "auto"
@@ -80,6 +83,11 @@ def build_animate_stage(cfg: AnimateConfig, device: torch.device | None = None, 
     views = frames_to_views(rgb, alpha, cfg.radius, cfg.fovy, cfg.elevation)
     logger.info("%d frames from %s (%dx%d)", len(paths), cfg.frames, views.width, views.height)
     test = read_ground_truth(cfg.frames, cfg.ground_truth, cfg.radius, cfg.fovy, cfg.downsample)
+    clip = None
+    if cfg.clip_model and test is None:
+        logger.warning("clip_model is set but %s has no ground-truth views to score; CLIP similarity is not computed", cfg.frames)
+    elif cfg.clip_model:
+        clip = load_clip(cfg.clip_model, key="clip_model (--clip)", device=device)
     init = import_ply(cfg.static, cfg.static_radius or ply_radius(cfg.static), cfg.radius) if cfg.static else None
     dyn = stage_config(cfg)
     novel = None
@@ -90,7 +98,7 @@ def build_animate_stage(cfg: AnimateConfig, device: torch.device | None = None, 
         guidance.set_references(views.rgb, views.alpha)
         # n_views is read each step from the stage's own config, so a live edit changes it.
         novel = Zero123Views(guidance, views.times, n_views=lambda: dyn.n_views, sampling=cfg.views)
-    return DynamicStage(dyn, views, novel=novel, init=init, test=test, device=device)
+    return DynamicStage(dyn, views, novel=novel, init=init, test=test, device=device, clip=clip)
 
 
 def animate(config: str | Path | None = None, overrides: list[str] | None = None, ui: UI = "none", steps: int | None = None,

@@ -17,10 +17,34 @@ from torch import nn
 from text4d.guidance.zero123 import CLIP_MEAN, CLIP_STD, Zero123Models
 
 
+def build_clip_vision(tiny: bool = True):
+    """A random ``CLIPVisionModelWithProjection``: 32 px, 16-d embeddings (tiny), or ViT-L/14 at 224 px -> 768 (Zero123's).
+
+    Built on the current device and RNG (callers seed and pick the device); its input size is
+    ``config.image_size``.
+    """
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    if tiny:
+        cfg = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               image_size=32, patch_size=8, projection_dim=16)
+    else:
+        cfg = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                               image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+    return CLIPVisionModelWithProjection(cfg)
+
+
+def clip_processor(size: int, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD):
+    """The ``CLIPImageProcessor`` (resize shortest edge, centre crop, normalise) that goes beside a CLIP of input ``size``."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                              image_mean=list(mean), image_std=list(std))
+
+
 def build_zero123(tiny: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                   seed: int = 0, variant: str = "stable") -> Zero123Models:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
     with torch.device(device):
@@ -32,17 +56,12 @@ def build_zero123(tiny: bool = True, device: str | torch.device = "cpu", dtype: 
                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
             vae = AutoencoderKL(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4,
                                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-            clip_cfg = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                        image_size=clip_size, patch_size=8, projection_dim=dim)
         else:
             dim, clip_size = 768, 224
             unet = UNet2DConditionModel(sample_size=32, in_channels=8, out_channels=4, cross_attention_dim=dim)
             vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-            clip_cfg = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                        num_attention_heads=16, image_size=clip_size, patch_size=14, projection_dim=dim,
-                                        hidden_act="quick_gelu")
-        image_encoder = CLIPVisionModelWithProjection(clip_cfg)
+        image_encoder = build_clip_vision(tiny)
         projection = nn.Linear(dim + 4, dim)
     alphas = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").alphas_cumprod.float()
     models = Zero123Models(unet, vae, image_encoder, projection, alphas, clip_size, CLIP_MEAN, CLIP_STD, variant,
@@ -54,15 +73,12 @@ def save_zero123(models: Zero123Models, folder: str | Path, projection_dir: str 
     """Write ``models`` as a diffusers-format Zero123 folder (``projection_dir``: the new or old name)."""
     from diffusers import DDIMScheduler
     from safetensors.torch import save_file
-    from transformers import CLIPImageProcessor
 
     folder = Path(folder)
     models.unet.save_pretrained(folder / "unet")
     models.vae.save_pretrained(folder / "vae")
     models.image_encoder.save_pretrained(folder / "image_encoder")
-    size = models.clip_size
-    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                       image_mean=list(models.clip_mean), image_std=list(models.clip_std)).save_pretrained(folder / "feature_extractor")
+    clip_processor(models.clip_size, models.clip_mean, models.clip_std).save_pretrained(folder / "feature_extractor")
     DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                   set_alpha_to_one=False).save_pretrained(folder / "scheduler")
     proj = folder / projection_dir

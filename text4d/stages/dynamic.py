@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from text4d.clip_score import ClipSimilarity
 from text4d.cuda_graphs import GraphCache
 from text4d.gaussians.deform import DeformConfig, HexPlaneField
 from text4d.gaussians.model import GaussianModel, LearningRates
@@ -90,6 +91,7 @@ class DynamicStage(GaussianStage):
         test: Views | None = None,
         device: str | torch.device = "cpu",
         lpips: LPIPS | None = None,
+        clip: ClipSimilarity | None = None,
     ):
         self.cfg = cfg
         self.device = torch.device(device)
@@ -98,6 +100,7 @@ class DynamicStage(GaussianStage):
         self.novel = novel
         self.test = test.to(self.device) if test is not None else None
         self.lpips = lpips.to(self.device) if lpips is not None else None  # scores held-out views too when given
+        self.clip = clip.to(self.device) if clip is not None else None  # CLIP similarity on held-out views when given
         self.frame_times = torch.unique(self.reference.times.cpu())  # sorted distinct times
         self.num_frames = len(self.frame_times)
         model = init if init is not None else GaussianModel.random_ball(cfg.init_points, cfg.init_radius, cfg.sh_degree, self.generator)
@@ -274,7 +277,7 @@ class DynamicStage(GaussianStage):
 
     @torch.no_grad()
     def evaluate(self, views: Views | None = None, chunk: int = 8) -> dict[str, float]:
-        """PSNR / SSIM / mask IoU (and LPIPS with an LPIPS network) of renders against ``views`` (default: the held-out views) on white."""
+        """PSNR / SSIM / mask IoU (and LPIPS / CLIP similarity with those networks) of renders against ``views`` (default: the held-out views) on white."""
         views = views if views is not None else self.test
         if views is None:
             return {}
@@ -282,6 +285,8 @@ class DynamicStage(GaussianStage):
         sums = {"psnr": 0.0, "ssim": 0.0, "iou": 0.0}
         if self.lpips is not None:
             sums["lpips"] = 0.0
+        if self.clip is not None:
+            sums["clip"] = 0.0
         for start in range(0, len(views), chunk):
             part = views[start : start + chunk]
             splats = self.deformed(part.times)
@@ -290,6 +295,8 @@ class DynamicStage(GaussianStage):
             s = score(out.rgb[:, 0], out.alpha[:, 0], gt, part.alpha)
             if self.lpips is not None:
                 s["lpips"] = self.lpips(out.rgb[:, 0], gt).mean().item()
+            if self.clip is not None:
+                s["clip"] = self.clip(out.rgb[:, 0], gt).mean().item()
             for k in sums:
                 sums[k] += s[k] * len(part)
         return {k: v / len(views) for k, v in sums.items()}
@@ -304,6 +311,7 @@ class DynamicStage(GaussianStage):
             "optimizer": opt,
             "generator": self.generator.get_state(),
             "densify": {"grad_accum": self.strategy.grad_accum, "count": self.strategy.count},
+            **({"novel": self.novel.state_dict()} if hasattr(self.novel, "state_dict") else {}),  # e.g. Zero123's SDS RNG
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -313,6 +321,8 @@ class DynamicStage(GaussianStage):
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        if "novel" in state and hasattr(self.novel, "load_state_dict"):
+            self.novel.load_state_dict(state["novel"])
         dens = state.get("densify") or {}
         self.strategy.grad_accum = dens.get("grad_accum")
         self.strategy.count = dens.get("count")
