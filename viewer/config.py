@@ -16,7 +16,6 @@ class ViewerConfig:
     resolution: int = field(default=512, metadata={"min": 64, "max": 2048, "help": "longest side of a still frame"})
     move_quality: int = field(default=60, metadata={"min": 1, "max": 100})
     still_quality: int = field(default=90, metadata={"min": 1, "max": 100})
-    switch_interval_ms: float = field(default=1.0, metadata={"min": 0.05, "help": "Python thread switch interval while rendering: short, so training never waits long behind a render"})
     stats_hz: float = field(default=4.0, metadata={"min": 0.5})
     plot_every_s: float = field(default=1.0, metadata={"min": 0.1})
     edit_debounce_s: float = field(default=0.6, metadata={"min": 0.0, "help": "typed values apply after this pause in typing"})

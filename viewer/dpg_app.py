@@ -202,7 +202,7 @@ class DesktopApp:
         dpg.setup_dearpygui()
         dpg.show_viewport()
         dpg.set_primary_window("t4d.main", True)
-        worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps, switch_interval_ms=self.cfg.switch_interval_ms)
+        worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps)
         self.worker = RenderWorker(self.frames, self._receive, worker_cfg, on_error=lambda m: self._log_message(m, "error"), name="text4d-render-dpg")
         self._unsubscribe = self.session.subscribe(self._events.append)
         self.request("still")

@@ -14,18 +14,12 @@ and sent with lower JPEG quality; once nothing new has arrived for
 ``still_delay`` seconds the last view is re-rendered at full resolution
 (nerfview's low/high states, without its ``sys.settrace`` interruption).
 Frames are capped at ``max_fps`` so the viewer cannot starve training.
-
-Training and rendering share one Python interpreter. When the training thread
-wakes from a GPU sync while a render thread holds the GIL, it waits for the
-interpreter's switch interval (5 ms by default, most of an iteration), so a
-worker shortens the interval to ``switch_interval_ms`` while it runs.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import threading
 import time
 from collections import deque
@@ -74,7 +68,6 @@ class WorkerConfig:
     move_quality: int = 60
     still_quality: int = 90
     min_scale: float = 0.25
-    switch_interval_ms: float = 1.0
 
 
 def image_size(resolution: int, aspect: float) -> tuple[int, int]:
@@ -123,7 +116,6 @@ class RenderWorker:
         self.scale = 1.0  # resolution factor for interactive frames, adapted to the frame budget
         self.stats = FrameStats()
         self._last_error = ""
-        sys.setswitchinterval(min(sys.getswitchinterval(), self.cfg.switch_interval_ms / 1000.0))
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 

@@ -98,8 +98,7 @@ class ViewerApp:
         self.session = session
         self.cfg = cfg or ViewerConfig()
         self.frames = FrameRenderer(session)
-        self.worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps, move_quality=self.cfg.move_quality, still_quality=self.cfg.still_quality,
-                                       switch_interval_ms=self.cfg.switch_interval_ms)
+        self.worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps, move_quality=self.cfg.move_quality, still_quality=self.cfg.still_quality)
         self.views: dict[int, ClientView] = {}
         self._views_lock = threading.Lock()
         self._stop = threading.Event()

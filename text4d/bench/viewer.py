@@ -149,7 +149,7 @@ def _measure(session: Session, viewer: ViewerConfig, resolution: int, seconds: f
     def view(reason: Reason, azimuth: float = 20.0, t: float = 0.0) -> ViewRequest:
         return ViewRequest(orbit_c2w(15.0, azimuth, radius).numpy(), FOVY, 1.0, t, "rgb", resolution, reason)
 
-    worker = RenderWorker(frames, sink, WorkerConfig(max_fps=viewer.max_fps, switch_interval_ms=viewer.switch_interval_ms))
+    worker = RenderWorker(frames, sink, WorkerConfig(max_fps=viewer.max_fps))
     last = {"iteration": -1}
 
     def watching(_: int) -> ViewRequest | None:  # the viewer's tick: refresh when training moved on
@@ -164,11 +164,11 @@ def _measure(session: Session, viewer: ViewerConfig, resolution: int, seconds: f
     orbit.update(fps_cap=viewer.max_fps, final_resolution=round(resolution * worker.scale))
     worker.stop()
 
-    fixed = RenderWorker(frames, sink, WorkerConfig(max_fps=1000.0, min_scale=1.0, switch_interval_ms=viewer.switch_interval_ms))
+    fixed = RenderWorker(frames, sink, WorkerConfig(max_fps=1000.0, min_scale=1.0))
     fixed_phase = _phase(session, fixed, lambda k: view("move", azimuth=20.0 + 2.0 * k), 1000.0, seconds)
     fixed.stop()
 
-    scrub = RenderWorker(frames, sink, WorkerConfig(max_fps=viewer.max_fps, switch_interval_ms=viewer.switch_interval_ms))
+    scrub = RenderWorker(frames, sink, WorkerConfig(max_fps=viewer.max_fps))
     _phase(session, scrub, lambda k: view("seek", t=(k % num_frames) / max(num_frames - 1, 1)), 5.0, seconds)
     latencies = sorted(1000.0 * x for x in scrub.stats.latency["seek"])
     scrub.stop()
