@@ -6,6 +6,7 @@ The missing-display and --ui parsing tests need neither.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import subprocess
@@ -34,6 +35,13 @@ def free_display() -> int:
 
 @pytest.fixture(scope="module")
 def xvfb():
+    with xvfb_display() as display:
+        yield display
+
+
+@contextlib.contextmanager
+def xvfb_display():
+    """A private Xvfb server as $DISPLAY for the block (skips the test when Xvfb or DearPyGui is missing)."""
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (scripts/ci_install_xvfb.sh)")
     pytest.importorskip("dearpygui.dearpygui", reason="DearPyGui is not installed (pip install -e '.[dpg]')")
@@ -47,10 +55,12 @@ def xvfb():
         time.sleep(0.05)
     patch = pytest.MonkeyPatch()
     patch.setenv("DISPLAY", f":{n}")
-    yield f":{n}"
-    patch.undo()
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield f":{n}"
+    finally:
+        patch.undo()
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture(scope="module")

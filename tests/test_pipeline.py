@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -12,6 +13,7 @@ from text4d.animate import build_animate_stage, load_animate_config
 from text4d.guidance.random_models import build_zero123, save_zero123
 from text4d.pipeline import run
 from tests.test_frames import write_clip
+from tests.test_motion_media import svd_dir  # noqa: F401  (the tiny Stable Video Diffusion folder fixture)
 
 TINY_DYN = ["ref_size=16", "batch_size=2", "n_views=1", "iters=2", "init_points=100", "sds.image_size=16", "backend=torch", "device=cpu"]
 
@@ -129,8 +131,12 @@ def test_text_to_4d_chain_end_to_end(tmp_path, zero123_dir):
         "static.iters=2", "static.ref_size=16", "static.resolutions=[16,16,16]", "static.sds.image_size=16", "static.num_pts=100",
         "static.backend=torch", "static.size=32",
     ] + [f"dynamic.{o}" for o in TINY_DYN]
-    folder = run(None, overrides, ui="none", console=Console(quiet=True))
+    previews = []
+    folder = run(None, overrides, ui="none", console=Console(quiet=True), on_preview=previews.append)
     assert len(list((folder / "video" / "frames").glob("*.png"))) == 4
+    # The driving video was watchable while generated: one latent preview per denoising step, then the frames.
+    assert [(p.step, p.final) for p in previews] == [(1, False), (2, False), (2, True)]
+    assert [tuple(p.frames.shape) for p in previews] == [(4, 8, 8, 3)] * 2 + [(4, 16, 16, 3)]  # the tiny VAE halves the side
     assert (folder / "static" / "model.ply").is_file()
     assert json.loads((folder / "static" / "model.json").read_text())["radius"] == 2.0
     plys = list((folder / "dynamic").rglob("frame_*.ply"))
@@ -156,3 +162,96 @@ def test_cli_static_ply_import(tmp_path):
     assert result.exit_code == 0, result.output
     out = next((tmp_path / "runs").rglob("model.ply"))
     assert torch.allclose(torch.from_numpy(load_ply(out).means), model.means.detach() * 0.75, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_t2v():
+    from text4d.video.random_models import build_t2v
+
+    return build_t2v(tiny=True)
+
+
+def _t2v_job(models, frames=3, size=16, steps=3):
+    from text4d.video.generate import generate
+
+    return lambda callback: generate(models, "a ball", num_frames=frames, width=size, height=size, num_inference_steps=steps,
+                                     seed=0, callback=callback).frames
+
+
+def test_driving_video_stage_pauses_steps_and_shows_in_the_viewer(tmp_path, tiny_t2v):
+    pytest.importorskip("viser", reason="viewer extra not installed")
+    from text4d.errors import Text4DError
+    from text4d.recording import RunFolder
+    from text4d.session import Session, SessionConfig
+    from text4d.stages.video import DrivingVideoStage
+    from viewer.config import ViewerConfig
+    from viewer.frames import FrameRenderer
+    from viewer.render_worker import ViewRequest
+    from viewer.viser_app import ViewerApp
+    from text4d.render.camera import orbit_c2w
+
+    previews = []
+    stage = DrivingVideoStage(_t2v_job(tiny_t2v), steps=3, num_frames=3, on_preview=previews.append)
+    assert stage.iters == 4 and stage.status() == "generating driving video: starting (3 steps)"
+    session = Session(stage, RunFolder.create("video", tmp_path), SessionConfig(log_every=1, eval_every=0), start_paused=True, exporters={}).start()
+    app = ViewerApp(session, ViewerConfig(port=0)).start()
+    try:
+        session.step(1).result()
+        stats = session.wait(lambda s: s.iteration == 1 and s.steps_left == 0, timeout=30)
+        assert stats.state == "paused" and len(previews) == 1 and not stage.done  # paused: the generation waits
+        app._update_stats()
+        assert "generating driving video: step 1/3" in app.stats_md.content
+        frames = FrameRenderer(session)
+        req = lambda t: ViewRequest(orbit_c2w(10.0, 20.0, 2.5).numpy(), 0.8, 1.0, t, "rgb", 48, "still")  # noqa: E731
+        noisy = frames(req(0.0), 48, 32)
+        assert noisy.shape == (32, 48, 3) and noisy.std() > 0
+        session.snapshot().result()
+        session.resume().result()
+        stats = session.wait(lambda s: s.state == "finished", timeout=60)
+        assert stats.iteration == 4 and stage.done and stage.frames.shape == (3, 16, 16, 3)
+        assert [p.step for p in previews] == [1, 2, 3, 3] and previews[-1].final
+        app._update_stats()
+        assert "driving video: 3 frames, done" in app.stats_md.content
+        app._update_plots()  # no loss terms: no loss plot, no failure
+        with pytest.raises(Text4DError, match="cannot be rolled back"):  # refused, the video stays
+            session.rollback().result(timeout=10)
+        assert stage.done and session.stats().iteration == 4
+        # The timeline shows the decoded frames: frame 0 and frame 2 are different pictures.
+        assert not np.array_equal(frames(req(0.0), 48, 32), frames(req(1.0), 48, 32))
+    finally:
+        app.stop()
+        session.stop()
+        stage.close()
+
+
+def test_closing_an_unfinished_driving_video_cancels_it(tiny_t2v):
+    from text4d.stages.video import DrivingVideoStage
+
+    stage = DrivingVideoStage(_t2v_job(tiny_t2v, steps=4), steps=4, num_frames=3)
+    stage.step()
+    stage.close()
+    assert not stage._thread.is_alive() and not stage.done and stage.iteration == 1
+
+
+def test_driving_video_errors_reach_the_user_as_themselves(tmp_path, tiny_t2v):
+    from text4d.errors import InputError
+
+    overrides = ["prompt=a ball", "t2v=unused", "num_frames=2", "video_size=18", "video_steps=2", f"out={tmp_path}", "device=cpu"]
+    with pytest.raises(InputError, match="multiples of 4"):  # raised in the generation thread, shown as the plain error
+        run(None, overrides, ui="none", console=Console(quiet=True), models={"t2v": tiny_t2v})
+
+
+def test_image_run_previews_the_svd_video(tmp_path, svd_dir):  # noqa: F811
+    from PIL import Image
+
+    from text4d.pipeline import RunConfig, _driving_video
+
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[10:30, 12:28] = (30, 160, 40, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "in.png")
+    cfg = RunConfig(image=str(tmp_path / "in.png"), svd=str(svd_dir), num_frames=2, video_size=32, video_steps=2, device="cpu")
+    previews = []
+    _driving_video(cfg, tmp_path / "video", torch.device("cpu"), {}, Console(quiet=True), on_preview=previews.append)
+    assert len(list((tmp_path / "video" / "frames").glob("*.png"))) == 2
+    # SVD latents are [B, F, C, h, w]: two frames of latent-sized pictures, then the decoded 32 px frames.
+    assert [(p.step, p.final, tuple(p.frames.shape)) for p in previews] == [(1, False, (2, 16, 16, 3)), (2, False, (2, 16, 16, 3)), (2, True, (2, 32, 32, 3))]

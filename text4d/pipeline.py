@@ -8,14 +8,16 @@ there is skipped unless named in ``redo``, so any stage can be re-run alone)::
     <run>/static/model.ply       static Gaussians (+ model.json: the camera distance they were made for)
     <run>/dynamic/               the dynamic stage's run folder (checkpoints, metrics, exports)
 
-Every stage runs in a :class:`~text4d.session.Session`, so the live viewer attaches to each in turn.
+Every stage runs in a :class:`~text4d.session.Session`, so the live viewer attaches to each in turn,
+the driving video included (:class:`~text4d.stages.video.DrivingVideoStage`: its denoising
+previews, then its frames, on the viewer's timeline).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from rich.console import Console
 
 from text4d.animate import CONFIGS, animate, open_stage_folder
 from text4d.config import load_config, to_yaml
-from text4d.errors import ConfigError, InputError
+from text4d.errors import ConfigError, InputError, Text4DError
 from text4d.fit import resolve_device
 from text4d.guidance.sds import Precision, Zero123Guidance
 from text4d.guidance.zero123 import Zero123Models, load_zero123
@@ -34,6 +36,7 @@ from text4d.io.frames import list_frames
 from text4d.live import UI, drive
 from text4d.session import Session, SessionConfig
 from text4d.stages.static import StaticConfig, StaticStage, import_ply, save_static
+from text4d.stages.video import DrivingVideoStage, VideoPreview
 from viewer.config import ViewerConfig
 
 logger = logging.getLogger(__name__)
@@ -172,13 +175,18 @@ class RunConfig:
     out: str = "recordings"
     run_dir: str = field(default="", metadata={"help": "reuse this run folder (skips finished stages)"})
     device: str = "auto"
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)  # viewer.KEY also goes to the static and dynamic stages
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
-    """``static.k=v`` / ``dynamic.k=v`` go to those stages; the rest configure the chain."""
+    """``static.k=v`` / ``dynamic.k=v`` go to those stages; ``viewer.k=v`` to every stage; the rest configure the chain."""
     chain, st, dyn = [], [], []
     for item in overrides:
-        if item.startswith("static."):
+        if item.startswith("viewer."):  # one studio address for the whole chain (a stage's own setting, given after, wins)
+            chain.append(item)
+            st.append(item)
+            dyn.append(item)
+        elif item.startswith("static."):
             st.append(item[len("static."):])
         elif item.startswith("dynamic."):
             dyn.append(item[len("dynamic."):])
@@ -188,8 +196,9 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str], lis
 
 
 def run(config: str | Path | None = None, overrides: list[str] | None = None, ui: UI = "none", console: Console | None = None,
-        models: dict[str, Any] | None = None) -> Path:
-    """The whole chain; returns the run folder. ``models`` may hold preloaded "t2v", "svd", "zero123" (tests, notebooks)."""
+        models: dict[str, Any] | None = None, on_preview: Callable[[VideoPreview], None] | None = None) -> Path:
+    """The whole chain; returns the run folder. ``models`` may hold preloaded "t2v", "svd", "zero123" (tests, notebooks);
+    ``on_preview`` sees every picture of the driving video as it is generated (what the viewers show)."""
     console = console or Console()
     chain, st_over, dyn_over = split_overrides(overrides or [])
     cfg = load_config(RunConfig, config, chain)
@@ -211,7 +220,7 @@ def run(config: str | Path | None = None, overrides: list[str] | None = None, ui
     # 1. driving video -> RGBA frames
     frames = Path(cfg.video) if cfg.video else root.path / "video" / "frames"
     if not cfg.video and (redo & {"video"} or not _has_frames(frames)):
-        _driving_video(cfg, root.path / "video", device, models, console)
+        _driving_video(cfg, root.path / "video", device, models, console, ui, on_preview)
         root.mark_stage_done("video")
     list_frames(frames)  # a clear error now rather than in the dynamic stage
 
@@ -253,9 +262,14 @@ def _stages_done(folder: Path) -> list[str]:
     return list(RunFolder(folder).manifest().get("stages_done", []))
 
 
-def _driving_video(cfg: RunConfig, out: Path, device: torch.device, models: dict[str, Any], console: Console) -> None:
+def _driving_video(cfg: RunConfig, out: Path, device: torch.device, models: dict[str, Any], console: Console,
+                   ui: UI = "none", on_preview: Callable[[VideoPreview], None] | None = None) -> None:
+    """Generate the driving video under ``out`` as a live stage: previews on the viewer, pause/step/resume, a progress bar headless."""
+    from text4d.video.train import pick_dtype
+
     if cfg.prompt:
         from text4d.video.driving import DrivingVideoRequest, make_driving_video
+        from text4d.video.models import load_t2v
 
         if not cfg.t2v and "t2v" not in models:
             raise ConfigError("a prompt needs a text-to-video model: --t2v FOLDER")
@@ -263,16 +277,40 @@ def _driving_video(cfg: RunConfig, out: Path, device: torch.device, models: dict
                                   seed=cfg.seed, frames=cfg.num_frames, width=cfg.video_size, height=cfg.video_size,
                                   steps=cfg.video_steps, matting_model=cfg.matting_model or None, size=cfg.video_size,
                                   device=str(device))
+        # Loaded here, not in the generation thread, so a wrong folder is a plain error before any stage starts.
+        t2v = models.get("t2v") or load_t2v(cfg.t2v, key="--t2v", device=device, dtype=pick_dtype(req.precision, device))
         console.print(f"generating the driving video for {cfg.prompt!r} ...")
-        make_driving_video(req, models=models.get("t2v"), progress=False)
+
+        def job(callback):
+            return make_driving_video(req, models=t2v, progress=False, callback=callback)["raw"]
+
+        layout = "bcfhw"
     else:
-        from text4d.video.svd import from_image_to_files
+        from text4d.video.svd import from_image_to_files, load_svd
 
         if not cfg.svd and "svd" not in models:
             raise ConfigError("an image needs Stable Video Diffusion for its driving video: --svd FOLDER")
+        pipe = models.get("svd") or load_svd(cfg.svd, device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32)
         console.print("animating the image with Stable Video Diffusion ...")
-        from_image_to_files(cfg.image, cfg.svd, out, num_frames=cfg.num_frames, num_inference_steps=cfg.video_steps,
-                            width=cfg.video_size, height=cfg.video_size, seed=cfg.seed,
-                            matting_model=cfg.matting_model or None, size=cfg.video_size, device=str(device),
-                            pipe=models.get("svd"))
 
+        def job(callback):
+            return from_image_to_files(cfg.image, cfg.svd, out, num_frames=cfg.num_frames, num_inference_steps=cfg.video_steps,
+                                       width=cfg.video_size, height=cfg.video_size, seed=cfg.seed,
+                                       matting_model=cfg.matting_model or None, size=cfg.video_size, device=str(device),
+                                       pipe=pipe, callback=callback)["raw"]
+
+        layout = "bfchw"
+    stage = DrivingVideoStage(job, cfg.video_steps, cfg.num_frames, layout, on_preview)
+    session = Session(stage, open_stage_folder(out, "video", cfg.out), SessionConfig(log_every=1, eval_every=0), exporters={})
+    try:
+        run_session(session, cfg.viewer, ui, None, console, keep_viewer=False)
+    except Text4DError:
+        if stage.error is None:  # the stage's own failure is re-raised below as itself
+            raise
+    finally:
+        stage.close()
+    if stage.error is not None:
+        raise stage.error
+    if not stage.done:
+        raise Text4DError(f"the driving video stopped at denoising step {stage.iteration} of {stage.steps} (viewer closed?); "
+                          f"run again with run_dir={out.parent} to generate it")

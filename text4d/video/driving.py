@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -145,8 +146,12 @@ def _reference(req: DrivingVideoRequest, models: T2VModels, ckpt: Path | None, o
     return vdata.read_reference(file), InversionCache(run)
 
 
-def make_driving_video(req: DrivingVideoRequest, models: T2VModels | None = None, progress: bool = True) -> dict:
-    """Generate the driving video and its RGBA frames under ``req.output``; returns paths and timings."""
+def make_driving_video(req: DrivingVideoRequest, models: T2VModels | None = None, progress: bool = True,
+                       callback: Callable[[int, torch.Tensor], None] | None = None) -> dict:
+    """Generate the driving video and its RGBA frames under ``req.output``; returns paths and timings.
+
+    ``callback(i, latents)`` runs after each denoising step (see :func:`text4d.video.generate.generate`).
+    """
     if not req.prompt or not req.prompt.strip():
         raise InputError("the prompt is empty; pass --prompt \"what should happen\"")
     device = pick_device(req.device)
@@ -181,7 +186,7 @@ def make_driving_video(req: DrivingVideoRequest, models: T2VModels | None = None
             models, req.prompt, negative_prompt=req.negative_prompt, num_frames=req.frames, width=req.width,
             height=req.height, num_inference_steps=req.steps, guidance_scale=req.guidance, seed=req.seed,
             noise_prior=req.noise_prior, reference_latents=reference, inversion_steps=req.inversion_steps,
-            inversion_cache=cache, vae_chunk=req.vae_chunk, progress=progress, unet=unet,
+            inversion_cache=cache, vae_chunk=req.vae_chunk, progress=progress, unet=unet, callback=callback,
         )
 
     video = write_video(out / "video.mp4", res.frames, req.fps)

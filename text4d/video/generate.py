@@ -233,6 +233,7 @@ def generate(
     progress: bool = False,
     unet: torch.nn.Module | None = None,
     prompt_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> GenerateResult:
     """Text -> video frames. Adapters are whatever the caller activated on ``models.unet``.
 
@@ -240,6 +241,8 @@ def generate(
     so no cache folder is needed then). ``lora`` (a :class:`~text4d.video.lora.DualLoRA`) is
     switched off during the inversion and restored for sampling. ``unet`` may be a compiled
     wrapper of ``models.unet``. ``prompt_embeds`` = (cond, uncond) skips the text encoder.
+    ``callback(i, latents)`` runs after denoising step i (0-based) with the latents [1, C, F, h, w]
+    (live previews: :mod:`text4d.video.preview`).
     """
     check_inputs(models, prompt, width, height, num_frames, noise_prior, num_inference_steps)
     device, dtype = _device_dtype(models)
@@ -272,7 +275,7 @@ def generate(
     _sync(device)
     t1 = time.perf_counter()
     latents = ddim_sample(models, latents, cond, uncond, num_inference_steps, guidance_scale, progress=progress,
-                          unet=unet)
+                          callback=callback, unet=unet)
     _sync(device)
     t2 = time.perf_counter()
     frames = vae_decode(models, latents, chunk=vae_chunk)[0]

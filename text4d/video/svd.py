@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +56,33 @@ def prepare_image(image: np.ndarray, width: int, height: int, background: float 
 
 def image_to_video(pipe, image: np.ndarray, *, num_frames: int = 14, num_inference_steps: int = 25, fps: int = 7,
                    motion_bucket_id: int = 127, width: int = 512, height: int = 512, seed: int | None = 0,
-                   noise_aug_strength: float = 0.02, decode_chunk_size: int = 8, background: float = 1.0) -> np.ndarray:
-    """Frames [F, H, W, 3] float in [0, 1] animating ``image``."""
+                   noise_aug_strength: float = 0.02, decode_chunk_size: int = 8, background: float = 1.0,
+                   callback: Callable[[int, torch.Tensor], None] | None = None) -> np.ndarray:
+    """Frames [F, H, W, 3] float in [0, 1] animating ``image``.
+
+    ``callback(i, latents)`` runs after denoising step i (0-based) with the latents [1, F, C, h, w]
+    (through the pipeline's ``callback_on_step_end``), divided by sqrt(1 + sigma^2) so that, like a DDIM
+    sampler's, they stay at unit scale while noisy (for previews).
+    """
     if width % 8 or height % 8:
         raise InputError(f"--width and --height have to be multiples of 8 but are {width} and {height}")
     generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
+
+    def on_step_end(_pipe, i: int, _t, tensors: dict) -> dict:
+        latents = tensors["latents"]
+        sched = _pipe.scheduler  # Euler (k-diffusion) latents carry noise of std sigma: shown at unit scale, as DDIM's
+        sigmas, index = getattr(sched, "sigmas", None), getattr(sched, "step_index", None)
+        if sigmas is not None and index is not None and index < len(sigmas):
+            latents = latents / (1.0 + float(sigmas[index]) ** 2) ** 0.5
+        callback(i, latents)
+        return {}
+
+    extra = {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": ["latents"]} if callback else {}
     out = pipe(
         prepare_image(image, width, height, background), height=height, width=width, num_frames=num_frames,
         num_inference_steps=num_inference_steps, fps=fps, motion_bucket_id=motion_bucket_id,
         noise_aug_strength=noise_aug_strength, decode_chunk_size=decode_chunk_size, generator=generator,
-        output_type="np",
+        output_type="np", **extra,
     ).frames
     return np.asarray(out[0], dtype=np.float32)
 
@@ -72,8 +90,12 @@ def image_to_video(pipe, image: np.ndarray, *, num_frames: int = 14, num_inferen
 def from_image_to_files(image: str | Path, svd: str, output: str | Path, *, num_frames: int = 14,
                         num_inference_steps: int = 25, fps: int = 7, motion_bucket_id: int = 127, width: int = 512,
                         height: int = 512, seed: int | None = 0, matting_model: str | None = None, size: int = 512,
-                        device: str = "auto", pipe=None) -> dict:
-    """Load SVD, animate ``image``, write ``video.mp4`` + recentred RGBA ``frames/`` under ``output``."""
+                        device: str = "auto", pipe=None, callback: Callable[[int, torch.Tensor], None] | None = None) -> dict:
+    """Load SVD, animate ``image``, write ``video.mp4`` + recentred RGBA ``frames/`` under ``output``.
+
+    ``callback`` sees every denoising step's latents (see :func:`image_to_video`); the result holds
+    the generated frames as ``raw`` too.
+    """
     from text4d.video.matting import foreground
     from text4d.video.media import read_image, write_rgba_frames, write_video
     from text4d.video.train import pick_device
@@ -84,9 +106,9 @@ def from_image_to_files(image: str | Path, svd: str, output: str | Path, *, num_
         dtype = torch.float16 if dev.type == "cuda" else torch.float32
         pipe = load_svd(svd, device=dev, dtype=dtype)
     frames = image_to_video(pipe, img, num_frames=num_frames, num_inference_steps=num_inference_steps, fps=fps,
-                            motion_bucket_id=motion_bucket_id, width=width, height=height, seed=seed)
+                            motion_bucket_id=motion_bucket_id, width=width, height=height, seed=seed, callback=callback)
     out = Path(output)
     video = write_video(out / "video.mp4", frames, fps)
     rgb, alpha = foreground(frames, matting_model, size=size)
     write_rgba_frames(out / "frames", rgb, alpha)
-    return {"video": video, "frames": out / "frames", "rgb": rgb, "alpha": alpha}
+    return {"video": video, "frames": out / "frames", "rgb": rgb, "alpha": alpha, "raw": frames}
