@@ -33,8 +33,8 @@ def _eager(stage, t):
 @torch.no_grad()
 def _check_equal(stage, t):
     graphed, eager = stage.deformed(t), _eager(stage, t)
-    for a, b in zip(graphed, eager):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for name in ("means", "quats", "scales", "opacities", "sh"):
+        torch.testing.assert_close(getattr(graphed, name), getattr(eager, name), rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_graph_matches_eager_and_follows_training():
