@@ -143,3 +143,17 @@ def test_bad_config_is_refused(bad):
 
     with pytest.raises(ConfigError):
         load_config(FitConfig, None, TINY + bad)
+
+
+def test_field_learning_rates_decay_over_the_dynamic_phase(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
+    stage = tiny_stage("static_iters=10", "iters=100", "lr_field_decay=0.1")
+    lrs = {}
+    for it in (5, 10, 60, 110):
+        stage.iteration = it
+        stage._apply_learning_rates()
+        lrs[it] = {g["name"]: g["lr"] for g in stage.optimizer.param_groups}
+    assert lrs[5]["deform"] == 0.0 and lrs[5]["grid"] == 0.0  # static phase: the field is off
+    assert lrs[10]["deform"] == pytest.approx(stage.cfg.lr_deform) and lrs[10]["grid"] == pytest.approx(stage.cfg.lr_grid)
+    assert lrs[60]["deform"] == pytest.approx(stage.cfg.lr_deform * 0.1**0.5)  # log-linear: halfway is the geometric mean
+    assert lrs[110]["grid"] == pytest.approx(stage.cfg.lr_grid * 0.1)

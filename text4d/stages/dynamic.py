@@ -30,7 +30,7 @@ from torch import Tensor
 from text4d.clip_score import ClipSimilarity
 from text4d.cuda_graphs import GraphCache
 from text4d.gaussians.deform import DeformConfig, HexPlaneField
-from text4d.gaussians.model import GaussianModel, LearningRates
+from text4d.gaussians.model import GaussianModel, LearningRates, exp_decay
 from text4d.gaussians.strategy import DensifyConfig, DensifyStrategy
 from text4d.io.ply import PlyGaussians
 from text4d.lpips import LPIPS
@@ -67,6 +67,7 @@ class DynamicConfig:
     lr: LearningRates = field(default_factory=LearningRates)
     lr_deform: float = field(default=6.4e-4, metadata={"min": 0.0})
     lr_grid: float = field(default=6.4e-3, metadata={"min": 0.0})
+    lr_field_decay: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0, "help": "deformation and grid lr at the end of the dynamic phase, as a fraction of lr_deform / lr_grid (log-linear); 1 = constant, as DreamGaussian4D"})
     deform: DeformConfig = field(default_factory=DeformConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     init_points: int = field(default=5000, metadata={"min": 1, "help": "random Gaussians when no static model is given"})
@@ -139,11 +140,12 @@ class DynamicStage(GaussianStage):
         progress = self.iteration / max(self.iters, 1)
         self.model.apply_learning_rates(self.optimizer, cfg.lr, progress)
         static = self.phase == "static"
+        dynamic_progress = (self.iteration - cfg.static_iters) / max(cfg.iters, 1)
         for group in self.optimizer.param_groups:
             if group["name"] == "deform":
-                group["lr"] = 0.0 if static else cfg.lr_deform
+                group["lr"] = 0.0 if static else exp_decay(cfg.lr_deform, cfg.lr_deform * cfg.lr_field_decay, dynamic_progress)
             elif group["name"] == "grid":
-                group["lr"] = 0.0 if static else cfg.lr_grid
+                group["lr"] = 0.0 if static else exp_decay(cfg.lr_grid, cfg.lr_grid * cfg.lr_field_decay, dynamic_progress)
             elif not cfg.train_gaussians and not static:
                 group["lr"] = 0.0
 
