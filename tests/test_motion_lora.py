@@ -182,3 +182,20 @@ def test_released_checkpoint_that_does_not_fit_is_refused(base_unet, tmp_path):
     (lora_dir / "10_unet.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot read MotionDirector checkpoint"):
         read_adapter(tmp_path / "t", "temporal", unet)
+
+
+def test_autocast_only_while_fp32_adapters_run_unmerged(unet, base_unet):
+    """Sampling skips autocast's casts unless an fp32 adapter actually runs beside half weights."""
+    from text4d.video.generate import _runs_fp32_adapters
+
+    half = torch.bfloat16
+    assert not _runs_fp32_adapters(copy.deepcopy(base_unet).to(half), half)
+    unet.to(half)
+    lora = DualLoRA(unet, rank=4, n_spatial=1)
+    lora.activate(spatial=0, temporal=True)
+    assert _runs_fp32_adapters(unet, half)
+    with lora.merged(spatial=0, temporal=True):
+        assert not _runs_fp32_adapters(unet, half)
+    with lora.disabled():
+        assert not _runs_fp32_adapters(unet, half)
+    assert _runs_fp32_adapters(unet, half)
