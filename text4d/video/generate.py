@@ -102,7 +102,7 @@ def ddim_sample(
     """
     from diffusers import DDIMScheduler
 
-    unet = unet or models.unet
+    unet = unet if unet is not None else models.unet  # a compiled module has no truth value
     device, dtype = _device_dtype(models)
     sched = DDIMScheduler.from_config(models.scheduler.config)
     sched.set_timesteps(num_inference_steps, device=device)
