@@ -5,8 +5,8 @@ import threading
 import pytest
 import torch
 
-from text4d.fit import FitConfig, build_sample_stage
 from text4d.config import load_config
+from text4d.fit import FitConfig, build_sample_stage
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 

@@ -43,15 +43,6 @@ def test_fit_improves_held_out_psnr_well_above_initial(tmp_path, monkeypatch):
     assert after["iou"] > 0.6
 
 
-@pytest.fixture
-def one_thread():
-    """Multi-threaded CPU kernels (grid_sample's backward) sum in varying order; one thread is exact."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_state_dict_resumes_bit_exactly(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
     extra = ("static_iters=3", "iters=6", "densify.start=2", "densify.interval=4")

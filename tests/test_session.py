@@ -14,13 +14,7 @@ from text4d.render.camera import Cameras
 from text4d.session import CommandRefused, Session, SessionConfig, SessionEvent, clone_state
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The machine is shared; one torch thread is plenty for 48 blobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the machine is shared; one thread is plenty for 48 blobs
 
 
 @pytest.fixture

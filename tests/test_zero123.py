@@ -129,15 +129,6 @@ def test_chunking_gives_the_same_gradient(tiny_folder):
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
-@pytest.fixture
-def one_thread():
-    """Bit-exact comparisons need one CPU thread (reductions split over threads may round differently)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _resume_matches(build, tmp_path) -> None:
     """4 steps, checkpoint, 2 more == a fresh stage loaded from the checkpoint, 2 steps (parameters identical)."""
     from text4d.io.checkpoint import load_checkpoint, save_checkpoint
