@@ -187,7 +187,7 @@ def test_bad_inputs_give_clear_errors(base_models, box_video, tmp_path):
     with pytest.raises(ModelFileError, match=r"nowhere.*--model"):
         load_t2v(tmp_path / "nowhere")
     (tmp_path / "half" / "unet").mkdir(parents=True)
-    with pytest.raises(ModelFileError, match="missing vae, text_encoder"):
+    with pytest.raises(ModelFileError, match="missing vae/, text_encoder/"):
         load_t2v(tmp_path / "half", key="model")
     with pytest.raises(ConfigError, match="train.widht"):
         load_train_config(None, ["train.widht=3"])

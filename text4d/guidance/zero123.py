@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from text4d.errors import ModelFileError
+from text4d.errors import ModelFileError, require_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -86,20 +86,6 @@ class Zero123Models:
             m.to(device=device, dtype=dtype)
         self.alphas_cumprod = self.alphas_cumprod.to(device)
         return self
-
-
-def _folder(path: str | Path, key: str) -> Path:
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise ModelFileError(
-            f"Zero123 folder {folder} (from {key}) does not exist; download a diffusers-format Zero123 there "
-            f"(e.g. git clone https://huggingface.co/ashawkey/stable-zero123-diffusers {folder}) or fix {key}"
-        )
-    missing = [d for d in REQUIRED_DIRS if not (folder / d).is_dir()]
-    if missing:
-        raise ModelFileError(f"Zero123 folder {folder} (from {key}) is missing {', '.join(d + '/' for d in missing)}; "
-                             f"point {key} at the folder that holds unet/, vae/, image_encoder/ and clip_camera_projection/")
-    return folder
 
 
 def _weights_file(folder: Path) -> Path | None:
@@ -197,7 +183,7 @@ def load_zero123(path: str | Path, *, key: str = "--zero123", variant: Variant =
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPVisionModelWithProjection
 
-    root = _folder(path, key)
+    root = require_model_folder(path, key, REQUIRED_DIRS, "Zero123", "https://huggingface.co/ashawkey/stable-zero123-diffusers")
     _check_unet_config(root / "unet" / "config.json", key)
     try:
         with warnings.catch_warnings():

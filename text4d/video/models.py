@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from text4d.errors import ModelFileError
+from text4d.errors import ModelFileError, require_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -52,23 +52,6 @@ class T2VModels:
             m.eval()
 
 
-def check_model_folder(path: str | Path, key: str, subfolders: tuple[str, ...] = T2V_SUBFOLDERS) -> Path:
-    """Raise :class:`ModelFileError` unless ``path`` is a diffusers folder with ``subfolders``."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise ModelFileError(
-            f"model folder {folder} (from {key}) does not exist; download the diffusers model there "
-            f"(e.g. git clone https://huggingface.co/cerspense/zeroscope_v2_576w {folder}) or fix {key}"
-        )
-    missing = [s for s in subfolders if not (folder / s).is_dir()]
-    if missing:
-        raise ModelFileError(
-            f"model folder {folder} (from {key}) is not a diffusers model folder: missing "
-            f"{', '.join(missing)}/; point {key} at the folder that holds model_index.json"
-        )
-    return folder
-
-
 def load_t2v(
     path: str | Path,
     *,
@@ -83,7 +66,7 @@ def load_t2v(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    folder = check_model_folder(path, key)
+    folder = require_model_folder(path, key, T2V_SUBFOLDERS, "text-to-video model", "https://huggingface.co/cerspense/zeroscope_v2_576w")
     parts = {}
     loaders = {
         "unet": lambda p: UNet3DConditionModel.from_pretrained(p, torch_dtype=dtype),

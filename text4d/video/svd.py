@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from text4d.errors import InputError, ModelFileError
-from text4d.video.models import check_model_folder
+from text4d.errors import InputError, ModelFileError, require_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def load_svd(path: str | Path, key: str = "--svd", device: str | torch.device = 
     """``StableVideoDiffusionPipeline`` from a local folder (``ModelFileError`` naming ``key`` if wrong)."""
     from diffusers import StableVideoDiffusionPipeline
 
-    folder = check_model_folder(path, key, SVD_SUBFOLDERS)
+    folder = require_model_folder(path, key, SVD_SUBFOLDERS, "Stable Video Diffusion", "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
