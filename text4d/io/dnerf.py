@@ -9,11 +9,10 @@ Layout of a scene folder::
 
 ``file_path`` may omit ``.png`` (D-NeRF does). ``transform_matrix`` is
 Blender's: OpenGL camera axes in a **z-up** world. text4d's world is y-up
-(``text4d.render.camera``), so the reader turns the world by
-:data:`BLENDER_TO_WORLD` (x stays, Blender z becomes our y, Blender y becomes
-our -z: Blender's front view, from -y, becomes ours, from +z) and converts the
-camera axes with :func:`~text4d.render.camera.opengl_to_opencv`; the writer
-undoes both, so a scene round-trips to the bit.
+(``text4d.render.camera``), so the reader turns the world with
+:func:`~text4d.render.camera.blender_to_world` and converts the camera axes with
+:func:`~text4d.render.camera.opengl_to_opencv`; the writer undoes both, so a
+scene round-trips to the bit.
 
 Images come back as :class:`~text4d.views.Views` with straight RGB and a
 separate alpha; the background (white in D-NeRF's evaluations) is chosen
@@ -42,7 +41,7 @@ from torch import Tensor
 from text4d.errors import InputError
 from text4d.export import atomic_dir
 from text4d.io.atomic import atomic_path, write_json
-from text4d.render.camera import Cameras, intrinsics, opencv_to_opengl, opengl_to_opencv
+from text4d.render.camera import Cameras, blender_to_world, intrinsics, opencv_to_opengl, opengl_to_opencv, world_to_blender
 from text4d.views import Views, resize_images
 
 log = logging.getLogger(__name__)
@@ -52,17 +51,6 @@ FRAME_KEYS = ("file_path", "time", "transform_matrix")
 # Keys real D-NeRF files carry that we do not need: accepted silently.
 IGNORED_FRAME_KEYS = ("rotation",)
 TOP_KEYS = ("camera_angle_x", "frames")
-
-# Blender world (z up) -> text4d world (y up), as a 4x4 acting on homogeneous points.
-BLENDER_TO_WORLD = torch.tensor(
-    [
-        [1.0, 0.0, 0.0, 0.0],
-        [0.0, 0.0, 1.0, 0.0],
-        [0.0, -1.0, 0.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ]
-)
-
 
 @dataclass
 class DnerfScene:
@@ -83,7 +71,7 @@ def cameras_from_blender(transform_matrices: Tensor, camera_angle_x: float, widt
     """Cameras from Blender camera-to-world matrices [M, 4, 4] and the horizontal field of view (radians)."""
     focal = 0.5 * width / math.tan(0.5 * camera_angle_x)
     fovy = math.degrees(2.0 * math.atan(0.5 * height / focal))
-    c2w = opengl_to_opencv(BLENDER_TO_WORLD.to(transform_matrices) @ transform_matrices)
+    c2w = opengl_to_opencv(blender_to_world(transform_matrices))
     return Cameras.from_c2w(c2w, intrinsics(fovy, width, height), width, height)
 
 
@@ -96,8 +84,7 @@ def cameras_to_blender(cameras: Cameras) -> tuple[Tensor, float]:
     if not torch.allclose(fx, fx[0].expand_as(fx), rtol=1e-5):
         raise ValueError(f"the D-NeRF layout stores one field of view per split; focal lengths differ ({fx.min():.3f}..{fx.max():.3f} px)")
     gl = opencv_to_opengl(cameras.c2w.reshape(-1, 4, 4).double())
-    blender = BLENDER_TO_WORLD.T.to(gl) @ gl  # the world rotation's inverse is its transpose
-    return blender, 2.0 * math.atan(0.5 * cameras.width / float(fx[0]))
+    return world_to_blender(gl), 2.0 * math.atan(0.5 * cameras.width / float(fx[0]))
 
 
 # -- reading -------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ Camera axes: matrices here are **OpenCV** (x right, y down, z forward), which is
 what gsplat, diff-gaussian-rasterization and viser's camera frames use. Blender,
 NeRF/D-NeRF ``transform_matrix`` and three.js are **OpenGL** (x right, y up,
 z backward); convert with :func:`opengl_to_opencv` / :func:`opencv_to_opengl`.
+Blender's *world* is z up: :func:`blender_to_world` / :func:`world_to_blender`
+turn camera-to-world matrices between it and ours (x stays, Blender z is our
+y, Blender y is our -z: Blender's front view, from -y, is ours, from +z).
 
 Pixels: pixel (u, v) covers [u, u+1) x [v, v+1); its centre is (u+0.5, v+0.5).
 The principal point of our cameras is the image centre (W/2, H/2).
@@ -28,6 +31,8 @@ import torch
 from torch import Tensor
 
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+# Blender world (z up) -> ours (y up), acting on homogeneous points.
+_BLENDER_TO_WORLD = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 
 def from_dreamgaussian_elevation(dg_elevation: float) -> float:
@@ -43,6 +48,16 @@ def opengl_to_opencv(c2w: Tensor) -> Tensor:
 def opencv_to_opengl(c2w: Tensor) -> Tensor:
     """Camera-to-world in OpenCV axes [..., 4, 4] -> OpenGL axes (its own inverse)."""
     return c2w @ _GL_TO_CV.to(c2w)
+
+
+def blender_to_world(c2w: Tensor) -> Tensor:
+    """Camera-to-world [..., 4, 4] in Blender's z-up world -> our y-up world (camera axes unchanged)."""
+    return _BLENDER_TO_WORLD.to(c2w) @ c2w
+
+
+def world_to_blender(c2w: Tensor) -> Tensor:
+    """Inverse of :func:`blender_to_world` (the rotation's inverse is its transpose)."""
+    return _BLENDER_TO_WORLD.T.to(c2w) @ c2w
 
 
 def look_at(eye: Tensor, target: Tensor | None = None, up: Tensor | None = None) -> Tensor:
