@@ -46,6 +46,15 @@ from text4d.render.camera import look_at, orbit_position
 from text4d.session import Session, SessionEvent, SessionStats
 from text4d.timing import frame_to_t
 from viewer.config import ViewerConfig
+from viewer.controls import (
+    MODES,
+    PALETTE,
+    PRESETS,
+    STRUCTURAL_KEYS,
+    edit_group,
+    field_type,
+    format_value,
+)
 from viewer.display import require_display
 from viewer.frames import FrameRenderer
 from viewer.render_worker import (
@@ -54,15 +63,6 @@ from viewer.render_worker import (
     RenderWorker,
     ViewRequest,
     WorkerConfig,
-)
-from viewer.viser_app import (
-    MODES,
-    PALETTE,
-    PRESETS,
-    STRUCTURAL_KEYS,
-    _field_type,
-    _format,
-    edit_group,
 )
 
 log = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ class DesktopApp:
     def _edit_widget(self, key: str, f: Any, value: Any, slider: bool) -> None:
         """One widget per config field; values go through ``session.set`` (validated there, never clamped here)."""
         tag = f"t4d.edit.{key}"
-        kind = _field_type(self.session.stage.cfg, key)
+        kind = field_type(self.session.stage.cfg, key)
         label = key.split(".")[-1] if key.startswith("lr.") else key
         common = {"label": label, "tag": tag, "width": -170, "user_data": key}
         hint = f.metadata.get("help")
@@ -388,7 +388,7 @@ class DesktopApp:
             top = float(f.metadata.get("max", 10.0 * float(value) if value else 1.0))
             dpg.add_slider_float(default_value=float(value), min_value=float(f.metadata.get("min", 0.0)), max_value=top, format="%.4g", callback=self._on_slider, **common)
         else:
-            dpg.add_input_text(default_value=_format(value), on_enter=True, callback=self._on_edit, **common)
+            dpg.add_input_text(default_value=format_value(value), on_enter=True, callback=self._on_edit, **common)
         if hint:
             with dpg.tooltip(tag):
                 dpg.add_text(hint)
@@ -542,7 +542,7 @@ class DesktopApp:
                     return  # same number typed differently: leave the user's text alone
             except ValueError:
                 pass
-            dpg.set_value(tag, _format(value))
+            dpg.set_value(tag, format_value(value))
         else:
             dpg.set_value(tag, str(value) if isinstance(shown, str) else value)
 

@@ -22,7 +22,6 @@ two tabs can look at different times and angles.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import typing
@@ -38,35 +37,26 @@ from text4d.render.camera import orbit_position
 from text4d.session import Session, SessionEvent
 from text4d.timing import frame_to_t
 from viewer.config import ViewerConfig
+from viewer.controls import (
+    MODES,
+    PALETTE,
+    PRESETS,
+    STRUCTURAL_KEYS,
+    edit_group,
+    field_type,
+    format_value,
+)
 from viewer.frames import FrameRenderer
-from viewer.render_worker import Reason, RenderMode, RenderWorker, ViewRequest, WorkerConfig
+from viewer.render_worker import (
+    Reason,
+    RenderWorker,
+    ViewRequest,
+    WorkerConfig,
+)
 
 log = logging.getLogger(__name__)
 
-# Config keys read only when a stage is built (changing them live would do nothing or break it).
-STRUCTURAL_KEYS = ("deform.", "init_", "seed", "sh_degree")
-MODES: dict[str, RenderMode] = {"RGB": "rgb", "Alpha": "alpha", "Depth": "depth", "Ground truth | model": "gt"}
-PRESETS = {"Front": (0.0, 0.0), "Side": (0.0, 90.0), "Back": (0.0, 180.0), "Top": (89.0, 0.0)}
-PALETTE = ("#e8590c", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f08c00", "#0ca678", "#d6336c", "#5c7cfa")
 NOTIFY_KINDS = {"refused", "nan", "error", "export_started", "exported", "export_failed"}
-
-
-def edit_group(key: str) -> str:
-    if key.startswith("lambda_"):
-        return "Loss weights"
-    if key.startswith("lr"):
-        return "Learning rates"
-    if key.startswith("densify"):
-        return "Densification"
-    return "Training settings"
-
-
-def _field_type(cfg: Any, key: str) -> Any:
-    owner = cfg
-    parts = key.split(".")
-    for part in parts[:-1]:
-        owner = getattr(owner, part)
-    return typing.get_type_hints(type(owner))[parts[-1]]
 
 
 @dataclass
@@ -222,7 +212,7 @@ class ViewerApp:
         hint = f.metadata.get("help")
         bounds = " ".join(f"{k} {f.metadata[k]}" for k in ("min", "max") if k in f.metadata)
         hint = " · ".join(x for x in (hint, bounds) if x) or None
-        kind = _field_type(self.session.stage.cfg, key)
+        kind = field_type(self.session.stage.cfg, key)
         if kind is bool:
             handle = gui.add_checkbox(key, bool(value), hint=hint)
             handle.on_update(lambda e, key=key: e.client is not None and self._set(key, e.target.value))
@@ -230,7 +220,7 @@ class ViewerApp:
             handle = gui.add_dropdown(key, [str(c) for c in typing.get_args(kind)], initial_value=str(value), hint=hint)
             handle.on_update(lambda e, key=key: e.client is not None and self._set(key, e.target.value))
         else:  # numbers as text: anything typed reaches the validator and is refused visibly, never clamped
-            handle = gui.add_text(key, _format(value), hint=hint)
+            handle = gui.add_text(key, format_value(value), hint=hint)
             handle.on_update(lambda e, key=key: e.client is not None and self._debounced_set(key, e.target.value))
         return handle
 
@@ -262,7 +252,7 @@ class ViewerApp:
                     return  # same number, typed differently: leave the user's text alone
             except ValueError:
                 pass
-            handle.value = _format(value)
+            handle.value = format_value(value)
         else:
             handle.value = str(value) if isinstance(handle.value, str) else value
 
@@ -472,9 +462,3 @@ _TITLES = {
     "export_failed": "Export failed",
     "applied": "Done",
 }
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return str(value)

@@ -1,0 +1,45 @@
+"""What the editor panels offer, shared by the web (viser) and desktop (DearPyGui) studios.
+
+Front-end agnostic on purpose: the desktop studio must not need viser installed.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Any
+
+from viewer.render_worker import RenderMode
+
+# Config keys read only when a stage is built (changing them live would do nothing or break it).
+STRUCTURAL_KEYS = ("deform.", "init_", "seed", "sh_degree")
+MODES: dict[str, RenderMode] = {"RGB": "rgb", "Alpha": "alpha", "Depth": "depth", "Ground truth | model": "gt"}
+PRESETS = {"Front": (0.0, 0.0), "Side": (0.0, 90.0), "Back": (0.0, 180.0), "Top": (89.0, 0.0)}
+PALETTE = ("#e8590c", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f08c00", "#0ca678", "#d6336c", "#5c7cfa")
+
+
+def edit_group(key: str) -> str:
+    """The panel section a live-editable config key belongs in."""
+    if key.startswith("lambda_"):
+        return "Loss weights"
+    if key.startswith("lr"):
+        return "Learning rates"
+    if key.startswith("densify"):
+        return "Densification"
+    return "Training settings"
+
+
+def field_type(cfg: Any, key: str) -> Any:
+    """The declared type of the (dotted) config ``key``: picks the widget (checkbox, number, text)."""
+    owner = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        owner = getattr(owner, part)
+    return typing.get_type_hints(type(owner))[parts[-1]]
+
+
+def format_value(value: Any) -> str:
+    """A config value as a text field shows it."""
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    return str(value)
