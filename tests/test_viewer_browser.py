@@ -9,6 +9,7 @@ Chromium through ``executable_path``).
 from __future__ import annotations
 
 import os
+import socket
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -163,3 +164,33 @@ def test_two_tabs_and_reopening_a_tab(studio, browser, page):
     assert session.stats().iteration >= before  # the same session carried on; nothing restarted
     second.close()
     third.close()
+
+
+def test_an_open_tab_follows_the_chain_to_the_next_stage(browser, tmp_path):
+    """``text4d run`` serves each stage from its own viewer on the same port: an open tab reconnects to the next one."""
+    from toy_stage import ToyStage
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = ViewerConfig(port=port, resolution=96)
+    first = Session(ToyStage(), RunFolder.create("first", tmp_path), SessionConfig(eval_every=0), start_paused=True).start()
+    app = ViewerApp(first, cfg).start()
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    second = None
+    try:
+        pg.goto(app.url)
+        pg.locator("strong", has_text="toy").first.wait_for(timeout=30_000)
+        app.stop()
+        first.stop()
+        stage, _ = tiny_sample_stage(["iters=1000000"])
+        second = Session(stage, RunFolder.create("second", tmp_path), SessionConfig(eval_every=0), start_paused=True).start()
+        app = ViewerApp(second, cfg).start()
+        assert app.port == port
+        pg.locator("strong", has_text=stage.name).first.wait_for(timeout=30_000)  # the same tab, no reload
+    finally:
+        pg.close()
+        app.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
