@@ -9,8 +9,8 @@ Chromium through ``executable_path``).
 from __future__ import annotations
 
 import os
-import socket
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 
