@@ -8,7 +8,7 @@ import pytest
 import torch
 from toy_stage import ToyStage
 
-from text4d.errors import ConfigError
+from text4d.errors import ConfigError, Text4DError
 from text4d.recording import RunFolder
 from text4d.render.camera import Cameras
 from text4d.session import CommandRefused, Session, SessionConfig, SessionEvent, clone_state
@@ -356,7 +356,6 @@ def test_headless_drive_reports_a_divergence(run):
 
     from rich.console import Console
 
-    from text4d.errors import Text4DError
     from text4d.live import drive
     from viewer.config import ViewerConfig
 
@@ -365,6 +364,18 @@ def test_headless_drive_reports_a_divergence(run):
     session = Session(stage, run, SessionConfig(log_every=1, eval_every=0, good_snapshot_every=2), start_paused=True)
     with pytest.raises(Text4DError, match="stopped at iteration 2 of 10"):
         drive(session, ViewerConfig(), "none", 10, Console(file=io.StringIO()))
+
+
+def test_reopening_a_checkpoint_of_another_layout_says_so(run):
+    session = make_session(run, paused=True)
+    session.stop()  # writes the checkpoint
+
+    class Changed(ToyStage):
+        def load_state_dict(self, state):
+            raise RuntimeError("Error(s) in loading state_dict for HexPlaneField:\n\tMissing key(s) in state_dict: \"heads_out.weight\"")
+
+    with pytest.raises(Text4DError, match=r"does not fit this text4d's toy stage \(Error\(s\) in loading state_dict for HexPlaneField:\)"):
+        Session.reopen(Changed(), run)
 
 
 def test_real_stage_snapshot_rollback_and_reopen_are_exact(run):

@@ -221,7 +221,12 @@ class Session:
         if not run.has_checkpoint("latest"):
             raise Text4DError(f"{run.path} has no checkpoint to reopen (expected {run.checkpoint_dir / 'latest.json'})")
         state = run.load_checkpoint("latest", device=str(_stage_device(stage)))
-        stage.load_state_dict(state["stage"])
+        try:
+            stage.load_state_dict(state["stage"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # e.g. a layout an older text4d wrote
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise Text4DError(f"the checkpoint in {run.checkpoint_dir} does not fit this text4d's {stage.name} stage ({first}); "
+                              "it was probably written by another version: fit again, or reopen it with the version that wrote it") from e
         for key, value in state.get("session", {}).get("cfg", {}).items():
             try:
                 set_value(stage.cfg, key, value)
