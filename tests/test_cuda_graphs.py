@@ -1,14 +1,16 @@
 """The CUDA-graph replay of the deformation query must equal the eager query, through edits and densification."""
 
+import copy
 import threading
 
 import pytest
 import torch
 
 from text4d.config import load_config
+from text4d.cuda_graphs import GraphCache
 from text4d.fit import FitConfig, build_sample_stage
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
 TINY = ["sample.resolution=64", "sample.num_frames=4", "sample.supersample=1", "ref_size=64", "batch_size=2", "n_views=1",
         "init_points=2000", "static_iters=2", "iters=40", "densify.start=5", "densify.interval=5", "densify.end=30", "densify.grad_threshold=0"]
@@ -37,6 +39,7 @@ def _check_equal(stage, t):
         torch.testing.assert_close(getattr(graphed, name), getattr(eager, name), rtol=1e-5, atol=1e-6, msg=name)
 
 
+@needs_cuda
 def test_graph_matches_eager_and_follows_training():
     stage = _stage()
     t = torch.tensor([0.0, 0.5, 1.0], device="cuda")
@@ -53,6 +56,7 @@ def test_graph_matches_eager_and_follows_training():
     assert stage._deform_graphs.captures > captures
 
 
+@needs_cuda
 def test_outputs_survive_the_next_replay_and_threads():
     stage = _stage()
     with torch.no_grad():
@@ -76,3 +80,32 @@ def test_outputs_survive_the_next_replay_and_threads():
     for th in threads:
         th.join()
     assert not errors
+
+
+class _Holder:
+    def __init__(self):
+        self.value = torch.ones(3)
+        self.cache = GraphCache(self.double)
+
+    def double(self, x):
+        return (x * 2 * self.value,)
+
+
+def test_a_copied_cache_starts_empty_and_serves_the_copy():
+    """Exports deep-copy the stage: the copy's cache must not replay graphs that read the original's tensors."""
+    holder = _Holder()
+    twin = copy.deepcopy(holder)
+    assert twin.cache is not holder.cache and twin.cache.captures == 0
+    assert twin.cache.fn.__self__ is twin
+
+
+@needs_cuda
+def test_export_copy_after_capture_renders_like_the_original():
+    stage = _stage()
+    t = torch.tensor([0.3], device="cuda")
+    with torch.no_grad():
+        original = stage.deformed(t).means
+        frozen = stage.export_copy()
+        copied = frozen.deformed(t).means
+    torch.testing.assert_close(copied, original)
+    assert frozen.novel is stage.novel and frozen.model.means.data_ptr() != stage.model.means.data_ptr()

@@ -148,3 +148,16 @@ def test_field_learning_rates_decay_over_the_dynamic_phase(tmp_path, monkeypatch
     assert lrs[10]["deform"] == pytest.approx(stage.cfg.lr_deform) and lrs[10]["grid"] == pytest.approx(stage.cfg.lr_grid)
     assert lrs[60]["deform"] == pytest.approx(stage.cfg.lr_deform * 0.1**0.5)  # log-linear: halfway is the geometric mean
     assert lrs[110]["grid"] == pytest.approx(stage.cfg.lr_grid * 0.1)
+
+
+def test_export_copy_shares_frozen_parts_and_keeps_its_parameters(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
+    stage = tiny_stage("static_iters=0")
+    stage.step()
+    frozen = stage.export_copy()
+    assert frozen.novel is stage.novel and frozen.reference is stage.reference and frozen.optimizer is stage.optimizer
+    before = frozen.model.means.detach().clone()
+    torch.testing.assert_close(before, stage.model.means.detach())
+    stage.step()
+    assert not torch.equal(stage.model.means.detach(), before)  # training moved on ...
+    torch.testing.assert_close(frozen.model.means.detach(), before)  # ... the copy did not

@@ -52,9 +52,6 @@ class ClipSimilarity(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-    def __deepcopy__(self, memo: dict) -> "ClipSimilarity":
-        return self  # frozen and stateless: a stage copied for an export shares it instead of duplicating the weights
-
     def preprocess(self, images: Tensor) -> Tensor:
         """[B, H, W, 3] in [0, 1] -> normalised [B, 3, crop, crop]."""
         x = images.permute(0, 3, 1, 2).float()

@@ -15,6 +15,7 @@ rollback loads new storage) the key changes and a new graph is captured.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -69,9 +70,9 @@ class GraphCache:
             entry.graph.replay()
             return tuple(out.clone() for out in entry.outputs)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._graphs.clear()
+    def __deepcopy__(self, memo: dict) -> GraphCache:
+        """A copy starts empty: captured graphs read the original's tensors, and a lock cannot be copied."""
+        return GraphCache(copy.deepcopy(self.fn, memo), self.capacity, self.warmup)
 
     def _capture(self, dynamic: Sequence[Tensor]) -> _Entry:
         inputs = tuple(x.detach().clone() for x in dynamic)

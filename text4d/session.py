@@ -555,7 +555,7 @@ class Session:
         it = self.stage.iteration
         with self.lock:
             try:
-                frozen = copy.deepcopy(self.stage)  # exports read this copy while training goes on
+                frozen = self.stage.export_copy()  # exports read this copy while training goes on
             except Exception as e:  # a stage holding something uncopyable: say so, keep training
                 raise CommandRefused(f"cannot take a copy of the {self.stage.name} stage to export from: {e}") from e
 

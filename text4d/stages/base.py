@@ -12,6 +12,7 @@ on the next one.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -89,6 +90,19 @@ class Stage(ABC):
     def status(self) -> str:
         """A line for the viewers' stats panel saying what the stage is doing, beyond the iteration count ("" = nothing)."""
         return ""
+
+    def export_copy(self) -> Stage:
+        """A copy that exports read while training goes on.
+
+        Parameters are copied; what training never changes in place (frozen guidance models,
+        input images, metric networks) and what exports never read (the optimiser) is shared,
+        so an export from the viewer costs the model's size, not the guidance model's.
+        """
+        return copy.deepcopy(self, {id(x): x for x in self._shared_in_copies() if x is not None})
+
+    def _shared_in_copies(self) -> tuple[Any, ...]:
+        """The objects :meth:`export_copy` shares instead of duplicating."""
+        return ()
 
 
 class GaussianStage(Stage):

@@ -170,6 +170,9 @@ class DynamicStage(GaussianStage):
             means, quats, scales, opacities, sh = self._deform(t)
         return Splats(means, quats, scales, opacities.unsqueeze(0).expand(n_t, -1), sh.unsqueeze(0).expand(n_t, -1, -1, -1))
 
+    def _shared_in_copies(self) -> tuple[Any, ...]:
+        return (self.novel, self.reference, self.test, self.lpips, self.clip, self.optimizer, self._ref_cache)
+
     def _deform(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Deformed means, quaternions, scales [T, N, ·] at times ``t``, and the opacities [N] and SH [N, K, 3]."""
         m = self.model

@@ -193,6 +193,9 @@ class StaticStage(GaussianStage):
 
     # -- Stage API ---------------------------------------------------------------------------
     @torch.no_grad()
+    def _shared_in_copies(self) -> tuple[Any, ...]:
+        return (self.guidance, self.rgb, self.alpha, self.optimizer, self._target)
+
     def render(self, cameras: Cameras, t: float | Tensor = 0.0, bg: Tensor | None = None) -> RenderOutput:
         bg = torch.ones(3, device=self.device) if bg is None else bg.to(self.device)
         return render(self.model.splats(), cameras.to(self.device), bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree)
