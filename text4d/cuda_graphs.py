@@ -5,12 +5,13 @@ some thirty tiny kernels. On a GPU its cost is the CPU launching them, not the
 arithmetic, so a viewer frame or an evaluation pass paid more for the deformation
 than for rasterising. A captured graph replays all of them with one launch.
 
-A graph bakes in the *addresses* of every tensor it reads. So the cache keys each
-graph by the address, shape and dtype of the tensors the function reads by
-reference (``fixed``: model parameters, updated in place by the optimiser), and
-copies the per-call inputs (``dynamic``: e.g. the query times) into the graph's
-own buffers. When a tensor is replaced (densification grows the model, a
-rollback loads new storage) the key changes and a new graph is captured.
+A graph bakes in the *addresses* of every tensor it reads. So the cache holds
+graphs for one set of the tensors the function reads by reference (``fixed``:
+model parameters, updated in place by the optimiser), identified by their
+addresses, shapes and dtypes, one graph per shape of the per-call inputs
+(``dynamic``: e.g. the query times, copied into the graph's own buffers). When
+a fixed tensor is replaced (densification grows the model, a rollback loads
+new storage) every graph is dropped, freeing its memory, and new ones are captured.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class _Entry:
 
 
 class GraphCache:
-    """Captured CUDA graphs of ``fn(*dynamic) -> tuple[Tensor, ...]``, at most ``capacity`` kept.
+    """Captured CUDA graphs of ``fn(*dynamic) -> tuple[Tensor, ...]``, at most ``capacity`` input shapes kept.
 
     Call it under ``torch.no_grad()`` with CUDA tensors. Outputs are fresh tensors
     (cloned from the graph's buffers), so callers may keep them across calls.
@@ -49,14 +50,19 @@ class GraphCache:
         self.capacity = capacity
         self.warmup = warmup
         self.captures = 0  # how many graphs were captured (tests and benchmarks read it)
+        self._fixed: _Key = ()
         self._graphs: OrderedDict[_Key, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, dynamic: Sequence[Tensor], fixed: Sequence[Tensor]) -> tuple[Tensor, ...]:
         if torch.is_grad_enabled():
             raise RuntimeError("GraphCache replays forward passes only; call it under torch.no_grad()")
-        key = tuple((x.data_ptr(), tuple(x.shape), x.dtype) for x in fixed) + tuple((tuple(x.shape), x.dtype, x.device) for x in dynamic)
+        fixed_key = tuple((x.data_ptr(), tuple(x.shape), x.dtype) for x in fixed)
+        key = tuple((tuple(x.shape), x.dtype, x.device) for x in dynamic)
         with self._lock:
+            if fixed_key != self._fixed:  # the graphs read tensors that are gone
+                self._graphs.clear()
+                self._fixed = fixed_key
             entry = self._graphs.get(key)
             if entry is None:
                 entry = self._capture(dynamic)
