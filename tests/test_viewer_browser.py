@@ -47,7 +47,7 @@ def studio(tmp_path_factory) -> Iterator[tuple[Session, ViewerApp]]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     run = RunFolder.create("browser", tmp_path_factory.mktemp("recordings"))
-    stage, _ = tiny_sample_stage(["iters=1000000"])
+    stage, _ = tiny_sample_stage(["iters=1000000", "static_iters=10"])
     session = Session(stage, run, SessionConfig(log_every=5, eval_every=20)).start()
     app = ViewerApp(session, ViewerConfig(port=0, resolution=160, edit_debounce_s=0.2)).start()
     yield session, app
@@ -97,6 +97,8 @@ def ensure_running(session: Session) -> None:
 
 def test_time_slider_changes_the_shown_frame(studio, page):
     session, app = studio
+    # Frames differ only once the deformation field has trained a little (it starts as the identity).
+    session.wait(lambda s: s.iteration >= 40, timeout=120)
     session.pause().result(10)  # only the time may change what is shown
     until(lambda: sum(frames_sent(app).values()) > 0, what="a first frame")
     before = settled_picture(page)
