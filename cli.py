@@ -152,6 +152,11 @@ def record_scene(
     typer.echo(f"wrote {export_viser_scene(stage, target, fps=fps)}")
 
 
+def _given(**options: object) -> list[str]:
+    """``key=value`` overrides for the command-line options the user gave (None and "" mean not given)."""
+    return [f"{key}={value}" for key, value in options.items() if value is not None and value != ""]
+
+
 def _print_json(result: dict) -> None:
     typer.echo(json.dumps(result, indent=2))
 
@@ -238,10 +243,7 @@ def static_cmd(
     """Image -> static 3D Gaussians (DreamGaussian + Zero123 SDS), or import a .ply; writes model.ply in a run folder."""
     from text4d.pipeline import static
 
-    extra = [f"image={image}"] if image else []
-    extra += [f"ply={ply}"] if ply else []
-    extra += [f"ply_radius={radius}"] if radius is not None else []
-    extra += [f"zero123={zero123}"] if zero123 else []
+    extra = _given(image=image, ply=ply, ply_radius=radius, zero123=zero123)
     static(config, extra + list(overrides or []), ui=ui, steps=steps)
 
 
@@ -263,11 +265,7 @@ def animate_cmd(
 
     if frames and video:
         raise Text4DError("give --frames or --video, not both")
-    extra = [f"frames={frames or video}"] if (frames or video) else []
-    extra += [f"static={static}"] if static else []
-    extra += [f"zero123={zero123}"] if zero123 else []
-    extra += [f"static_radius={radius}"] if radius is not None else []
-    extra += [f"clip_model={clip}"] if clip else []
+    extra = _given(frames=frames or video, static=static, zero123=zero123, static_radius=radius, clip_model=clip)
     animate(config, extra + list(overrides or []), ui=ui, steps=steps)
 
 
@@ -287,8 +285,7 @@ def run_cmd(
     """The whole chain; every stage's output is kept in the run folder (re-run with run_dir=... redo=[static])."""
     from text4d.pipeline import run
 
-    extra = [f"{k}={v}" for k, v in (("prompt", prompt), ("image", image), ("video", video), ("t2v", t2v), ("motion", motion),
-                                      ("svd", svd), ("zero123", zero123)) if v]
+    extra = _given(prompt=prompt, image=image, video=video, t2v=t2v, motion=motion, svd=svd, zero123=zero123)
     typer.echo(str(run(config, extra + list(overrides or []), ui=ui)))
 
 

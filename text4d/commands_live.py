@@ -18,9 +18,16 @@ from rich.console import Console
 
 from text4d.commands_recon import is_recon_run, open_recon_run
 from text4d.config import load_config, to_yaml
-from text4d.errors import ConfigError, Text4DError
+from text4d.errors import Text4DError
 from text4d.fit import FitConfig, build_sample_stage, resolve_device
-from text4d.live import HEADLESS_EXPORTS, UI, check_front_ends, drive, viewer_overrides
+from text4d.live import (
+    HEADLESS_EXPORTS,
+    UI,
+    check_front_ends,
+    check_steps,
+    drive,
+    viewer_overrides,
+)
 from text4d.recording import RunFolder
 from text4d.session import Exporter, Session, SessionConfig, default_exporters
 from viewer.config import ViewerConfig
@@ -63,7 +70,7 @@ def demo(
         exports: what a headless run writes at the end: "ply", "mp4", "gif".
     """
     console = console or Console()
-    _check_steps(steps)
+    check_steps(steps)
     check_front_ends(ui)
     cfg = load_live_config(config, overrides, host, port)
     device = resolve_device(cfg.device)
@@ -89,7 +96,7 @@ def view(
 ) -> Path:
     """Reopen ``run_dir`` paused at its latest checkpoint; press Resume (or pass ``steps``) to train on."""
     console = console or Console()
-    _check_steps(steps)
+    check_steps(steps)
     session, cfg = open_run(run_dir, overrides, host, port)
     console.print(f"reopened [bold]{session.run.path}[/bold] at iteration {session.stage.iteration} (paused)")
     drive(session, cfg.viewer, ui, steps, console, exports)
@@ -110,8 +117,3 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None, host: str 
 
 def _exporters(cfg: LiveConfig) -> dict[str, Exporter]:
     return default_exporters(video_frames=cfg.video_frames, video_resolution=cfg.video_resolution)
-
-
-def _check_steps(steps: int | None) -> None:
-    if steps is not None and steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {steps}")

@@ -15,9 +15,9 @@ from pathlib import Path
 from rich.console import Console
 
 from text4d.config import load_config, to_yaml
-from text4d.errors import ConfigError, Text4DError
+from text4d.errors import Text4DError
 from text4d.fit import resolve_device
-from text4d.live import UI, check_front_ends, drive, viewer_overrides
+from text4d.live import UI, check_front_ends, check_steps, drive, viewer_overrides
 from text4d.recon import ReconConfig, build_recon_stage, load_scene, recon_exporters
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
@@ -71,8 +71,7 @@ def fit_scene(
     an orbit video). ``steps`` trains that many iterations, then pauses.
     """
     console = console or Console()
-    if steps is not None and steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    check_steps(steps)
     check_front_ends(ui)
     cfg = load_recon_config(config, overrides, data, host, port)
     scene = load_scene(cfg)

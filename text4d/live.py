@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from text4d.errors import Text4DError
+from text4d.errors import ConfigError, Text4DError
 from text4d.recording import record_session_open
 from text4d.session import Session, SessionStats
 from viewer.config import ViewerConfig
@@ -84,6 +84,12 @@ def serve(session: Session, viewer_cfg: ViewerConfig, console: Console, fronts: 
     finally:
         if app is not None:
             app.stop()
+
+
+def check_steps(steps: int | None) -> None:
+    """``--steps`` must ask for at least one iteration (None: train to ``iters``)."""
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
 
 
 def check_front_ends(ui: str) -> tuple[str, ...]:
