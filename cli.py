@@ -222,11 +222,13 @@ def bench_motion(
     tiny: bool = typer.Option(False, help="Tiny random models (a CPU smoke test), not the ZeroScope size."),
     device: Optional[str] = typer.Option(None),
     compile: bool = typer.Option(False, help="Also time torch.compile'd inference."),
+    train: bool = typer.Option(True, help="Time the training steps."),
+    infer: bool = typer.Option(True, help="Time inference and the DDIM inversion."),
 ) -> None:
     """MotionDirector-style training step, inference and inversion timings (ZeroScope architecture, random weights)."""
     from text4d.bench.motion import run
 
-    _print_json(run(tiny=tiny, device=device, compile=compile))
+    _print_json(run(tiny=tiny, device=device, compile=compile, train=train, infer=infer))
 
 
 @app.command("static")

@@ -49,7 +49,7 @@ def box_video(tmp_path_factory) -> Path:
 
 def _cfg(out: Path, video: Path, *extra: str):
     return load_train_config(None, [
-        f"output_dir={out}", "train.kind=single_video", f"train.path={video}", "train.prompt=a box slides",
+        "device=cpu", f"output_dir={out}", "train.kind=single_video", f"train.path={video}", "train.prompt=a box slides",
         "train.width=32", "train.height=32", "train.n_sample_frames=3", "lora_rank=4", "max_train_steps=4",
         "checkpointing_steps=2", "validation.enabled=false", *extra,
     ])
@@ -108,6 +108,29 @@ def test_resume_continues_bit_exactly(base_models, box_video, tmp_path):
         for pa, pb in zip(oa.param_groups[0]["params"], ob.param_groups[0]["params"]):
             assert torch.equal(oa.state[pa]["exp_avg"], ob.state[pb]["exp_avg"])
     assert not list((tmp_path / "b").glob(".checkpoint-*")), "no partial checkpoint may be left behind"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_cuda_graph_steps_match_eager_steps(base_models, box_video, tmp_path, checkpointing):
+    runs = {}
+    for graphs in (False, True):
+        cfg = _cfg(tmp_path / str(graphs), box_video, "lora_dropout=0.0", "max_train_steps=12", "device=cuda",
+                   "mixed_precision=no", f"cuda_graphs={str(graphs).lower()}", "spatial_skip_prob=0.5",
+                   f"gradient_checkpointing={str(checkpointing).lower()}", "learning_rate=1e-3")
+        torch.backends.cudnn.deterministic = True
+        tr = MotionTrainer(cfg, models=copy.deepcopy(base_models), progress=False)
+        losses = [tr.train_step() for _ in range(12)]
+        runs[graphs] = losses, [p.detach().cpu() for p in tr.lora.parameters()], tr.graphs.captures
+    torch.backends.cudnn.deterministic = False
+    (eager, eager_params, none), (graphed, graphed_params, captures) = runs[False], runs[True]
+    assert none == 0 and captures >= 3  # spatial and temporal passes of both clips at least
+    assert [sorted(a) for a in eager] == [sorted(b) for b in graphed]
+    for a, b in zip(eager, graphed):
+        for k in a:
+            assert b[k] == pytest.approx(a[k], rel=1e-3), k
+    for a, b in zip(eager_params, graphed_params):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_memory_saving_mode_still_trains_images(models, tmp_path):
@@ -181,6 +204,11 @@ def test_presets_reproduce_the_original_values():
                c.validation_steps, c.train.kind)
         assert got == (w, h, n, steps, ck, val, kind), name
         assert c.lora_rank == 32 and c.lora_dropout == 0.1 and c.learning_rate == 5e-4
+
+
+def test_mixed_precision_no_survives_yaml():
+    # YAML reads a bare `no` as False, which OmegaConf then stores as the string "False".
+    assert load_train_config(None, ["mixed_precision=no"]).mixed_precision == "no"
 
 
 def test_bad_inputs_give_clear_errors(base_models, box_video, tmp_path):

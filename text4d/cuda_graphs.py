@@ -1,4 +1,8 @@
-"""Replay a no-grad tensor function as a CUDA graph: one launch instead of dozens.
+"""Replay tensor work as CUDA graphs: one launch instead of hundreds or thousands.
+
+Two users: :class:`GraphCache` for no-grad queries (the deformation field), and
+:class:`StepGraphs` for whole training passes (forward, loss, backward) of a large
+model whose Python and launch overhead the GPU would otherwise wait for.
 
 Why: the deformation query (HexPlane sampling, a small MLP, adding the deltas) is
 some thirty tiny kernels. On a GPU its cost is the CPU launching them, not the
@@ -94,3 +98,68 @@ class GraphCache:
             outputs = tuple(self.fn(*inputs))
         self.captures += 1
         return _Entry(graph, inputs, outputs)
+
+
+class StepGraphs:
+    """Run training passes (forward, loss and ``backward()``) as CUDA graphs, one per ``key``.
+
+    Why: a MotionDirector step runs a 1.4 B-parameter UNet3D wrapped in ~270 peft layers
+    twice, forward and backward; on an H100 the GPU was busy for 0.22 s of a 0.52 s step, the
+    rest it waited for Python and kernel launches. Replayed, a pass costs one launch.
+
+    A pass is ``fn(**inputs) -> loss`` that calls ``backward()`` itself. Its gradients must
+    accumulate into ``.grad`` tensors that already exist (:meth:`prepare_grads`), so every
+    graph writes into the same buffers the optimiser reads; zero them with
+    ``zero_grad(set_to_none=False)``. The first call of a key runs eagerly on a side stream
+    (cuDNN autotuning and lazy allocations happen outside any graph); the second captures and
+    replays; later calls copy the inputs into the graph's buffers and replay. All graphs share
+    one memory pool, so passes that never run at the same time cost the memory of the largest;
+    a replayed loss is therefore cloned out before another graph can overwrite it.
+    Disabled (``enabled=False`` or off CUDA) it simply calls ``fn``.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and torch.cuda.is_available()
+        self.captures = 0  # tests and benchmarks read it
+        self._seen: set = set()
+        self._graphs: dict = {}
+        self._pool = None
+
+    @staticmethod
+    def prepare_grads(params: Sequence[Tensor]) -> None:
+        """Give every parameter a zero ``.grad`` the graphs can accumulate into."""
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+
+    def __call__(self, key, fn: Callable[..., Tensor], **inputs: Tensor) -> Tensor:
+        if not self.enabled or next(iter(inputs.values())).device.type != "cuda":
+            return fn(**inputs)
+        entry = self._graphs.get(key)
+        if entry is not None:
+            graph, static, loss = entry
+            for name, x in inputs.items():
+                static[name].copy_(x, non_blocking=True)
+            graph.replay()
+            return loss.clone()
+        device = next(iter(inputs.values())).device
+        if key not in self._seen:
+            self._seen.add(key)
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                loss = fn(**inputs)
+            torch.cuda.current_stream(device).wait_stream(side)
+            return loss
+        static = {name: x.detach().clone() for name, x in inputs.items()}
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # blocks cached by the eager passes cannot serve the graph's pool
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            loss = fn(**static)
+        if self._pool is None:
+            self._pool = graph.pool()
+        self.captures += 1
+        self._graphs[key] = (graph, static, loss)
+        graph.replay()
+        return loss.clone()

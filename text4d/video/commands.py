@@ -61,7 +61,9 @@ def generate_cmd(
     output: str = typer.Option("outputs/inference", "--output", "-o"),
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision", help="auto | bf16 | no"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet (CUDA)"),
+    compile: bool = typer.Option(False, "--compile", help=(
+        "torch.compile the UNet (CUDA). H100, 24x576x320, 30 steps: denoising 6.6 s -> 4.5 s, after a first "
+        "compile of ~105 s; later runs reuse torch's on-disk kernel cache and compile in ~25 s")),
 ) -> None:
     """Generate a driving video (mp4 + RGBA frames for the 4D stage)."""
     from text4d.video.driving import DrivingVideoRequest, make_driving_video

@@ -72,7 +72,14 @@ class MotionTrainConfig:
     gradient_checkpointing: bool = False
     memory_saving: bool = field(default=False, metadata={
         "help": "gradient checkpointing + VAE/text encoder off the GPU once latents are cached"})
+    cuda_graphs: bool = field(default=True, metadata={
+        "help": "replay each training pass as a CUDA graph (CUDA only; off in memory_saving mode, whose "
+                "budget the graphs' memory pool would exceed)"})
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if str(self.mixed_precision).lower() in ("false", "off"):  # YAML reads a bare `no` as a boolean
+            self.mixed_precision = "no"
 
 
 def load_train_config(path: str | None, overrides: list[str] | None = None) -> MotionTrainConfig:
