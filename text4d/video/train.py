@@ -20,7 +20,8 @@ autocast would run every GroupNorm in fp32 and cast activations back and forth (
 A run folder holds ``config.yaml``, ``cached_latents/``, ``checkpoint-<step>/`` (adapter
 safetensors + optimiser states, step and every RNG state, written to a temporary folder and renamed
 so a checkpoint is either complete or absent), ``samples/`` and ``metrics.jsonl``. Running the same
-config again resumes from the latest checkpoint and continues bit-exactly.
+config again resumes from the latest checkpoint and continues bit-exactly (on the CPU; on CUDA, cuDNN
+autotuning may pick other kernels after a restart, and the first step of each pass runs eagerly).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def pick_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
 _CHECKPOINTED = ("ResnetBlock2D", "TemporalConvLayer", "Transformer2DModel", "TransformerTemporalModel")
 
 
-def enable_gradient_checkpointing(unet: torch.nn.Module, kinds: tuple[str, ...] = _CHECKPOINTED) -> int:
+def enable_gradient_checkpointing(unet: torch.nn.Module) -> int:
     """Recompute every resnet, temporal conv and transformer of the UNet in the backward pass.
 
     diffusers' ``UNet3DConditionModel`` declares no gradient-checkpointing support (its 3D blocks
@@ -87,7 +88,7 @@ def enable_gradient_checkpointing(unet: torch.nn.Module, kinds: tuple[str, ...] 
 
     count = 0
     for module in unet.modules():
-        if type(module).__name__ not in kinds or getattr(module, "_text4d_checkpointed", False):
+        if type(module).__name__ not in _CHECKPOINTED or getattr(module, "_text4d_checkpointed", False):
             continue
         forward = module.forward
 
