@@ -92,6 +92,18 @@ def _check_bounds(key: str, value: Any, meta: Any) -> None:
         raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
 
 
+_YAML_BOOL_WORDS = {"true": ("true", "yes", "on", "y"), "false": ("false", "no", "off", "n")}
+
+
+def _unread_yaml_bool(value: str, choices: Any) -> str:
+    """The choice a YAML boolean stood for: YAML reads a bare ``no`` as False, stored in a str field as "False"."""
+    words = _YAML_BOOL_WORDS.get(value.lower())
+    if words is None or value in choices:
+        return value
+    matches = [c for c in choices if isinstance(c, str) and c.lower() in words]
+    return matches[0] if len(matches) == 1 else value
+
+
 def validate(cfg: Any, prefix: str = "") -> None:
     """Check every field's declared bounds (``metadata`` min/max/choices), recursively."""
     for f in dataclasses.fields(cfg):
@@ -100,6 +112,9 @@ def validate(cfg: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             validate(value, key + ".")
         elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            if isinstance(value, str) and f.metadata.get("choices") is not None:
+                value = _unread_yaml_bool(value, f.metadata["choices"])
+                setattr(cfg, f.name, value)
             _check_bounds(key, value, f.metadata)
 
 

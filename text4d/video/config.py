@@ -77,10 +77,6 @@ class MotionTrainConfig:
                 "budget the graphs' memory pool would exceed)"})
     device: str = "auto"
 
-    def __post_init__(self) -> None:
-        if str(self.mixed_precision).lower() in ("false", "off"):  # YAML reads a bare `no` as a boolean
-            self.mixed_precision = "no"
-
 
 def load_train_config(path: str | None, overrides: list[str] | None = None) -> MotionTrainConfig:
     return load_config(MotionTrainConfig, path, overrides)
