@@ -133,7 +133,8 @@ class StepGraphs:
                 p.grad = torch.zeros_like(p)
 
     def __call__(self, key, fn: Callable[..., Tensor], **inputs: Tensor) -> Tensor:
-        if not self.enabled or next(iter(inputs.values())).device.type != "cuda":
+        device = next(iter(inputs.values())).device
+        if not self.enabled or device.type != "cuda":
             return fn(**inputs)
         entry = self._graphs.get(key)
         if entry is not None:
@@ -142,7 +143,6 @@ class StepGraphs:
                 static[name].copy_(x, non_blocking=True)
             graph.replay()
             return loss.clone()
-        device = next(iter(inputs.values())).device
         if key not in self._seen:
             self._seen.add(key)
             side = torch.cuda.Stream(device=device)

@@ -134,7 +134,8 @@ def run(tiny: bool = False, device: str | None = None, train_steps: int = 12, wa
 
     if infer:
         gc.collect()  # the trainers' CUDA graphs hold their memory pools until collected
-        torch.cuda.empty_cache() if dev.type == "cuda" else None
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
         (w, h), frames, n_steps, inv_steps = ((32, 32), 3, 2, 3) if tiny else ((576, 320), 24, 30, 50)
         # A fresh UNet: the memory-saving case wrapped its modules for checkpointing.
         models = build_t2v(tiny=tiny, device=dev, dtype=dtype)
