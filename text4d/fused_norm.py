@@ -162,9 +162,19 @@ if triton is not None:
         tl.store(out_ptr + offs, result.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def _block_c(c: int) -> int:
+    """Channels per Triton tile."""
+    return min(triton.next_power_of_2(c), 128)
+
+
+def _apply_grid(n: int, hw: int, c: int) -> tuple[int, int, int]:
+    """The apply kernel's grid: (sample, row tile, channel tile)."""
+    return n, -(-hw // ROWS_PER_BLOCK), -(-c // _block_c(c))
+
+
 def _launch_shape(n: int, hw: int, c: int) -> tuple[int, int, int]:
     """(block_c, row blocks per sample, rows per block) for the partial-sum kernel."""
-    block_c = min(triton.next_power_of_2(c), 128)
+    block_c = _block_c(c)
     col_blocks = -(-c // block_c)
     per_sample = max(1, min(-(-hw // ROWS_PER_BLOCK), TARGET_PROGRAMS // max(n * col_blocks, 1)))
     rows = -(-hw // per_sample)
@@ -212,10 +222,9 @@ def _normalize(x: Tensor, stats: _Stats, silu: bool, out: Tensor) -> None:
     """out = silu?(x * scale + shift), all [N, HW, C]."""
     n, hw, c = x.shape
     if triton_available(x.device):
-        block_c = min(triton.next_power_of_2(c), 128)
-        _apply_kernel[(n, -(-hw // ROWS_PER_BLOCK), -(-c // block_c))](
+        _apply_kernel[_apply_grid(n, hw, c)](
             x, x, out, stats.gamma, stats.beta, stats.mean, stats.rstd, stats.mean, stats.mean, hw, c, stats.mean.shape[1],
-            BACKWARD=False, SILU=silu, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
+            BACKWARD=False, SILU=silu, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=_block_c(c))
         return
     _, _, scale, shift = stats.per_channel()
     z = x.float() * scale + shift
@@ -235,12 +244,13 @@ def _input_gradient(x: Tensor, dy: Tensor, stats: _Stats, silu: bool, dx: Tensor
         _partial_sums_kernel[(n, blocks, -(-c // block_c))](x, dy, *args, a, b, hw, c, groups, rows, blocks,
                                                             BACKWARD=True, SILU=silu, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
         coef_x, coef_c = torch.empty_like(stats.mean), torch.empty_like(stats.mean)
-        sum_dz, sum_dz_xhat = torch.empty(n, c, device=x.device, dtype=torch.float32), torch.empty(n, c, device=x.device, dtype=torch.float32)
+        sum_dz = torch.empty(n, c, device=x.device, dtype=torch.float32)
+        sum_dz_xhat = torch.empty_like(sum_dz)
         _finalize_kernel[(n, groups)](a, b, stats.gamma, stats.mean, stats.rstd, coef_x, coef_c, sum_dz, sum_dz_xhat,
                                       hw, c, groups, blocks, rows, float(per_group), 0.0, BACKWARD=True,
                                       BLOCK_P=triton.next_power_of_2(blocks), BLOCK_CG=triton.next_power_of_2(c // groups))
         if dx is not None:
-            _apply_kernel[(n, -(-hw // ROWS_PER_BLOCK), -(-c // block_c))](
+            _apply_kernel[_apply_grid(n, hw, c)](
                 x, dy, dx, *args, coef_x, coef_c, hw, c, groups, BACKWARD=True, SILU=silu, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
         return sum_dz, sum_dz_xhat
     mean, rstd, scale, shift = stats.per_channel()
@@ -319,7 +329,7 @@ class FusedGroupNorm(nn.GroupNorm):
         self.silu = silu
 
     @classmethod
-    def from_group_norm(cls, norm: nn.GroupNorm, silu: bool) -> "FusedGroupNorm":
+    def from_group_norm(cls, norm: nn.GroupNorm, silu: bool) -> FusedGroupNorm:
         fused = cls(norm.num_groups, norm.num_channels, norm.eps, norm.affine, silu)
         fused.weight, fused.bias = norm.weight, norm.bias  # share the parameters, not copies
         return fused
