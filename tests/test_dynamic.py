@@ -161,3 +161,17 @@ def test_export_copy_shares_frozen_parts_and_keeps_its_parameters(tmp_path, monk
     stage.step()
     assert not torch.equal(stage.model.means.detach(), before)  # training moved on ...
     torch.testing.assert_close(frozen.model.means.detach(), before)  # ... the copy did not
+
+
+def test_novel_views_step_through_their_resolutions_and_still_feed_densification(tmp_path, monkeypatch):
+    """DreamGaussian4D renders novel views at 128 -> 256 -> 512 px (30 % / 60 %): here 16 -> 32 -> 48
+    around a 32 px reference, so both the two-call and the one-call render paths run."""
+    monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
+    stage = tiny_stage("iters=10", "resolutions=[16,32,48]", "densify.start=1", "densify.interval=100")
+    seen = []
+    loss = stage.novel.loss
+    stage.novel.loss = lambda out, bg, progress: seen.append(tuple(out.rgb.shape[1:4])) or loss(out, bg, progress)
+    for _ in range(10):
+        stage.step()
+    assert seen == [(2, 16, 16)] * 2 + [(2, 32, 32)] * 3 + [(2, 48, 48)] * 5  # progress = (iteration + 1) / iters
+    assert stage.strategy.count.shape[0] == stage.num_gaussians and stage.strategy.count.sum() > 0

@@ -15,7 +15,7 @@ from text4d.pipeline import run
 from tests.test_frames import write_clip
 from tests.test_motion_media import svd_dir  # noqa: F401  (the tiny Stable Video Diffusion folder fixture)
 
-TINY_DYN = ["ref_size=16", "batch_size=2", "n_views=1", "iters=2", "init_points=100", "sds.image_size=16", "backend=torch", "device=cpu"]
+TINY_DYN = ["ref_size=16", "resolutions=[8,16,16]", "batch_size=2", "n_views=1", "iters=2", "init_points=100", "sds.image_size=16", "backend=torch", "device=cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,7 @@ def test_animate_resume_continues_sds_bit_exactly(tmp_path, one_thread):
     clip = write_clip(tmp_path / "clip", 3)
     models = build_zero123(tiny=True)
     # schedule=random makes the timestep generator matter too, not only the SDS noise.
-    over = ["ref_size=16", "batch_size=2", "n_views=2", "iters=8", "init_points=60", "sds.image_size=16", "sds.schedule=random",
+    over = ["ref_size=16", "resolutions=[8,16,16]", "batch_size=2", "n_views=2", "iters=8", "init_points=60", "sds.image_size=16", "sds.schedule=random",
             "backend=torch", "device=cpu", f"frames={clip}"]
     cfg = load_animate_config("configs/dynamic/4d.yaml", over)
     _resume_matches(lambda: build_animate_stage(cfg, torch.device("cpu"), models), tmp_path)

@@ -25,6 +25,8 @@ class FitConfig(DynamicConfig):
     as in the original's flat configs: ``text4d fit --sample iters=300 ref_size=128``.
     """
 
+    # Supervised novel views are scored against images of the reference size: no resolution steps.
+    resolutions: list[int] = field(default_factory=list, metadata={"help": "novel-view render size per phase; [] = ref_size"})
     sample: SampleConfig = field(default_factory=SampleConfig)
     name: str = "sample"
     out: str = "recordings"

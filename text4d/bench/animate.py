@@ -1,9 +1,11 @@
 """``text4d bench animate``: the dynamic stage with Zero123 SDS at full Stable-Zero123 size (random weights).
 
 Synthetic driving clip (a coloured disc, RGBA) -> :func:`text4d.animate.build_animate_stage` with a
-random-weight model of the real architecture, so the numbers are the ones a real run pays. Reports
-s/iteration (median after warm-up), total seconds for ``iters`` (the warm-up steps as measured,
-compilation included, plus the steady rate for the rest), and peak GiB per config. ``tiny=True`` is a CPU smoke test.
+random-weight model of the real architecture, so the numbers are the ones a real run pays. Reports,
+per config, s/iteration (median after warm-up) in each novel-view resolution phase (128/256/512 px),
+total seconds for ``iters`` (each phase's warm-up steps as measured, compilation and CUDA-graph
+capture included, plus its steady rate for the rest of the phase), and peak GiB. ``tiny=True`` is a
+CPU smoke test.
 """
 
 from __future__ import annotations
@@ -51,13 +53,31 @@ def time_stage(stage, iters: int, warmup: int, device: torch.device) -> dict:
             "warmup_s": round(warmup_s, 2), "warmup_iters": warmup, "peak_gib": peak_gib(device)}
 
 
+def time_phases(stage, iters: int, milestones: list[float], resolutions: list[int], measure_iters: int, warmup: int,
+                device: torch.device, first_iteration: int = 0) -> dict:
+    """Time ``stage`` inside each novel-view resolution phase (one stage, run on from phase to phase,
+    as a real run is) and add up what ``iters`` iterations cost: per phase, its warm-up as measured
+    (a new render size means new cuDNN plans and CUDA graphs) plus its steady rate for the rest."""
+    bounds = [0.0, *milestones[: max(len(resolutions) - 1, 0)], 1.0]
+    phases, total = {}, 0.0
+    for level in range(len(bounds) - 1):
+        label = f"{bounds[level]:.1f}-{bounds[level + 1]:.1f}" + (f"@{resolutions[level]}px" if resolutions else "")
+        stage.iteration = first_iteration + int(bounds[level] * iters)
+        r = time_stage(stage, measure_iters, warmup, device)
+        phase_iters = round((bounds[level + 1] - bounds[level]) * iters)
+        total += r["warmup_s"] + r["s_per_iteration"] * max(phase_iters - warmup, 0)
+        phases[label] = r
+    peaks = [p["peak_gib"] for p in phases.values() if p["peak_gib"] is not None]
+    return {"phases": phases, "total_s_for_iters": round(total, 1), "peak_gib": max(peaks) if peaks else None}
+
+
 def run(configs: tuple[str, ...] = ("4d", "4d_demo"), device: str | None = None, tiny: bool = False, measure_iters: int = 20,
         warmup: int = 3, frames: int = 14, overrides: list[str] | None = None) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     models = build_zero123(tiny=tiny, device=dev)
     extra = list(overrides or [])
     if tiny:
-        extra += ["ref_size=32", "batch_size=2", "sds.image_size=32", "init_points=500"]
+        extra += ["ref_size=32", "resolutions=[16,32,32]", "batch_size=2", "sds.image_size=32", "init_points=500"]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         clip = synthetic_clip(Path(tmp) / "clip", 32 if not tiny else 4, 256 if not tiny else 32)
@@ -67,9 +87,8 @@ def run(configs: tuple[str, ...] = ("4d", "4d_demo"), device: str | None = None,
                 n = 32 if name == "4d_c4d" else frames
                 cfg.frames = str(synthetic_clip(Path(tmp) / f"clip{n}", n, 256))
             stage = build_animate_stage(cfg, dev, models)
-            r = time_stage(stage, measure_iters, warmup, dev)
-            # What a run of cfg.iters costs: the warm-up steps as measured (compilation included), then steady steps.
-            r["total_s_for_iters"] = round(r["warmup_s"] + r["s_per_iteration"] * max(cfg.iters - warmup, 0), 1)
+            r = time_phases(stage, cfg.iters, cfg.resolution_milestones, cfg.resolutions, measure_iters, warmup, dev,
+                            first_iteration=cfg.static_iters)
             r.update(iters=cfg.iters, batch_size=cfg.batch_size, n_views=cfg.n_views, frames=stage.num_frames,
                      gaussians=stage.num_gaussians, renders_per_step=cfg.batch_size * (1 + cfg.n_views), sds_chunk=cfg.sds.chunk)
             results[name] = r

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from text4d.animate import CONFIGS
-from text4d.bench.animate import time_stage
+from text4d.bench.animate import time_phases
 from text4d.bench.timing import device_name
 from text4d.config import load_config
 from text4d.guidance.random_models import build_zero123
@@ -30,15 +30,8 @@ def run(configs: tuple[str, ...] = ("dg",), device: str | None = None, tiny: boo
     results = {}
     for name in configs:
         cfg = load_config(StaticRunConfig, CONFIGS / "static" / f"{name}.yaml", extra + [f"device={dev}"])
-        phases = {}
-        bounds = [0.0, *cfg.resolution_milestones, 1.0]
-        total = 0.0
-        for level, res in enumerate(cfg.resolutions[: len(bounds) - 1]):
-            stage = build_static_stage(cfg, *_disc(512 if not tiny else 32), dev, models)
-            stage.iteration = int(bounds[level] * cfg.iters)  # step inside this resolution phase
-            r = time_stage(stage, measure_iters, warmup, dev)
-            phases[f"{bounds[level]:.1f}-{bounds[level + 1]:.1f}@{res}px"] = r
-            total += r["s_per_iteration"] * (bounds[level + 1] - bounds[level]) * cfg.iters
-        results[name] = {"phases": phases, "total_s_for_iters": round(total, 1), "iters": cfg.iters, "batch_size": cfg.batch_size,
-                         "peak_gib": max((p["peak_gib"] or 0.0) for p in phases.values()) if dev.type == "cuda" else None}
+        stage = build_static_stage(cfg, *_disc(512 if not tiny else 32), dev, models)
+        r = time_phases(stage, cfg.iters, cfg.resolution_milestones, cfg.resolutions, measure_iters, warmup, dev)
+        results[name] = {**r, "iters": cfg.iters, "batch_size": cfg.batch_size}
+        del stage
     return {"benchmark": "static", "device": device_name(dev), "model": models.source, "overrides": extra, "configs": results}

@@ -25,6 +25,15 @@ from text4d.render.splat import RenderOutput
 from text4d.views import Views
 
 
+def stepped_resolution(progress: float, milestones: list[float], resolutions: list[int], default: int) -> int:
+    """The novel-view render size at training ``progress``: ``resolutions[k]`` once ``k`` milestones
+    are passed (DreamGaussian's 128 -> 256 -> 512 at 30 % and 60 %); ``default`` when none are given."""
+    if not resolutions:
+        return default
+    level = sum(progress >= m for m in milestones)
+    return resolutions[min(level, len(resolutions) - 1)]
+
+
 class Stage(ABC):
     """A resumable optimiser stepped by a Session.
 

@@ -6,8 +6,9 @@ One step (after DreamGaussian4D's ``main_4d.py``, restructured for speed):
    posed images with times);
 2. query the HexPlane field once for all their times -> deformed Gaussians [B, N];
 3. ask the novel-view term for V extra cameras per reference image;
-4. render all B x (1 + V) views in **one** rasteriser call (the original
-   made one call per view: 70 per step with ``4d.yaml``);
+4. render all B x (1 + V) views in **one** rasteriser call, or two while the
+   novel views step through their own resolutions (128 -> 256 -> 512 px, as
+   the original; it made one call per view: 70 per step with ``4d.yaml``);
 5. reference RGB + alpha losses (10000 / 1000, ramped by progress, as the
    original), the novel-view term (not ramped, as the original's SDS), and
    the field's regularisers when their weights are > 0 (the original defines
@@ -37,7 +38,7 @@ from text4d.lpips import LPIPS
 from text4d.metrics import score
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput, Splats, render
-from text4d.stages.base import GaussianStage
+from text4d.stages.base import GaussianStage, stepped_resolution
 from text4d.stages.novel import NovelViewTerm
 from text4d.views import Views
 
@@ -55,6 +56,8 @@ class DynamicConfig:
     ref_size: int = field(default=256, metadata={"min": 8, "max": 4096, "help": "render resolution of every training view"})
     batch_size: int = field(default=14, metadata={"min": 1, "help": "reference images per step"})
     n_views: int = field(default=4, metadata={"min": 0, "help": "novel views per reference image"})
+    resolution_milestones: list[float] = field(default_factory=lambda: [0.3, 0.6], metadata={"help": "progress at which novel views step to the next resolution"})
+    resolutions: list[int] = field(default_factory=lambda: [128, 256, 512], metadata={"help": "novel-view render size per phase; [] = ref_size"})
     lambda_rgb: float = field(default=10000.0, metadata={"min": 0.0})
     lambda_alpha: float = field(default=1000.0, metadata={"min": 0.0})
     lambda_novel: float = field(default=1.0, metadata={"min": 0.0})
@@ -213,26 +216,30 @@ class DynamicStage(GaussianStage):
         idx = self._batch()
         batch = ref[idx.to(self.device)]
         bg = self._background()
-        cams = batch.cameras.reshape(len(batch), 1)  # [B, 1]
+        progress = (self.iteration + 1) / max(self.iters, 1)
+        views = [batch.cameras.reshape(len(batch), 1)]  # [B, 1], then [B, V] novel cameras
         use_novel = self.novel is not None and cfg.n_views > 0 and cfg.lambda_novel > 0
         if use_novel:
             novel_cams = self.novel.cameras(batch.times.cpu(), batch.cameras, self.generator).to(self.device)
-            cams = Cameras(torch.cat([cams.viewmats, novel_cams.viewmats], 1), torch.cat([cams.Ks, novel_cams.Ks], 1), cams.width, cams.height)
+            size = stepped_resolution(progress, cfg.resolution_milestones, cfg.resolutions, novel_cams.width)
+            views.append(novel_cams.resized(size, size) if (size, size) != (novel_cams.width, novel_cams.height) else novel_cams)
         splats = self.deformed(batch.times)
-        out = render(splats, cams, bg, backend=cfg.backend, sh_degree=self.model.sh_degree)
-        track = self.strategy.active(self.iteration + 1) and out.means2d is not None and out.means2d.requires_grad
+        outs = self._render_views(splats, views, bg)
+        track = self.strategy.active(self.iteration + 1) and all(o.means2d is not None and o.means2d.requires_grad for o, _ in outs)
         if track:
-            out.means2d.retain_grad()
+            for o, _ in outs:
+                o.means2d.retain_grad()
 
-        progress = (self.iteration + 1) / max(self.iters, 1)
         ramp = progress if cfg.ramp_reference else 1.0
         target = batch.composite(bg)
+        ref_out = outs[0][0]
         terms: dict[str, Tensor] = {
-            "rgb": cfg.lambda_rgb * ramp * (out.rgb[:, 0] - target).square().mean(),
-            "alpha": cfg.lambda_alpha * ramp * (out.alpha[:, 0] - batch.alpha).square().mean(),
+            "rgb": cfg.lambda_rgb * ramp * (ref_out.rgb[:, 0] - target).square().mean(),
+            "alpha": cfg.lambda_alpha * ramp * (ref_out.alpha[:, 0] - batch.alpha).square().mean(),
         }
         if use_novel:
-            novel_out = RenderOutput(out.rgb[:, 1:], out.alpha[:, 1:], out.depth[:, 1:])
+            out, v = outs[-1][0], views[1].viewmats.shape[1]
+            novel_out = RenderOutput(out.rgb[:, -v:], out.alpha[:, -v:], out.depth[:, -v:])
             terms["novel"] = cfg.lambda_novel * self.novel.loss(novel_out, bg, progress)
         if self.phase == "dynamic":
             if cfg.lambda_tv > 0:
@@ -243,11 +250,18 @@ class DynamicStage(GaussianStage):
                 terms["time_l1"] = cfg.lambda_time_l1 * self.field.time_l1_loss()
         loss = sum(terms.values())
         loss.backward()
-        if track and out.means2d.grad is not None:
-            self._accumulate_densify_stats(out, cams, cfg.lambda_rgb * ramp)
+        if track and all(o.means2d.grad is not None for o, _ in outs):
+            self._accumulate_densify_stats(outs, cfg.lambda_rgb * ramp)
         return self.finish_step(terms, loss)
 
-    def _accumulate_densify_stats(self, out: RenderOutput, cams: Cameras, loss_scale: float) -> None:
+    def _render_views(self, splats: Splats, views: list[Cameras], bg: Tensor) -> list[tuple[RenderOutput, Cameras]]:
+        """Render camera sets [B, C_i] of deformed Gaussians [B, N]: one rasteriser call when they
+        share a size (reference and novel views side by side), else one call per size."""
+        if len(views) == 2 and (views[0].width, views[0].height) == (views[1].width, views[1].height):
+            views = [Cameras(torch.cat([c.viewmats for c in views], 1), torch.cat([c.Ks for c in views], 1), views[0].width, views[0].height)]
+        return [(render(splats, cams, bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree), cams) for cams in views]
+
+    def _accumulate_densify_stats(self, outs: list[tuple[RenderOutput, Cameras]], loss_scale: float) -> None:
         """Per-Gaussian view-space gradient norm in 3DGS NDC units, per view.
 
         The losses are means over all B x C images, so each view's gradient is
@@ -255,13 +269,15 @@ class DynamicStage(GaussianStage):
         and divided by the reference RGB weight (with its ramp) so the densify
         threshold keeps its meaning when loss weights are edited or ramped.
         """
-        grad = out.means2d.grad  # [B, C, N, 2] pixels
-        half = torch.tensor([cams.width / 2.0, cams.height / 2.0], device=grad.device)
-        images = grad.shape[0] * grad.shape[1]
-        scale = half * images / (loss_scale if loss_scale > 0 else 1.0)
-        norms = (grad * scale).norm(dim=-1).flatten(0, -2)  # [B*C, N]
-        visible = (out.radii > 0).flatten(0, -2) if out.radii is not None else norms > 0
-        self.strategy.update(norms, visible)
+        images = sum(o.means2d.grad.shape[0] * o.means2d.grad.shape[1] for o, _ in outs)
+        norms, visible = [], []
+        for out, cams in outs:
+            grad = out.means2d.grad  # [B, C, N, 2] pixels
+            half = torch.tensor([cams.width / 2.0, cams.height / 2.0], device=grad.device)
+            scale = half * images / (loss_scale if loss_scale > 0 else 1.0)
+            norms.append((grad * scale).norm(dim=-1).flatten(0, -2))  # [B*C, N]
+            visible.append((out.radii > 0).flatten(0, -2) if out.radii is not None else norms[-1] > 0)
+        self.strategy.update(torch.cat(norms), torch.cat(visible))
 
     @torch.no_grad()
     def render(self, cameras: Cameras, t: float | Tensor, bg: Tensor | None = None) -> RenderOutput:

@@ -33,7 +33,7 @@ from text4d.io.atomic import write_json
 from text4d.io.ply import PlyGaussians, load_ply, save_ply
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput, render
-from text4d.stages.base import GaussianStage
+from text4d.stages.base import GaussianStage, stepped_resolution
 
 
 def _static_densify() -> DensifyConfig:
@@ -140,10 +140,6 @@ class StaticStage(GaussianStage):
             self._target = (size, (rgb * a + 1.0 - a)[None, None], a[None, None])
         return self._target[1], self._target[2]
 
-    def _novel_resolution(self, progress: float) -> int:
-        level = sum(progress >= m for m in self.cfg.resolution_milestones)
-        return self.cfg.resolutions[min(level, len(self.cfg.resolutions) - 1)]
-
     def step(self) -> dict[str, float]:
         cfg = self.cfg
         progress = (self.iteration + 1) / max(cfg.iters, 1)
@@ -180,7 +176,7 @@ class StaticStage(GaussianStage):
         d_el = torch.floor(lo + torch.rand(v, generator=self.generator) * max(hi - lo, 0.0))
         d_az = torch.randint(-180, 180, (v,), generator=self.generator).float()
         d_r = (torch.rand(v, generator=self.generator) * 2 - 1) * s.radius_jitter
-        res = self._novel_resolution(progress)
+        res = stepped_resolution(progress, cfg.resolution_milestones, cfg.resolutions, cfg.ref_size)
         cams = Cameras.orbit(cfg.elevation + d_el, d_az, cfg.radius + d_r, cfg.fovy, res, res).to(self.device)
         black = torch.rand((), generator=self.generator).item() < cfg.invert_bg_prob
         bg = torch.full((3,), 0.0 if black else 1.0, device=self.device)

@@ -1,0 +1,14 @@
+"""``bench static`` / ``bench animate`` on tiny random Zero123 (CPU): one timing per resolution phase, and totals that add them up."""
+
+import pytest
+
+from text4d.bench import animate, static
+
+
+@pytest.mark.parametrize("bench,config", [(static, "dg"), (animate, "4d")])
+def test_bench_times_every_resolution_phase(bench, config):
+    result = bench.run(configs=(config,), device="cpu", tiny=True, measure_iters=2, warmup=1)
+    r = result["configs"][config]
+    assert list(r["phases"]) == ["0.0-0.3@16px", "0.3-0.6@32px", "0.6-1.0@32px"]
+    lower = sum(p["s_per_iteration"] * (r["iters"] * share - 1) for p, share in zip(r["phases"].values(), (0.3, 0.3, 0.4)))
+    assert r["total_s_for_iters"] >= round(lower, 1) > 0
