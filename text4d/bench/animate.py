@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from text4d.animate import CONFIGS, build_animate_stage, load_animate_config
-from text4d.bench.timing import device_name, peak_gib, reset_peak, synchronize
+from text4d.bench.timing import (
+    device_name,
+    peak_gib,
+    peak_reserved_gib,
+    reset_peak,
+    synchronize,
+)
 from text4d.guidance.random_models import build_zero123
 from text4d.video.media import write_rgba_frames
 
@@ -50,7 +56,8 @@ def time_stage(stage, iters: int, warmup: int, device: torch.device) -> dict:
         synchronize(device)
         times.append(time.perf_counter() - start)
     return {"s_per_iteration": round(float(np.median(times)), 4), "mean_s": round(float(np.mean(times)), 4),
-            "warmup_s": round(warmup_s, 2), "warmup_iters": warmup, "peak_gib": peak_gib(device)}
+            "warmup_s": round(warmup_s, 2), "warmup_iters": warmup, "peak_gib": peak_gib(device),
+            "peak_reserved_gib": peak_reserved_gib(device)}
 
 
 def time_phases(stage, iters: int, milestones: list[float], resolutions: list[int], measure_iters: int, warmup: int,
@@ -67,8 +74,8 @@ def time_phases(stage, iters: int, milestones: list[float], resolutions: list[in
         phase_iters = round((bounds[level + 1] - bounds[level]) * iters)
         total += r["warmup_s"] + r["s_per_iteration"] * max(phase_iters - warmup, 0)
         phases[label] = r
-    peaks = [p["peak_gib"] for p in phases.values() if p["peak_gib"] is not None]
-    return {"phases": phases, "total_s_for_iters": round(total, 1), "peak_gib": max(peaks) if peaks else None}
+    peak = {key: max((p[key] for p in phases.values() if p[key] is not None), default=None) for key in ("peak_gib", "peak_reserved_gib")}
+    return {"phases": phases, "total_s_for_iters": round(total, 1), **peak}
 
 
 def run(configs: tuple[str, ...] = ("4d", "4d_demo"), device: str | None = None, tiny: bool = False, measure_iters: int = 20,

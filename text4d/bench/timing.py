@@ -38,6 +38,12 @@ def peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
+def peak_reserved_gib(device: torch.device) -> float | None:
+    """Peak memory the caching allocator held. Unlike :func:`peak_gib` it counts CUDA graphs'
+    private pools, whose blocks a replay uses without allocating them."""
+    return torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
