@@ -107,14 +107,15 @@ class StepGraphs:
     twice, forward and backward; on an H100 the GPU was busy for 0.22 s of a 0.52 s step, the
     rest it waited for Python and kernel launches. Replayed, a pass costs one launch.
 
-    A pass is ``fn(**inputs) -> loss`` that calls ``backward()`` itself. Its gradients must
-    accumulate into ``.grad`` tensors that already exist (:meth:`prepare_grads`), so every
-    graph writes into the same buffers the optimiser reads; zero them with
+    A pass is ``fn(**inputs) -> loss`` (a tensor, or a tuple of them: e.g. a loss and an input
+    gradient from ``torch.autograd.grad``) that runs its backward itself. Gradients it leaves in
+    parameters must accumulate into ``.grad`` tensors that already exist (:meth:`prepare_grads`),
+    so every graph writes into the same buffers the optimiser reads; zero them with
     ``zero_grad(set_to_none=False)``. The first call of a key runs eagerly on a side stream
     (cuDNN autotuning and lazy allocations happen outside any graph); the second captures and
     replays; later calls copy the inputs into the graph's buffers and replay. All graphs share
     one memory pool, so passes that never run at the same time cost the memory of the largest;
-    a replayed loss is therefore cloned out before another graph can overwrite it.
+    replayed outputs are therefore cloned out before another graph can overwrite them.
     Disabled (``enabled=False`` or off CUDA) it simply calls ``fn``.
     """
 
@@ -132,34 +133,38 @@ class StepGraphs:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
 
-    def __call__(self, key, fn: Callable[..., Tensor], **inputs: Tensor) -> Tensor:
+    def __call__(self, key, fn: Callable[..., Tensor | tuple[Tensor, ...]], **inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         device = next(iter(inputs.values())).device
         if not self.enabled or device.type != "cuda":
             return fn(**inputs)
         entry = self._graphs.get(key)
         if entry is not None:
-            graph, static, loss = entry
+            graph, static, outputs = entry
             for name, x in inputs.items():
                 static[name].copy_(x, non_blocking=True)
             graph.replay()
-            return loss.clone()
+            return _cloned(outputs)
         if key not in self._seen:
             self._seen.add(key)
             side = torch.cuda.Stream(device=device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
-                loss = fn(**inputs)
+                outputs = fn(**inputs)
             torch.cuda.current_stream(device).wait_stream(side)
-            return loss
+            return outputs
         static = {name: x.detach().clone() for name, x in inputs.items()}
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()  # blocks cached by the eager passes cannot serve the graph's pool
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            loss = fn(**static)
+            outputs = fn(**static)
         if self._pool is None:
             self._pool = graph.pool()
         self.captures += 1
-        self._graphs[key] = (graph, static, loss)
+        self._graphs[key] = (graph, static, outputs)
         graph.replay()
-        return loss.clone()
+        return _cloned(outputs)
+
+
+def _cloned(outputs: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+    return outputs.clone() if isinstance(outputs, Tensor) else tuple(x.clone() for x in outputs)

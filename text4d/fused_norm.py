@@ -16,8 +16,8 @@ kernels 56 ms. Here GroupNorm + SiLU reads and writes channels-last memory direc
   the [N, G] statistics is saved.
 
 These are Triton kernels on CUDA; elsewhere the same steps run as torch ops (that path is what
-CPU tests check the algebra on). :func:`fuse_group_norms` swaps a diffusers model's GroupNorms
-for :class:`FusedGroupNorm` and folds the SiLU that follows each of them.
+CPU tests check the algebra on). :func:`text4d.fused_blocks.fuse_model` puts them into a
+diffusers model.
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ if triton is not None:
         return dy * s * (1.0 + z * (1.0 - s))
 
     @triton.jit
-    def _partial_sums_kernel(x_ptr, dy_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, out1_ptr, out2_ptr,
-                             HW, C, G, rows_per_prog, P,
-                             BACKWARD: tl.constexpr, SILU: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _partial_sums_kernel(x_ptr, shift_ptr, dy_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, out1_ptr, out2_ptr,
+                             HW, C, G, rows_per_prog, P, BACKWARD: tl.constexpr, SILU: tl.constexpr,
+                             SHIFT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
         """Per-channel sums over one block of rows of sample n.
 
         Forward: sum(x), sum(x^2). Backward: sum(dz), sum(dz * x_hat), with dz the gradient at
-        the GroupNorm output (through the SiLU when SILU).
+        the GroupNorm output (through the SiLU when SILU). With SHIFT, x is the input plus a
+        per-(sample, channel) shift (a bias folded in from the layer before).
         """
         n = tl.program_id(0)
         p = tl.program_id(1)
@@ -76,11 +77,15 @@ if triton is not None:
         acc2 = tl.zeros([BLOCK_C], dtype=tl.float32)
         if BACKWARD:
             mean, rstd, scale, shift = _channel_coeffs(cols, cmask, n, C, G, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr)
+        if SHIFT:
+            pre = tl.load(shift_ptr + n * C + cols, mask=cmask, other=0.0)
         for r in range(row_start, row_end, BLOCK_R):
             rows = r + tl.arange(0, BLOCK_R)
             mask = (rows < row_end)[:, None] & cmask[None, :]
             offs = base + rows[:, None].to(tl.int64) * C + cols[None, :]
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            if SHIFT:
+                x = tl.where(mask, x + pre[None, :], 0.0)
             if BACKWARD:
                 dz = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
                 if SILU:
@@ -137,8 +142,9 @@ if triton is not None:
             tl.store(rstd_ptr + n * G + g, 1.0 / tl.sqrt(var + eps))
 
     @triton.jit
-    def _apply_kernel(x_ptr, dy_ptr, out_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, coef_x_ptr, coef_c_ptr, HW, C, G,
-                      BACKWARD: tl.constexpr, SILU: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _apply_kernel(x_ptr, shift_ptr, dy_ptr, out_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, coef_x_ptr, coef_c_ptr,
+                      HW, C, G, BACKWARD: tl.constexpr, SILU: tl.constexpr, SHIFT: tl.constexpr,
+                      BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
         """Forward: out = silu?(x * scale + shift). Backward: out = dz * scale + x * coef_x + coef_c."""
         n = tl.program_id(0)
         rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -148,6 +154,8 @@ if triton is not None:
         offs = n.to(tl.int64) * HW * C + rows[:, None].to(tl.int64) * C + cols[None, :]
         _, _, scale, shift = _channel_coeffs(cols, cmask, n, C, G, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if SHIFT:
+            x += tl.load(shift_ptr + n * C + cols, mask=cmask, other=0.0)[None, :]
         z = x * scale[None, :] + shift[None, :]
         if BACKWARD:
             dz = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -162,19 +170,19 @@ if triton is not None:
         tl.store(out_ptr + offs, result.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _block_c(c: int) -> int:
+def channel_tile(c: int) -> int:
     """Channels per Triton tile."""
     return min(triton.next_power_of_2(c), 128)
 
 
 def _apply_grid(n: int, hw: int, c: int) -> tuple[int, int, int]:
     """The apply kernel's grid: (sample, row tile, channel tile)."""
-    return n, -(-hw // ROWS_PER_BLOCK), -(-c // _block_c(c))
+    return n, -(-hw // ROWS_PER_BLOCK), -(-c // channel_tile(c))
 
 
 def _launch_shape(n: int, hw: int, c: int) -> tuple[int, int, int]:
     """(block_c, row blocks per sample, rows per block) for the partial-sum kernel."""
-    block_c = _block_c(c)
+    block_c = channel_tile(c)
     col_blocks = -(-c // block_c)
     per_sample = max(1, min(-(-hw // ROWS_PER_BLOCK), TARGET_PROGRAMS // max(n * col_blocks, 1)))
     rows = -(-hw // per_sample)
@@ -183,10 +191,12 @@ def _launch_shape(n: int, hw: int, c: int) -> tuple[int, int, int]:
 
 
 class _Stats:
-    """Per-group statistics of one GroupNorm call, and the parameters as fp32 vectors."""
+    """Per-group statistics of one GroupNorm call, the parameters as fp32 vectors, and the shift
+    added to the input first (fp32 [N, C], or None)."""
 
-    def __init__(self, mean: Tensor, rstd: Tensor, gamma: Tensor, beta: Tensor):
+    def __init__(self, mean: Tensor, rstd: Tensor, gamma: Tensor, beta: Tensor, pre_shift: Tensor | None):
         self.mean, self.rstd, self.gamma, self.beta = mean, rstd, gamma, beta  # [N, G], [N, G], [C], [C]
+        self.pre_shift = pre_shift
 
     def per_channel(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """mean, rstd, scale, shift as [N, 1, C] (torch path)."""
@@ -196,26 +206,25 @@ class _Stats:
         return mean, rstd, scale, self.beta - mean * scale
 
 
-def _statistics(x: Tensor, groups: int, eps: float, gamma: Tensor, beta: Tensor) -> _Stats:
-    """Group mean and 1/std of x [N, HW, C] (fp32 [N, G])."""
+def _statistics(x: Tensor, groups: int, eps: float, gamma: Tensor, beta: Tensor, pre_shift: Tensor | None) -> _Stats:
+    """Group mean and 1/std (fp32 [N, G]) of x [N, HW, C] plus ``pre_shift`` (fp32 [N, C] or None)."""
     n, hw, c = x.shape
     if triton_available(x.device):
         block_c, blocks, rows = _launch_shape(n, hw, c)
         s1 = torch.empty(n, blocks, c, device=x.device, dtype=torch.float32)
         s2 = torch.empty_like(s1)
         _partial_sums_kernel[(n, blocks, -(-c // block_c))](
-            x, x, gamma, beta, s1, s1, s1, s2, hw, c, groups, rows, blocks,
-            BACKWARD=False, SILU=False, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
+            x, _or(pre_shift, s1), x, gamma, beta, s1, s1, s1, s2, hw, c, groups, rows, blocks,
+            BACKWARD=False, SILU=False, SHIFT=pre_shift is not None, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
         mean = torch.empty(n, groups, device=x.device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
         _finalize_kernel[(n, groups)](s1, s2, gamma, mean, rstd, mean, mean, mean, mean, hw, c, groups, blocks, rows,
                                       float(hw * (c // groups)), eps,
                                       BACKWARD=False, BLOCK_P=triton.next_power_of_2(blocks),
                                       BLOCK_CG=triton.next_power_of_2(c // groups))
-        return _Stats(mean, rstd, gamma, beta)
-    grouped = x.float().view(n, hw, groups, c // groups)
-    var, mean = torch.var_mean(grouped, dim=(1, 3), unbiased=False)
-    return _Stats(mean, torch.rsqrt(var + eps), gamma, beta)
+        return _Stats(mean, rstd, gamma, beta, pre_shift)
+    var, mean = torch.var_mean(_shifted(x, pre_shift).view(n, hw, groups, c // groups), dim=(1, 3), unbiased=False)
+    return _Stats(mean, torch.rsqrt(var + eps), gamma, beta, pre_shift)
 
 
 def _normalize(x: Tensor, stats: _Stats, silu: bool, out: Tensor) -> None:
@@ -223,11 +232,12 @@ def _normalize(x: Tensor, stats: _Stats, silu: bool, out: Tensor) -> None:
     n, hw, c = x.shape
     if triton_available(x.device):
         _apply_kernel[_apply_grid(n, hw, c)](
-            x, x, out, stats.gamma, stats.beta, stats.mean, stats.rstd, stats.mean, stats.mean, hw, c, stats.mean.shape[1],
-            BACKWARD=False, SILU=silu, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=_block_c(c))
+            x, _or(stats.pre_shift, stats.mean), x, out, stats.gamma, stats.beta, stats.mean, stats.rstd, stats.mean,
+            stats.mean, hw, c, stats.mean.shape[1], BACKWARD=False, SILU=silu, SHIFT=stats.pre_shift is not None,
+            BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=channel_tile(c))
         return
     _, _, scale, shift = stats.per_channel()
-    z = x.float() * scale + shift
+    z = _shifted(x, stats.pre_shift) * scale + shift
     out.copy_(F.silu(z) if silu else z)
 
 
@@ -241,8 +251,9 @@ def _input_gradient(x: Tensor, dy: Tensor, stats: _Stats, silu: bool, dx: Tensor
         a = torch.empty(n, blocks, c, device=x.device, dtype=torch.float32)
         b = torch.empty_like(a)
         args = (stats.gamma, stats.beta, stats.mean, stats.rstd)
-        _partial_sums_kernel[(n, blocks, -(-c // block_c))](x, dy, *args, a, b, hw, c, groups, rows, blocks,
-                                                            BACKWARD=True, SILU=silu, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
+        pre, shifted = _or(stats.pre_shift, a), stats.pre_shift is not None
+        _partial_sums_kernel[(n, blocks, -(-c // block_c))](x, pre, dy, *args, a, b, hw, c, groups, rows, blocks, BACKWARD=True,
+                                                            SILU=silu, SHIFT=shifted, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
         coef_x, coef_c = torch.empty_like(stats.mean), torch.empty_like(stats.mean)
         sum_dz = torch.empty(n, c, device=x.device, dtype=torch.float32)
         sum_dz_xhat = torch.empty_like(sum_dz)
@@ -250,11 +261,11 @@ def _input_gradient(x: Tensor, dy: Tensor, stats: _Stats, silu: bool, dx: Tensor
                                       hw, c, groups, blocks, rows, float(per_group), 0.0, BACKWARD=True,
                                       BLOCK_P=triton.next_power_of_2(blocks), BLOCK_CG=triton.next_power_of_2(c // groups))
         if dx is not None:
-            _apply_kernel[_apply_grid(n, hw, c)](
-                x, dy, dx, *args, coef_x, coef_c, hw, c, groups, BACKWARD=True, SILU=silu, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
+            _apply_kernel[_apply_grid(n, hw, c)](x, pre, dy, dx, *args, coef_x, coef_c, hw, c, groups, BACKWARD=True,
+                                                 SILU=silu, SHIFT=shifted, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
         return sum_dz, sum_dz_xhat
     mean, rstd, scale, shift = stats.per_channel()
-    xf = x.float()
+    xf = _shifted(x, stats.pre_shift)
     dz = _silu_grad(dy.float(), xf * scale + shift) if silu else dy.float()
     x_hat = (xf - mean) * rstd
     sum_dz, sum_dz_xhat = dz.sum(1), (dz * x_hat).sum(1)
@@ -263,6 +274,16 @@ def _input_gradient(x: Tensor, dy: Tensor, stats: _Stats, silu: bool, dx: Tensor
         g2 = _group_sums(sum_dz_xhat * stats.gamma, groups) / per_group  # mean of d x_hat * x_hat
         dx.copy_(rstd * (dz * stats.gamma - _per_channel(g1, c).unsqueeze(1) - x_hat * _per_channel(g2, c).unsqueeze(1)))
     return sum_dz, sum_dz_xhat
+
+
+def _shifted(x: Tensor, pre_shift: Tensor | None) -> Tensor:
+    """x [N, HW, C] in fp32 plus the [N, C] pre-shift (torch path)."""
+    return x.float() if pre_shift is None else x.float() + pre_shift.unsqueeze(1)
+
+
+def _or(t: Tensor | None, placeholder: Tensor) -> Tensor:
+    """A kernel pointer argument that its constexpr switch leaves unread when ``t`` is None."""
+    return placeholder if t is None else t
 
 
 def _silu_grad(dy: Tensor, z: Tensor) -> Tensor:
@@ -288,36 +309,44 @@ def _as_rows(x: Tensor) -> Tensor:
 
 class _GroupNormNHWC(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, groups: int, eps: float, silu: bool) -> Tensor:
-        c = x.shape[1]
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, pre_shift: Tensor | None, groups: int,
+                eps: float, silu: bool) -> Tensor:
+        n, c = x.shape[:2]
         x = x.contiguous(memory_format=torch.channels_last)
         gamma = weight.float().contiguous() if weight is not None else x.new_ones(c, dtype=torch.float32)
         beta = bias.float().contiguous() if bias is not None else x.new_zeros(c, dtype=torch.float32)
-        stats = _statistics(_as_rows(x), groups, eps, gamma, beta)
+        shift = pre_shift.float().expand(n, c).contiguous() if pre_shift is not None else None
+        stats = _statistics(_as_rows(x), groups, eps, gamma, beta, shift)
         y = torch.empty_like(x, memory_format=torch.channels_last)
         _normalize(_as_rows(x), stats, silu, _as_rows(y))
-        ctx.save_for_backward(x, gamma, beta, stats.mean, stats.rstd)
+        ctx.save_for_backward(x, gamma, beta, shift, stats.mean, stats.rstd)
         ctx.silu = silu
-        ctx.param_dtypes = (weight.dtype if weight is not None else None, bias.dtype if bias is not None else None)
+        ctx.dtypes = tuple(t.dtype if t is not None else None for t in (weight, bias, pre_shift))
+        ctx.shift_shape = pre_shift.shape if pre_shift is not None else None
         return y
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        x, gamma, beta, mean, rstd = ctx.saved_tensors
+        x, gamma, beta, shift, mean, rstd = ctx.saved_tensors
         dy = dy.contiguous(memory_format=torch.channels_last)
-        dx = torch.empty_like(x, memory_format=torch.channels_last) if ctx.needs_input_grad[0] else None
-        sum_dz, sum_dz_xhat = _input_gradient(_as_rows(x), _as_rows(dy), _Stats(mean, rstd, gamma, beta), ctx.silu,
+        need_x, need_w, need_b, need_shift = ctx.needs_input_grad[:4]
+        dx = torch.empty_like(x, memory_format=torch.channels_last) if need_x or need_shift else None
+        sum_dz, sum_dz_xhat = _input_gradient(_as_rows(x), _as_rows(dy), _Stats(mean, rstd, gamma, beta, shift), ctx.silu,
                                               _as_rows(dx) if dx is not None else None)
-        w_dtype, b_dtype = ctx.param_dtypes
-        dw = sum_dz_xhat.sum(0).to(w_dtype) if ctx.needs_input_grad[1] else None
-        db = sum_dz.sum(0).to(b_dtype) if ctx.needs_input_grad[2] else None
-        return dx, dw, db, None, None, None
+        w_dtype, b_dtype, s_dtype = ctx.dtypes
+        dw = sum_dz_xhat.sum(0).to(w_dtype) if need_w else None
+        db = sum_dz.sum(0).to(b_dtype) if need_b else None
+        ds = None
+        if need_shift:  # the shift is broadcast over pixels (and over samples when it is [C])
+            ds = dx.float().sum((2, 3)).sum_to_size(ctx.shift_shape).to(s_dtype)
+        return dx if need_x else None, dw, db, ds, None, None, None
 
 
 def group_norm_nhwc(x: Tensor, groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
-                    eps: float = 1e-5, silu: bool = False) -> Tensor:
-    """``F.group_norm`` (then SiLU when ``silu``) on [N, C, H, W]; the result is channels-last."""
-    return _GroupNormNHWC.apply(x, weight, bias, groups, eps, silu)
+                    eps: float = 1e-5, silu: bool = False, pre_shift: Tensor | None = None) -> Tensor:
+    """``F.group_norm`` (then SiLU when ``silu``) of [N, C, H, W] ``x + pre_shift`` ([C] or [N, C],
+    broadcast over pixels: a conv bias or time embedding folded in); the result is channels-last."""
+    return _GroupNormNHWC.apply(x, weight, bias, pre_shift, groups, eps, silu)
 
 
 class FusedGroupNorm(nn.GroupNorm):
@@ -334,10 +363,13 @@ class FusedGroupNorm(nn.GroupNorm):
         fused.weight, fused.bias = norm.weight, norm.bias  # share the parameters, not copies
         return fused
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pre_shift: Tensor | None = None) -> Tensor:
+        """Normalise ``x + pre_shift`` (see :func:`group_norm_nhwc`; 4-D inputs only)."""
         if x.ndim == 4:
             weight, bias = self._kernel_params()
-            return group_norm_nhwc(x, self.num_groups, weight, bias, self.eps, self.silu)
+            return group_norm_nhwc(x, self.num_groups, weight, bias, self.eps, self.silu, pre_shift)
+        if pre_shift is not None:
+            raise ValueError(f"pre_shift needs a 4-D input, got {tuple(x.shape)}")
         y = F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)  # e.g. attention's [B, C, L]
         return F.silu(y) if self.silu else y
 
@@ -354,36 +386,3 @@ class FusedGroupNorm(nn.GroupNorm):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", silu" if self.silu else "")
-
-
-class _SiLUExceptImages(nn.Module):
-    """A resnet block's shared ``nonlinearity`` once its norms apply the SiLU themselves: it still
-    acts on the [B, C] time embedding, and passes 4-D feature maps through."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x if x.ndim == 4 else F.silu(x)
-
-
-def fuse_group_norms(model: nn.Module) -> nn.Module:
-    """Swap ``model``'s GroupNorms for :class:`FusedGroupNorm` in place and put it in channels-last.
-
-    Where diffusers follows a GroupNorm by SiLU (``ResnetBlock2D.norm1/norm2`` then
-    ``nonlinearity``; ``conv_norm_out`` then ``conv_act`` in encoders, decoders and UNets), the
-    SiLU moves into the norm. Any other GroupNorm (attention, transformer input) becomes a
-    plain fused one. The results are the same up to rounding.
-    """
-    from diffusers.models.resnet import ResnetBlock2D
-
-    for module in list(model.modules()):
-        if isinstance(module, ResnetBlock2D) and isinstance(module.nonlinearity, nn.SiLU):
-            for name in ("norm1", "norm2"):
-                setattr(module, name, FusedGroupNorm.from_group_norm(getattr(module, name), silu=True))
-            module.nonlinearity = _SiLUExceptImages()
-        elif isinstance(getattr(module, "conv_norm_out", None), nn.GroupNorm) and isinstance(getattr(module, "conv_act", None), nn.SiLU):
-            module.conv_norm_out = FusedGroupNorm.from_group_norm(module.conv_norm_out, silu=True)
-            module.conv_act = nn.Identity()
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is nn.GroupNorm:
-                setattr(module, name, FusedGroupNorm.from_group_norm(child, silu=False))
-    return model.to(memory_format=torch.channels_last)

@@ -7,10 +7,12 @@ Per step (after DreamGaussian's ``train_step``, restructured for speed):
 * renders are VAE-encoded with gradients (the only part of the model that needs a backward
   pass); the UNet runs without autograd, conditional and unconditional halves in **one**
   batch, in bf16 on CUDA;
-* on CUDA (with Triton) both run channels-last with :mod:`text4d.fused_norm`'s GroupNorm+SiLU
-  kernels. Channels-last alone made the VAE encoder 1.6x slower (forward+backward, H100),
+* on CUDA (with Triton) both run channels-last, rewritten by :mod:`text4d.fused_blocks`
+  (GroupNorm+SiLU kernels, conv biases and time embeddings folded into norms and residual
+  adds). Channels-last alone made the VAE encoder 1.6x slower (forward+backward, H100),
   because PyTorch's GroupNorm copies every activation back to NCHW; with the fused norms
   the convolutions keep cuDNN's native NHWC kernels and no copies remain;
+* on CUDA each chunk's pass (VAE forward and backward, UNet) is replayed as a CUDA graph;
 * the SDS gradient ``w(t) (eps_cfg - eps)`` is applied through the latents with the usual
   surrogate ``0.5 * ||latents - (latents - grad).detach()||^2`` (summed, as the original);
 * ``chunk`` bounds memory: renders are processed ``chunk`` at a time and each chunk's
@@ -38,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from text4d.fused_norm import fuse_group_norms, triton_available
+from text4d.cuda_graphs import StepGraphs
+from text4d.fused_blocks import fuse_model
+from text4d.fused_norm import triton_available
 from text4d.guidance.zero123 import Zero123Models
 from text4d.render.camera import from_dreamgaussian_elevation
 
@@ -96,20 +100,22 @@ class Zero123Guidance:
         cfg: the SDS knobs (read afresh every call, so live edits apply).
         compile: ``torch.compile`` the UNet and the VAE encoder (shapes are fixed per config, so
             they compile once, at the first steps); inductor then fuses the norms itself.
-        fused_norm: channels-last with fused GroupNorm+SiLU kernels, where Triton runs (CUDA)
-            and ``compile`` is off. Changes the modules of ``models`` in place.
+        fused: channels-last with :func:`text4d.fused_blocks.fuse_model`'s kernels, where Triton
+            runs (CUDA) and ``compile`` is off. Changes the modules of ``models`` in place.
+        cuda_graphs: replay each chunk's SDS pass as a CUDA graph (on CUDA, without ``compile``).
     """
 
     def __init__(self, models: Zero123Models, cfg: SDSConfig, device: str | torch.device = "cpu",
-                 precision: Precision = "auto", compile: bool = False, fused_norm: bool = True):
+                 precision: Precision = "auto", compile: bool = False, fused: bool = True,
+                 cuda_graphs: bool = True):
         self.device = torch.device(device)
         self.dtype = pick_dtype(precision, self.device)
         self.models = models.to(self.device, self.dtype)
         self.cfg = cfg
         self.memory_format = torch.contiguous_format
-        if fused_norm and not compile and triton_available(self.device):
-            fuse_group_norms(models.unet)
-            fuse_group_norms(models.vae.encoder)
+        if fused and not compile and triton_available(self.device):
+            fuse_model(models.unet)
+            fuse_model(models.vae.encoder)
             self.memory_format = torch.channels_last
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # shapes are fixed per config: pick the fastest convolutions once
@@ -120,6 +126,9 @@ class Zero123Guidance:
             for layer in models.vae.encoder.modules():
                 if isinstance(layer, Attention):
                     layer.set_processor(AttnProcessor())
+        # One graph per render shape replays the whole chunk (VAE forward and backward, UNet): the
+        # ~1000 launches of a chunk otherwise cost about as much CPU time as the GPU work they queue.
+        self.graphs = StepGraphs(enabled=cuda_graphs and not compile)
         self.unet = torch.compile(models.unet) if compile else models.unet
         self.vae_encoder = torch.compile(models.vae.encoder) if compile else models.vae.encoder
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)  # SDS noise, on the device
@@ -183,31 +192,37 @@ class Zero123Guidance:
         """
         if self.clip_embeds is None:
             raise RuntimeError("set_references() must be called before loss()")
+        m, dev = self.models, self.device
         b = images.shape[0]
-        cams = camera_embedding(d_elevation.float(), d_azimuth.float(), d_radius.float(), self.models.variant, ref_elevation)
-        t_all = timesteps(self.cfg, progress, b, self.models.alphas_cumprod.shape[0], self.t_generator)
+        cams = camera_embedding(d_elevation.float(), d_azimuth.float(), d_radius.float(), m.variant, ref_elevation).to(dev)
+        t_all = timesteps(self.cfg, progress, b, m.alphas_cumprod.shape[0], self.t_generator).to(dev)
+        side = self.cfg.image_size // m.vae_scale_factor
+        noise = torch.randn((b, m.vae.config.latent_channels, side, side), generator=self.generator, device=dev, dtype=self.dtype)
+        guidance = torch.tensor(float(self.cfg.guidance_scale), device=dev)  # an input, so a graph follows live edits
+        frames = frames.to(dev)
         chunk = self.cfg.chunk if self.cfg.chunk > 0 else b
-        grads = torch.zeros_like(images)
+        grads = torch.empty_like(images)
         total = images.new_zeros(())
         with torch.enable_grad():
             for start in range(0, b, chunk):
                 sl = slice(start, start + chunk)
-                leaf = images[sl].detach().requires_grad_(True)
-                part = self._chunk_loss(leaf, frames[sl].to(self.device), cams[sl].to(self.device), t_all[sl].to(self.device))
-                part.backward()
-                grads[sl] = leaf.grad
-                total = total + part.detach()
+                key = ("sds", tuple(images[sl].shape), self.cfg.image_size)
+                part, grads[sl] = self.graphs(key, self._chunk_gradient, images=images[sl].detach(), frames=frames[sl],
+                                              cams=cams[sl], t=t_all[sl], noise=noise[sl], guidance=guidance)
+                total = total + part
         surrogate = (images * grads).sum()
         return total + surrogate - surrogate.detach()
 
-    def _chunk_loss(self, images: Tensor, frames: Tensor, cams: Tensor, t: Tensor) -> Tensor:
+    def _chunk_gradient(self, images: Tensor, frames: Tensor, cams: Tensor, t: Tensor, noise: Tensor,
+                        guidance: Tensor) -> tuple[Tensor, Tensor]:
+        """One chunk's surrogate loss and its gradient w.r.t. ``images``: one fixed-shape pass that
+        :class:`StepGraphs` can capture (everything that varies per step is an input tensor)."""
+        leaf = images.detach().requires_grad_(True)
         m = self.models
         size = self.cfg.image_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False)
-        latents = self._encode(images)  # [b, 4, h, w], with grad
+        x = leaf if leaf.shape[-2:] == (size, size) else F.interpolate(leaf, (size, size), mode="bilinear", align_corners=False)
+        latents = self._encode(x)  # [b, 4, h, w], with grad
         with torch.no_grad():
-            noise = torch.randn(latents.shape, generator=self.generator, device=self.device, dtype=latents.dtype)
             alpha_bar = m.alphas_cumprod[t].view(-1, 1, 1, 1)
             noisy = alpha_bar.sqrt().to(latents.dtype) * latents + (1 - alpha_bar).sqrt().to(latents.dtype) * noise
             cond = m.projection(torch.cat([self.clip_embeds[frames], cams], dim=-1).to(self.dtype)).unsqueeze(1)  # [b, 1, D]
@@ -215,8 +230,9 @@ class Zero123Guidance:
             x_in = torch.cat([torch.cat([noisy, ref], 1), torch.cat([noisy, torch.zeros_like(ref)], 1)]).contiguous(memory_format=self.memory_format)
             eps = self.unet(x_in, torch.cat([t, t]), encoder_hidden_states=torch.cat([cond, torch.zeros_like(cond)])).sample
             eps_cond, eps_uncond = eps.float().chunk(2)
-            eps_cfg = eps_uncond + self.cfg.guidance_scale * (eps_cond - eps_uncond)
+            eps_cfg = eps_uncond + guidance * (eps_cond - eps_uncond)
             grad = torch.nan_to_num((1 - alpha_bar) * (eps_cfg - noise.float()))
             target = latents.float() - grad
-        return 0.5 * F.mse_loss(latents.float(), target, reduction="sum")
-
+        loss = 0.5 * F.mse_loss(latents.float(), target, reduction="sum")
+        (image_grad,) = torch.autograd.grad(loss, leaf)
+        return loss.detach(), image_grad

@@ -1,0 +1,212 @@
+"""Diffusers' resnet blocks and transformer outputs, rewritten for channels-last with fewer passes over memory.
+
+Why: once the GroupNorms were fused (:mod:`text4d.fused_norm`), a profile of the Zero123 SDS
+step (4d.yaml, H100) still showed about 20 ms per step of convolution bias adds (PyTorch adds a
+cuDNN convolution's bias as a separate broadcast pass, not vectorised in channels-last), a
+residual add followed by a division by ``output_scale_factor`` in every resnet block (two more
+passes), the UNet's time embedding added as another pass, and a copy back to NCHW at the end of
+every transformer. :func:`fuse_model` rewrites a diffusers model so that:
+
+* a resnet block's first convolution runs without its bias; the bias and the time embedding
+  become a per-(sample, channel) shift that norm2's kernels add as they read (``pre_shift``);
+* its second convolution (and the shortcut convolution) run without bias; the biases, the
+  residual add and the scale are one pass (:func:`add_residual`);
+* a transformer's output stays channels-last, and its ``proj_out`` bias joins its residual add;
+* a transformer's GEGLU feed-forward gate, ``h * gelu(g)`` over the two halves of one projection,
+  is one pass (PyTorch runs the GELU and the product as two non-vectorised passes over strided
+  halves) when no gradient is needed, as in the guidance UNet.
+
+Every GroupNorm becomes a :class:`~text4d.fused_norm.FusedGroupNorm`, with the SiLU that follows
+it folded in. Parameters are shared, not copied, and state-dict keys do not change.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from text4d.fused_norm import (
+    ROWS_PER_BLOCK,
+    FusedGroupNorm,
+    channel_tile,
+    triton,
+    triton_available,
+)
+
+if triton is not None:
+    import triton.language as tl
+
+    @triton.jit
+    def _residual_kernel(h_ptr, r_ptr, bias_ptr, out_ptr, rows, C, scale,
+                         BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        """out = (h + r + bias) * scale over [rows, C] (channels-last memory)."""
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < C
+        mask = (r < rows)[:, None] & cmask[None, :]
+        offs = r[:, None].to(tl.int64) * C + cols[None, :]
+        y = tl.load(h_ptr + offs, mask=mask, other=0.0).to(tl.float32) + tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if BIAS:
+            y += tl.load(bias_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + offs, (y * scale).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _geglu_kernel(p_ptr, out_ptr, rows, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+        """out[r, f] = p[r, f] * gelu(p[r, F + f]) (exact, erf GELU) for p [rows, 2F]."""
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+        mask = (r < rows)[:, None] & (f < F)[None, :]
+        src = r[:, None].to(tl.int64) * (2 * F) + f[None, :]
+        h = tl.load(p_ptr + src, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(p_ptr + src + F, mask=mask, other=0.0).to(tl.float32)
+        y = h * 0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476))
+        tl.store(out_ptr + r[:, None].to(tl.int64) * F + f[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+class _AddResidual(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: Tensor, residual: Tensor, bias: Tensor | None, scale: float) -> Tensor:
+        h = h.contiguous(memory_format=torch.channels_last)
+        residual = residual.contiguous(memory_format=torch.channels_last)
+        out = torch.empty_like(h, memory_format=torch.channels_last)
+        c = h.shape[1]
+        rows = h.numel() // c
+        _residual_kernel[(-(-rows // ROWS_PER_BLOCK), -(-c // channel_tile(c)))](
+            h, residual, bias if bias is not None else h, out, rows, c, scale,
+            BIAS=bias is not None, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=channel_tile(c))
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        g = dy if ctx.scale == 1.0 else dy * ctx.scale
+        db = g.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
+        return g, g, db, None
+
+
+def add_residual(h: Tensor, residual: Tensor, bias: Tensor | None = None, scale: float = 1.0) -> Tensor:
+    """``(h + residual + bias[c]) * scale`` for [N, C, H, W] tensors, in one pass on CUDA; channels-last out."""
+    if triton_available(h.device) and h.shape == residual.shape:
+        return _AddResidual.apply(h, residual, None if bias is None else bias.contiguous(), float(scale))
+    y = h + residual
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y if scale == 1.0 else y * scale
+
+
+class FusedGEGLU(nn.Module):
+    """diffusers' ``GEGLU`` (same ``proj`` submodule) whose gate is one Triton pass when no gradient is needed."""
+
+    def __init__(self, geglu: nn.Module):
+        super().__init__()
+        self.proj = geglu.proj
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        p = self.proj(hidden_states)
+        if not triton_available(p.device) or (torch.is_grad_enabled() and p.requires_grad):
+            h, gate = p.chunk(2, dim=-1)
+            return h * F.gelu(gate)
+        p = p.contiguous()
+        f = p.shape[-1] // 2
+        rows = p.numel() // (2 * f)
+        out = p.new_empty(*p.shape[:-1], f)
+        _geglu_kernel[(-(-rows // 32), -(-f // 128))](p, out, rows, f, BLOCK_R=32, BLOCK_F=128)
+        return out
+
+
+def _sum_biases(*biases: Tensor | None) -> Tensor | None:
+    present = [b for b in biases if b is not None]
+    return None if not present else present[0] if len(present) == 1 else torch.stack(present).sum(0)
+
+
+def _conv_without_bias(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    return F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _plain_conv(conv: nn.Module | None) -> bool:
+    """A Conv2d whose bias may be applied elsewhere (no padding mode or LoRA hooks of its own)."""
+    return conv is None or (isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros"
+                            and getattr(conv, "lora_layer", None) is None)
+
+
+class FusedResnetBlock(nn.Module):
+    """A diffusers ``ResnetBlock2D`` (SiLU, additive time embedding, no resampling) computed with
+    the passes of the module docstring. It holds the block's own submodules under the same names."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.norm1 = FusedGroupNorm.from_group_norm(block.norm1, silu=True)
+        self.conv1 = block.conv1
+        self.time_emb_proj = block.time_emb_proj
+        self.norm2 = FusedGroupNorm.from_group_norm(block.norm2, silu=True)
+        self.dropout = block.dropout
+        self.conv2 = block.conv2
+        self.conv_shortcut = block.conv_shortcut
+        self.output_scale_factor = float(block.output_scale_factor)
+
+    @staticmethod
+    def supports(block: nn.Module) -> bool:
+        from diffusers.models.resnet import ResnetBlock2D
+
+        return (type(block) is ResnetBlock2D and isinstance(block.nonlinearity, nn.SiLU)
+                and block.upsample is None and block.downsample is None
+                and block.time_embedding_norm == "default" and not block.skip_time_act
+                and type(block.norm1) is nn.GroupNorm and type(block.norm2) is nn.GroupNorm
+                and all(_plain_conv(c) for c in (block.conv1, block.conv2, block.conv_shortcut)))
+
+    def forward(self, input_tensor: Tensor, temb: Tensor | None = None, *args, **kwargs) -> Tensor:
+        h = _conv_without_bias(self.conv1, self.norm1(input_tensor))
+        shift = self.conv1.bias
+        if self.time_emb_proj is not None and temb is not None:
+            emb = self.time_emb_proj(F.silu(temb))
+            shift = emb if shift is None else emb + shift
+        h = _conv_without_bias(self.conv2, self.dropout(self.norm2(h, shift)))
+        residual, bias = input_tensor, self.conv2.bias
+        if self.conv_shortcut is not None:
+            residual = _conv_without_bias(self.conv_shortcut, input_tensor)
+            bias = _sum_biases(bias, self.conv_shortcut.bias)
+        return add_residual(h, residual, bias, 1.0 / self.output_scale_factor)
+
+
+def _channels_last_transformer_output(self, hidden_states: Tensor, residual: Tensor, batch_size: int, height: int,
+                                      width: int, inner_dim: int) -> Tensor:
+    """``Transformer2DModel._get_output_for_continuous_inputs`` without the ``.contiguous()`` that copied
+    the tokens to NCHW: [B, H*W, C] tokens *are* a channels-last [B, C, H, W] tensor."""
+    h = hidden_states.reshape(batch_size, height, width, inner_dim).permute(0, 3, 1, 2)
+    return add_residual(_conv_without_bias(self.proj_out, h), residual, self.proj_out.bias)
+
+
+def _keeps_channels_last(transformer: nn.Module) -> bool:
+    return (getattr(transformer, "is_input_continuous", False) and not transformer.use_linear_projection
+            and _plain_conv(transformer.proj_out) and transformer.proj_out.kernel_size == (1, 1))
+
+
+def fuse_model(model: nn.Module) -> nn.Module:
+    """Rewrite ``model`` in place as the module docstring says, and put it in channels-last.
+
+    Resnet blocks of another kind keep their code but get fused norms (without the SiLU fold);
+    ``conv_norm_out`` followed by ``conv_act`` (encoders, decoders, UNets) becomes one fused norm.
+    A second call finds nothing left to rewrite.
+    """
+    from diffusers.models.activations import GEGLU
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if FusedResnetBlock.supports(child):
+                setattr(parent, name, FusedResnetBlock(child))
+            elif type(child) is GEGLU:
+                setattr(parent, name, FusedGEGLU(child))
+        if type(getattr(parent, "conv_norm_out", None)) is nn.GroupNorm and isinstance(getattr(parent, "conv_act", None), nn.SiLU):
+            parent.conv_norm_out = FusedGroupNorm.from_group_norm(parent.conv_norm_out, silu=True)
+            parent.conv_act = nn.Identity()
+        if isinstance(parent, Transformer2DModel) and _keeps_channels_last(parent):
+            parent._get_output_for_continuous_inputs = types.MethodType(_channels_last_transformer_output, parent)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.GroupNorm:
+                setattr(parent, name, FusedGroupNorm.from_group_norm(child, silu=False))
+    return model.to(memory_format=torch.channels_last)
