@@ -145,6 +145,20 @@ def test_depth_of_single_gaussian_is_its_z_and_zero_outside() -> None:
     assert (out.depth[..., 0][~covered] == 0).all()
 
 
+@pytest.mark.parametrize("backend", ["torch", "gsplat"])
+def test_skipping_depth_keeps_colour_and_alpha(backend) -> None:
+    if backend == "gsplat" and not torch.cuda.is_available():
+        pytest.skip("gsplat needs a GPU")
+    dev = "cuda" if backend == "gsplat" else "cpu"
+    splats = make_splats([[0.1, 0.0, 3.0], [-0.2, 0.1, 4.0]], 0.3, 0.7, [0.2, 0.6, 1.0])
+    splats = Splats(*(getattr(splats, k).to(dev) for k in ("means", "quats", "scales", "opacities", "sh")))
+    full = render(splats, axis_camera().to(dev), backend=backend)
+    lean = render(splats, axis_camera().to(dev), backend=backend, depth=False)
+    assert lean.depth is None and full.depth is not None
+    torch.testing.assert_close(lean.rgb, full.rgb)
+    torch.testing.assert_close(lean.alpha, full.alpha)
+
+
 def composite_naive(alphas: list[float], colours: list[float]) -> tuple[float, float]:
     """gsplat's per-pixel loop, written out: returns (colour, alpha) of depth-sorted layers."""
     T, out = 1.0, 0.0

@@ -239,7 +239,7 @@ class DynamicStage(GaussianStage):
         }
         if use_novel:
             out, v = outs[-1][0], views[1].viewmats.shape[1]
-            novel_out = RenderOutput(out.rgb[:, -v:], out.alpha[:, -v:], out.depth[:, -v:])
+            novel_out = RenderOutput(out.rgb[:, -v:], out.alpha[:, -v:], None)
             terms["novel"] = cfg.lambda_novel * self.novel.loss(novel_out, bg, progress)
         if self.phase == "dynamic":
             if cfg.lambda_tv > 0:
@@ -259,7 +259,8 @@ class DynamicStage(GaussianStage):
         share a size (reference and novel views side by side), else one call per size."""
         if len(views) == 2 and (views[0].width, views[0].height) == (views[1].width, views[1].height):
             views = [Cameras(torch.cat([c.viewmats for c in views], 1), torch.cat([c.Ks for c in views], 1), views[0].width, views[0].height)]
-        return [(render(splats, cams, bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree), cams) for cams in views]
+        return [(render(splats, cams, bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree, depth=False), cams)
+                for cams in views]
 
     def _accumulate_densify_stats(self, outs: list[tuple[RenderOutput, Cameras]], loss_scale: float) -> None:
         """Per-Gaussian view-space gradient norm in 3DGS NDC units, per view.

@@ -148,7 +148,7 @@ class StaticStage(GaussianStage):
         ramp = progress if cfg.warmup_rgb_loss else 1.0
         ref_cam = Cameras.orbit(cfg.elevation, 0.0, cfg.radius, cfg.fovy, cfg.ref_size, cfg.ref_size).reshape(1).to(self.device)
         white = torch.ones(3, device=self.device)
-        ref_out = render(splats, ref_cam, white, backend=cfg.backend, sh_degree=self.model.sh_degree)
+        ref_out = render(splats, ref_cam, white, backend=cfg.backend, sh_degree=self.model.sh_degree, depth=False)
         rgb_t, alpha_t = self._reference(cfg.ref_size)
         terms: dict[str, Tensor] = {
             "rgb": cfg.lambda_rgb * ramp * (ref_out.rgb - rgb_t[0]).square().mean(),
@@ -180,7 +180,7 @@ class StaticStage(GaussianStage):
         cams = Cameras.orbit(cfg.elevation + d_el, d_az, cfg.radius + d_r, cfg.fovy, res, res).to(self.device)
         black = torch.rand((), generator=self.generator).item() < cfg.invert_bg_prob
         bg = torch.full((3,), 0.0 if black else 1.0, device=self.device)
-        out = render(splats, cams, bg, backend=cfg.backend, sh_degree=self.model.sh_degree)
+        out = render(splats, cams, bg, backend=cfg.backend, sh_degree=self.model.sh_degree, depth=False)
         if out.means2d is not None and out.means2d.requires_grad:
             out.means2d.retain_grad()
         images = out.rgb.permute(0, 3, 1, 2)  # [V, 3, H, W]
