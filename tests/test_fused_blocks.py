@@ -7,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text4d.fused_blocks import FusedGEGLU, FusedResnetBlock, add_residual, fuse_model
+from text4d.fused_blocks import (
+    FusedGEGLU,
+    FusedResnetBlock,
+    SingleTokenCrossAttention,
+    add_residual,
+    fuse_model,
+)
 from text4d.fused_norm import FusedGroupNorm, triton_available
 from text4d.guidance.random_models import build_zero123
 from text4d.guidance.sds import SDSConfig, Zero123Guidance
@@ -56,6 +62,7 @@ def test_fused_unet_keeps_outputs_with_time_embedding_and_transformers():
     fused = fuse_model(copy.deepcopy(unet))
     assert fuse_model(fused) is fused  # a second call finds nothing left to rewrite
     assert any(isinstance(m, FusedGEGLU) for m in fused.modules())
+    assert any(isinstance(getattr(m, "processor", None), SingleTokenCrossAttention) for m in fused.modules())
     assert state_keys(fused) == state_keys(unet)
     gen = torch.Generator().manual_seed(1)
     x, hidden = torch.randn(2, 8, 8, 8, generator=gen), torch.randn(2, 1, 16, generator=gen)

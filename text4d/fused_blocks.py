@@ -14,7 +14,9 @@ every transformer. :func:`fuse_model` rewrites a diffusers model so that:
 * a transformer's output stays channels-last, and its ``proj_out`` bias joins its residual add;
 * a transformer's GEGLU feed-forward gate, ``h * gelu(g)`` over the two halves of one projection,
   is one pass (PyTorch runs the GELU and the product as two non-vectorised passes over strided
-  halves) when no gradient is needed, as in the guidance UNet.
+  halves) when no gradient is needed, as in the guidance UNet;
+* cross-attention to a one-token context (Zero123's CLIP embedding) skips the queries and the
+  attention itself: a softmax over one key is 1, so every query gets that token's value.
 
 Every GroupNorm becomes a :class:`~text4d.fused_norm.FusedGroupNorm`, with the SiLU that follows
 it folded in. Parameters are shared, not copied, and state-dict keys do not change.
@@ -117,6 +119,25 @@ class FusedGEGLU(nn.Module):
         return out
 
 
+class SingleTokenCrossAttention:
+    """A diffusers attention processor for a context of one token: the output is the projected value
+    of that token for every query (exactly what attention computes there). Other calls go to the
+    processor it replaced."""
+
+    def __init__(self, fallback):
+        self.fallback = fallback
+
+    def __call__(self, attn, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
+                 attention_mask: Tensor | None = None, temb: Tensor | None = None, *args, **kwargs) -> Tensor:
+        if (encoder_hidden_states is None or encoder_hidden_states.shape[1] != 1 or attention_mask is not None
+                or hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None
+                or attn.residual_connection):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        context = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+        value = attn.to_out[1](attn.to_out[0](attn.to_v(context))) / attn.rescale_output_factor  # [B, 1, C]
+        return value.expand(-1, hidden_states.shape[1], -1)
+
+
 def _sum_biases(*biases: Tensor | None) -> Tensor | None:
     present = [b for b in biases if b is not None]
     return None if not present else present[0] if len(present) == 1 else torch.stack(present).sum(0)
@@ -192,6 +213,7 @@ def fuse_model(model: nn.Module) -> nn.Module:
     A second call finds nothing left to rewrite.
     """
     from diffusers.models.activations import GEGLU
+    from diffusers.models.attention_processor import Attention
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
     for parent in list(model.modules()):
@@ -205,6 +227,8 @@ def fuse_model(model: nn.Module) -> nn.Module:
             parent.conv_act = nn.Identity()
         if isinstance(parent, Transformer2DModel) and _keeps_channels_last(parent):
             parent._get_output_for_continuous_inputs = types.MethodType(_channels_last_transformer_output, parent)
+        if isinstance(parent, Attention) and parent.is_cross_attention and not isinstance(parent.processor, SingleTokenCrossAttention):
+            parent.set_processor(SingleTokenCrossAttention(parent.processor))
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.GroupNorm:
