@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from text4d.fused_blocks import (
+    FusedDownsample,
     FusedGEGLU,
     FusedResnetBlock,
     SingleTokenCrossAttention,
@@ -41,6 +42,7 @@ def test_fused_vae_encoder_keeps_outputs_gradients_and_state_keys():
     encoder = perturbed(build_zero123(tiny=True).vae.encoder)
     fused = fuse_model(copy.deepcopy(encoder))
     assert any(isinstance(m, FusedResnetBlock) for m in fused.modules())
+    assert any(isinstance(m, FusedDownsample) for m in fused.modules())
     norms = [m for m in fused.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert norms and all(isinstance(m, FusedGroupNorm) for m in norms)
     assert not any(isinstance(m, torch.nn.SiLU) for m in fused.modules())  # every SiLU went into a norm

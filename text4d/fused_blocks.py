@@ -16,7 +16,11 @@ every transformer. :func:`fuse_model` rewrites a diffusers model so that:
   is one pass (PyTorch runs the GELU and the product as two non-vectorised passes over strided
   halves) when no gradient is needed, as in the guidance UNet;
 * cross-attention to a one-token context (Zero123's CLIP embedding) skips the queries and the
-  attention itself: a softmax over one key is 1, so every query gets that token's value.
+  attention itself: a softmax over one key is 1, so every query gets that token's value;
+* a VAE downsampler's "pad right and bottom by one, then 3x3 stride-2 convolution" is one 4x4
+  stride-2 convolution with symmetric padding 1 whose first weight row and column are zero (the
+  same sums): 28 images at 256 px, forward + input gradient, 0.77 ms instead of 1.95 ms on an
+  H100, where the pad and its gradient were slow strided copies.
 
 Every GroupNorm becomes a :class:`~text4d.fused_norm.FusedGroupNorm`, with the SiLU that follows
 it folded in. Parameters are shared, not copied, and state-dict keys do not change.
@@ -34,6 +38,7 @@ from text4d.fused_norm import (
     ROWS_PER_BLOCK,
     FusedGroupNorm,
     channel_tile,
+    frozen_derived,
     triton,
     triton_available,
 )
@@ -138,6 +143,30 @@ class SingleTokenCrossAttention:
         return value.expand(-1, hidden_states.shape[1], -1)
 
 
+class FusedDownsample(nn.Module):
+    """diffusers' ``Downsample2D`` with ``padding=0`` (asymmetric pad, then a 3x3 stride-2 conv), as one
+    4x4 stride-2 conv with padding 1. Holds the same ``conv`` (and ``Conv2d_0`` alias) submodule."""
+
+    def __init__(self, down: nn.Module):
+        super().__init__()
+        self.conv = down.conv
+        if getattr(down, "Conv2d_0", None) is down.conv:
+            self.Conv2d_0 = down.conv
+
+    @staticmethod
+    def supports(down: nn.Module) -> bool:
+        from diffusers.models.downsampling import Downsample2D
+
+        return (type(down) is Downsample2D and down.use_conv and down.padding == 0 and down.norm is None
+                and _plain_conv(down.conv) and down.conv.kernel_size == (3, 3) and down.conv.stride == (2, 2)
+                and down.conv.padding == (0, 0) and down.conv.dilation == (1, 1) and down.conv.groups == 1)
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        weight = frozen_derived(self, (self.conv.weight,),
+                                lambda: F.pad(self.conv.weight, (1, 0, 1, 0)).contiguous(memory_format=torch.channels_last))
+        return F.conv2d(hidden_states, weight, self.conv.bias, stride=2, padding=1)
+
+
 def _sum_biases(*biases: Tensor | None) -> Tensor | None:
     present = [b for b in biases if b is not None]
     return None if not present else present[0] if len(present) == 1 else torch.stack(present).sum(0)
@@ -222,6 +251,8 @@ def fuse_model(model: nn.Module) -> nn.Module:
                 setattr(parent, name, FusedResnetBlock(child))
             elif type(child) is GEGLU:
                 setattr(parent, name, FusedGEGLU(child))
+            elif FusedDownsample.supports(child):
+                setattr(parent, name, FusedDownsample(child))
         if type(getattr(parent, "conv_norm_out", None)) is nn.GroupNorm and isinstance(getattr(parent, "conv_act", None), nn.SiLU):
             parent.conv_norm_out = FusedGroupNorm.from_group_norm(parent.conv_norm_out, silu=True)
             parent.conv_act = nn.Identity()

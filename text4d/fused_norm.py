@@ -22,6 +22,9 @@ diffusers model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,6 +37,7 @@ except ImportError:  # CPU-only installs: the torch path below is used
 
 ROWS_PER_BLOCK = 64  # rows (pixels) per Triton tile
 TARGET_PROGRAMS = 1024  # enough partial-sum programs to fill an H100 (132 SMs) several times over
+T = TypeVar("T")
 
 
 def triton_available(device: torch.device) -> bool:
@@ -349,6 +353,19 @@ def group_norm_nhwc(x: Tensor, groups: int, weight: Tensor | None = None, bias: 
     return _GroupNormNHWC.apply(x, weight, bias, pre_shift, groups, eps, silu)
 
 
+def frozen_derived(owner: nn.Module, tensors: tuple[Tensor, ...], make: Callable[[], T]) -> T:
+    """``make()`` (a function of ``tensors``), computed once and kept on ``owner`` while none of
+    ``tensors`` needs a gradient or changes (storage or in-place version); else computed per call."""
+    if any(t.requires_grad for t in tensors):
+        return make()
+    key = tuple((t.data_ptr(), t._version) for t in tensors)
+    if getattr(owner, "_derived_key", None) != key:
+        with torch.no_grad():
+            owner._derived = make()
+        owner._derived_key = key
+    return owner._derived
+
+
 class FusedGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` (same parameters and state dict) that runs :func:`group_norm_nhwc` on 4-D
     tensors and, with ``silu``, applies the SiLU that followed it in the model."""
@@ -376,13 +393,9 @@ class FusedGroupNorm(nn.GroupNorm):
     def _kernel_params(self) -> tuple[Tensor | None, Tensor | None]:
         """The parameters as the kernels read them (fp32). Frozen ones are converted once, not per call:
         a guidance UNet makes ~60 norm calls per pass, and each conversion is a kernel launch."""
-        if not self.affine or self.weight.requires_grad or self.bias.requires_grad:
+        if not self.affine:
             return self.weight, self.bias
-        key = (self.weight.data_ptr(), self.weight._version, self.bias.data_ptr(), self.bias._version)
-        if getattr(self, "_fp32_key", None) != key:
-            self._fp32_key = key
-            self._fp32 = (self.weight.detach().float().contiguous(), self.bias.detach().float().contiguous())
-        return self._fp32
+        return frozen_derived(self, (self.weight, self.bias), lambda: (self.weight.float().contiguous(), self.bias.float().contiguous()))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", silu" if self.silu else "")
