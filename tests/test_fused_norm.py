@@ -66,3 +66,19 @@ def test_frozen_parameters_converted_once_and_again_after_an_edit():
 @pytest.mark.parametrize("shift", [None, "sample"])
 def test_triton_matches_group_norm(shape, groups, silu, dtype, shift):
     compare(shape, groups, silu, "cuda", dtype, offset=2.0, tol=1e-4 if dtype == torch.float32 else 2e-2, shift=shift)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_triton)])
+def test_keep_input_adds_the_other_paths_gradient_in_the_backward(device):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 64, 9, 7, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(64, generator=gen).to(device), torch.randn(64, generator=gen).to(device)
+    dy, d_skip = (torch.randn(2, 64, 9, 7, generator=gen).to(device) for _ in range(2))
+    ours_in, ref_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y, skip = group_norm_nhwc(ours_in, 8, weight, bias, 1e-5, True, keep_input=True)
+    assert skip.data_ptr() == ours_in.data_ptr()  # the input itself, not a copy
+    (grad,) = torch.autograd.grad((y * dy).sum() + (skip * d_skip).sum(), ours_in)
+    (ref,) = torch.autograd.grad((reference(ref_in, 8, weight, bias, True) * dy).sum() + (ref_in * d_skip).sum(), ref_in)
+    torch.testing.assert_close(grad, ref, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        group_norm_nhwc(x, 8, weight, bias, pre_shift=bias, keep_input=True)

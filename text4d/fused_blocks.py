@@ -208,7 +208,10 @@ class FusedResnetBlock(nn.Module):
                 and all(_plain_conv(c) for c in (block.conv1, block.conv2, block.conv_shortcut)))
 
     def forward(self, input_tensor: Tensor, temb: Tensor | None = None, *args, **kwargs) -> Tensor:
-        h = _conv_without_bias(self.conv1, self.norm1(input_tensor))
+        # The input comes back out of norm1's autograd node, so its residual gradient is added in
+        # norm1's backward kernel (one pass fewer in the VAE encoder's backward).
+        h, input_tensor = self.norm1.forward_keeping_input(input_tensor)
+        h = _conv_without_bias(self.conv1, h)
         shift = self.conv1.bias
         if self.time_emb_proj is not None and temb is not None:
             emb = self.time_emb_proj(F.silu(temb))

@@ -146,10 +146,11 @@ if triton is not None:
             tl.store(rstd_ptr + n * G + g, 1.0 / tl.sqrt(var + eps))
 
     @triton.jit
-    def _apply_kernel(x_ptr, shift_ptr, dy_ptr, out_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, coef_x_ptr, coef_c_ptr,
-                      HW, C, G, BACKWARD: tl.constexpr, SILU: tl.constexpr, SHIFT: tl.constexpr,
-                      BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-        """Forward: out = silu?(x * scale + shift). Backward: out = dz * scale + x * coef_x + coef_c."""
+    def _apply_kernel(x_ptr, shift_ptr, dy_ptr, extra_ptr, out_ptr, gamma_ptr, beta_ptr, mean_ptr, rstd_ptr, coef_x_ptr,
+                      coef_c_ptr, HW, C, G, BACKWARD: tl.constexpr, SILU: tl.constexpr, SHIFT: tl.constexpr,
+                      EXTRA: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Forward: out = silu?(x * scale + shift). Backward: out = dz * scale + x * coef_x + coef_c (+ extra:
+        a gradient that reached x by another path)."""
         n = tl.program_id(0)
         rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
         cols = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -169,6 +170,8 @@ if triton is not None:
             coef_x = tl.load(coef_x_ptr + grp, mask=cmask, other=0.0)[None, :]
             coef_c = tl.load(coef_c_ptr + grp, mask=cmask, other=0.0)[None, :]
             result = dz * scale[None, :] + x * coef_x + coef_c
+            if EXTRA:
+                result += tl.load(extra_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         else:
             result = z * tl.sigmoid(z) if SILU else z
         tl.store(out_ptr + offs, result.to(out_ptr.dtype.element_ty), mask=mask)
@@ -236,17 +239,19 @@ def _normalize(x: Tensor, stats: _Stats, silu: bool, out: Tensor) -> None:
     n, hw, c = x.shape
     if triton_available(x.device):
         _apply_kernel[_apply_grid(n, hw, c)](
-            x, _or(stats.pre_shift, stats.mean), x, out, stats.gamma, stats.beta, stats.mean, stats.rstd, stats.mean,
+            x, _or(stats.pre_shift, stats.mean), x, x, out, stats.gamma, stats.beta, stats.mean, stats.rstd, stats.mean,
             stats.mean, hw, c, stats.mean.shape[1], BACKWARD=False, SILU=silu, SHIFT=stats.pre_shift is not None,
-            BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=channel_tile(c))
+            EXTRA=False, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=channel_tile(c))
         return
     _, _, scale, shift = stats.per_channel()
     z = _shifted(x, stats.pre_shift) * scale + shift
     out.copy_(F.silu(z) if silu else z)
 
 
-def _input_gradient(x: Tensor, dy: Tensor, stats: _Stats, silu: bool, dx: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Write dL/dx into ``dx`` (when given) from dy [N, HW, C]; return sum(dz) and sum(dz * x_hat) per [N, C]."""
+def _input_gradient(x: Tensor, dy: Tensor, stats: _Stats, silu: bool, dx: Tensor | None,
+                    extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Write dL/dx (plus ``extra``, when given) into ``dx`` (when given) from dy [N, HW, C]; return sum(dz)
+    and sum(dz * x_hat) per [N, C]."""
     n, hw, c = x.shape
     groups = stats.mean.shape[1]
     per_group = hw * (c // groups)
@@ -265,8 +270,9 @@ def _input_gradient(x: Tensor, dy: Tensor, stats: _Stats, silu: bool, dx: Tensor
                                       hw, c, groups, blocks, rows, float(per_group), 0.0, BACKWARD=True,
                                       BLOCK_P=triton.next_power_of_2(blocks), BLOCK_CG=triton.next_power_of_2(c // groups))
         if dx is not None:
-            _apply_kernel[_apply_grid(n, hw, c)](x, pre, dy, dx, *args, coef_x, coef_c, hw, c, groups, BACKWARD=True,
-                                                 SILU=silu, SHIFT=shifted, BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
+            _apply_kernel[_apply_grid(n, hw, c)](x, pre, dy, _or(extra, dy), dx, *args, coef_x, coef_c, hw, c, groups,
+                                                 BACKWARD=True, SILU=silu, SHIFT=shifted, EXTRA=extra is not None,
+                                                 BLOCK_R=ROWS_PER_BLOCK, BLOCK_C=block_c)
         return sum_dz, sum_dz_xhat
     mean, rstd, scale, shift = stats.per_channel()
     xf = _shifted(x, stats.pre_shift)
@@ -277,6 +283,8 @@ def _input_gradient(x: Tensor, dy: Tensor, stats: _Stats, silu: bool, dx: Tensor
         g1 = _group_sums(sum_dz * stats.gamma, groups) / per_group  # mean over the group of d x_hat
         g2 = _group_sums(sum_dz_xhat * stats.gamma, groups) / per_group  # mean of d x_hat * x_hat
         dx.copy_(rstd * (dz * stats.gamma - _per_channel(g1, c).unsqueeze(1) - x_hat * _per_channel(g2, c).unsqueeze(1)))
+        if extra is not None:
+            dx += extra
     return sum_dz, sum_dz_xhat
 
 
@@ -314,7 +322,7 @@ def _as_rows(x: Tensor) -> Tensor:
 class _GroupNormNHWC(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, pre_shift: Tensor | None, groups: int,
-                eps: float, silu: bool) -> Tensor:
+                eps: float, silu: bool, keep_input: bool) -> Tensor | tuple[Tensor, Tensor]:
         n, c = x.shape[:2]
         x = x.contiguous(memory_format=torch.channels_last)
         gamma = weight.float().contiguous() if weight is not None else x.new_ones(c, dtype=torch.float32)
@@ -327,30 +335,38 @@ class _GroupNormNHWC(torch.autograd.Function):
         ctx.silu = silu
         ctx.dtypes = tuple(t.dtype if t is not None else None for t in (weight, bias, pre_shift))
         ctx.shift_shape = pre_shift.shape if pre_shift is not None else None
-        return y
+        return (y, x) if keep_input else y
 
     @staticmethod
-    def backward(ctx, dy: Tensor):
+    def backward(ctx, dy: Tensor, d_input: Tensor | None = None):
         x, gamma, beta, shift, mean, rstd = ctx.saved_tensors
         dy = dy.contiguous(memory_format=torch.channels_last)
         need_x, need_w, need_b, need_shift = ctx.needs_input_grad[:4]
         dx = torch.empty_like(x, memory_format=torch.channels_last) if need_x or need_shift else None
+        extra = _as_rows(d_input.contiguous(memory_format=torch.channels_last)) if d_input is not None and need_x else None
         sum_dz, sum_dz_xhat = _input_gradient(_as_rows(x), _as_rows(dy), _Stats(mean, rstd, gamma, beta, shift), ctx.silu,
-                                              _as_rows(dx) if dx is not None else None)
+                                              _as_rows(dx) if dx is not None else None, extra)
         w_dtype, b_dtype, s_dtype = ctx.dtypes
         dw = sum_dz_xhat.sum(0).to(w_dtype) if need_w else None
         db = sum_dz.sum(0).to(b_dtype) if need_b else None
         ds = None
         if need_shift:  # the shift is broadcast over pixels (and over samples when it is [C])
             ds = dx.float().sum((2, 3)).sum_to_size(ctx.shift_shape).to(s_dtype)
-        return dx if need_x else None, dw, db, ds, None, None, None
+        return dx if need_x else None, dw, db, ds, None, None, None, None
 
 
 def group_norm_nhwc(x: Tensor, groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
-                    eps: float = 1e-5, silu: bool = False, pre_shift: Tensor | None = None) -> Tensor:
+                    eps: float = 1e-5, silu: bool = False, pre_shift: Tensor | None = None,
+                    keep_input: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """``F.group_norm`` (then SiLU when ``silu``) of [N, C, H, W] ``x + pre_shift`` ([C] or [N, C],
-    broadcast over pixels: a conv bias or time embedding folded in); the result is channels-last."""
-    return _GroupNormNHWC.apply(x, weight, bias, pre_shift, groups, eps, silu)
+    broadcast over pixels: a conv bias or time embedding folded in); the result is channels-last.
+
+    ``keep_input``: return ``(y, x)``, with ``x`` passed through this function's autograd node. A
+    gradient reaching that ``x`` (a residual connection) is then added inside the backward kernel,
+    instead of autograd summing the two gradients of ``x`` in a pass of its own."""
+    if keep_input and pre_shift is not None:  # the shift's gradient would then include the other path's
+        raise ValueError("keep_input and pre_shift cannot be combined")
+    return _GroupNormNHWC.apply(x, weight, bias, pre_shift, groups, eps, silu, keep_input)
 
 
 def frozen_derived(owner: nn.Module, tensors: tuple[Tensor, ...], make: Callable[[], T]) -> T:
@@ -379,6 +395,11 @@ class FusedGroupNorm(nn.GroupNorm):
         fused = cls(norm.num_groups, norm.num_channels, norm.eps, norm.affine, silu)
         fused.weight, fused.bias = norm.weight, norm.bias  # share the parameters, not copies
         return fused
+
+    def forward_keeping_input(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(self(x), x)`` for a 4-D ``x`` used again downstream (see :func:`group_norm_nhwc`'s ``keep_input``)."""
+        weight, bias = self._kernel_params()
+        return group_norm_nhwc(x, self.num_groups, weight, bias, self.eps, self.silu, keep_input=True)
 
     def forward(self, x: Tensor, pre_shift: Tensor | None = None) -> Tensor:
         """Normalise ``x + pre_shift`` (see :func:`group_norm_nhwc`; 4-D inputs only)."""
