@@ -11,6 +11,7 @@ from text4d.fused_blocks import (
     FusedDownsample,
     FusedGEGLU,
     FusedResnetBlock,
+    FusedUpsample,
     SingleTokenCrossAttention,
     add_residual,
     fuse_model,
@@ -63,7 +64,7 @@ def test_fused_unet_keeps_outputs_with_time_embedding_and_transformers():
     unet = perturbed(build_zero123(tiny=True).unet)
     fused = fuse_model(copy.deepcopy(unet))
     assert fuse_model(fused) is fused  # a second call finds nothing left to rewrite
-    assert any(isinstance(m, FusedGEGLU) for m in fused.modules())
+    assert any(isinstance(m, FusedGEGLU) for m in fused.modules()) and any(isinstance(m, FusedUpsample) for m in fused.modules())
     assert any(isinstance(getattr(m, "processor", None), SingleTokenCrossAttention) for m in fused.modules())
     assert state_keys(fused) == state_keys(unet)
     gen = torch.Generator().manual_seed(1)
@@ -77,6 +78,19 @@ def test_fused_unet_keeps_outputs_with_time_embedding_and_transformers():
         h = torch.randn(2, block.in_channels, 4, 4, generator=gen).contiguous(memory_format=torch.channels_last)
         context = torch.randn(2, 1, 16, generator=gen)
         assert block(h, encoder_hidden_states=context, return_dict=False)[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fused_upsampler_is_nearest_upsampling_then_its_conv():
+    from diffusers.models.upsampling import Upsample2D
+
+    torch.manual_seed(7)
+    up = Upsample2D(6, use_conv=True, out_channels=7)
+    fused = FusedUpsample(up)
+    assert state_keys(fused) == state_keys(up)
+    x = torch.randn(2, 6, 5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), up(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused(x, output_size=(9, 7)), up(x, output_size=(9, 7)))  # not 2x: the plain path
 
 
 def test_add_residual_broadcasts_bias_and_scale():
