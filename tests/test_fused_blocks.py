@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from text4d.fused_blocks import (
+    BiasLaterConv2d,
     FusedDownsample,
     FusedGEGLU,
     FusedResnetBlock,
@@ -43,7 +44,8 @@ def test_fused_vae_encoder_keeps_outputs_gradients_and_state_keys():
     encoder = perturbed(build_zero123(tiny=True).vae.encoder)
     fused = fuse_model(copy.deepcopy(encoder))
     assert any(isinstance(m, FusedResnetBlock) for m in fused.modules())
-    assert any(isinstance(m, FusedDownsample) for m in fused.modules())
+    assert any(isinstance(m, FusedDownsample) and m.bias_later for m in fused.modules())
+    assert isinstance(fused.conv_in, BiasLaterConv2d)
     norms = [m for m in fused.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert norms and all(isinstance(m, FusedGroupNorm) for m in norms)
     assert not any(isinstance(m, torch.nn.SiLU) for m in fused.modules())  # every SiLU went into a norm
@@ -78,6 +80,24 @@ def test_fused_unet_keeps_outputs_with_time_embedding_and_transformers():
         h = torch.randn(2, block.in_channels, 4, 4, generator=gen).contiguous(memory_format=torch.channels_last)
         context = torch.randn(2, 1, 16, generator=gen)
         assert block(h, encoder_hidden_states=context, return_dict=False)[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_resnet_block_adds_the_bias_of_the_conv_before_it():
+    """conv_in / downsampler bias moved into the next block, through a 1x1 shortcut conv too."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    torch.manual_seed(8)
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1).requires_grad_(False)
+    block = perturbed(ResnetBlock2D(in_channels=16, out_channels=32, temb_channels=None, groups=4))
+    assert block.conv_shortcut is not None and block.conv_shortcut.kernel_size == (1, 1)
+    fused = FusedResnetBlock(copy.deepcopy(block))
+    assert fused.take_input_bias(conv) and not fused.take_input_bias(conv)  # once
+    x = torch.randn(2, 3, 8, 8).requires_grad_()
+    ours = fused(BiasLaterConv2d.from_conv(conv)(x))
+    theirs = block(conv(x), None)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    grads = [torch.autograd.grad(y.square().sum(), x)[0] for y in (ours, theirs)]
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-3)
 
 
 def test_fused_upsampler_is_nearest_upsampling_then_its_conv():

@@ -81,4 +81,4 @@ def test_keep_input_adds_the_other_paths_gradient_in_the_backward(device):
     (ref,) = torch.autograd.grad((reference(ref_in, 8, weight, bias, True) * dy).sum() + (ref_in * d_skip).sum(), ref_in)
     torch.testing.assert_close(grad, ref, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="cannot be combined"):
-        group_norm_nhwc(x, 8, weight, bias, pre_shift=bias, keep_input=True)
+        group_norm_nhwc(x, 8, weight, bias, pre_shift=bias.clone().requires_grad_(), keep_input=True)

@@ -155,6 +155,7 @@ class FusedDownsample(nn.Module):
         self.conv = down.conv
         if getattr(down, "Conv2d_0", None) is down.conv:
             self.Conv2d_0 = down.conv
+        self.bias_later = False  # True once the resnet this feeds adds the bias (see _defer_encoder_biases)
 
     @staticmethod
     def supports(down: nn.Module) -> bool:
@@ -167,7 +168,7 @@ class FusedDownsample(nn.Module):
     def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
         weight = frozen_derived(self, (self.conv.weight,),
                                 lambda: F.pad(self.conv.weight, (1, 0, 1, 0)).contiguous(memory_format=torch.channels_last))
-        return F.conv2d(hidden_states, weight, self.conv.bias, stride=2, padding=1)
+        return F.conv2d(hidden_states, weight, None if self.bias_later else self.conv.bias, stride=2, padding=1)
 
 
 # Nearest 2x upsampling then a 3x3 conv (padding 1), per axis: output 2m reads inputs m-1 (tap 0)
@@ -238,6 +239,16 @@ class FusedResnetBlock(nn.Module):
         self.conv2 = block.conv2
         self.conv_shortcut = block.conv_shortcut
         self.output_scale_factor = float(block.output_scale_factor)
+        self._input_bias_of: tuple[nn.Conv2d, ...] = ()  # a tuple: the conv is another module's child
+
+    def take_input_bias(self, conv: nn.Conv2d) -> bool:
+        """Add ``conv``'s (frozen) bias to this block's input, inside norm1's kernels and the residual add,
+        when ``conv`` feeds this block alone; its owner then runs it without the bias."""
+        if (conv.bias is None or conv.bias.requires_grad or self._input_bias_of
+                or (self.conv_shortcut is not None and self.conv_shortcut.kernel_size != (1, 1))):
+            return False
+        self._input_bias_of = (conv,)
+        return True
 
     @staticmethod
     def supports(block: nn.Module) -> bool:
@@ -252,18 +263,50 @@ class FusedResnetBlock(nn.Module):
     def forward(self, input_tensor: Tensor, temb: Tensor | None = None, *args, **kwargs) -> Tensor:
         # The input comes back out of norm1's autograd node, so its residual gradient is added in
         # norm1's backward kernel (one pass fewer in the VAE encoder's backward).
-        h, input_tensor = self.norm1.forward_keeping_input(input_tensor)
+        in_bias = self._input_bias_of[0].bias if self._input_bias_of else None  # the input is x + in_bias
+        h, input_tensor = self.norm1.forward_keeping_input(input_tensor, in_bias)
         h = _conv_without_bias(self.conv1, h)
         shift = self.conv1.bias
         if self.time_emb_proj is not None and temb is not None:
             emb = self.time_emb_proj(F.silu(temb))
             shift = emb if shift is None else emb + shift
         h = _conv_without_bias(self.conv2, self.dropout(self.norm2(h, shift)))
-        residual, bias = input_tensor, self.conv2.bias
-        if self.conv_shortcut is not None:
+        if self.conv_shortcut is None:
+            residual, bias = input_tensor, _sum_biases(self.conv2.bias, in_bias)
+        else:  # a 1x1 conv maps the input bias to W @ in_bias
             residual = _conv_without_bias(self.conv_shortcut, input_tensor)
-            bias = _sum_biases(bias, self.conv_shortcut.bias)
+            carried = None if in_bias is None else self.conv_shortcut.weight[:, :, 0, 0] @ in_bias
+            bias = _sum_biases(self.conv2.bias, self.conv_shortcut.bias, carried)
         return add_residual(h, residual, bias, 1.0 / self.output_scale_factor)
+
+
+class BiasLaterConv2d(nn.Conv2d):
+    """A Conv2d (the same parameters, so the same state-dict keys) run without its bias, because the
+    resnet block it feeds adds it (:meth:`FusedResnetBlock.take_input_bias`)."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> BiasLaterConv2d:
+        later = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, bias=True, padding_mode=conv.padding_mode, device="meta")
+        later.weight, later.bias = conv.weight, conv.bias
+        return later
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _conv_without_bias(self, x)
+
+
+def _defer_encoder_biases(encoder: nn.Module) -> None:
+    """In a VAE encoder, ``conv_in`` and each down block's downsampler feed only the next block's
+    first resnet: that resnet adds their biases, saving a full pass over each of those tensors."""
+    blocks = list(encoder.down_blocks)
+    first = [getattr(b, "resnets", [None])[0] for b in blocks]
+    if (isinstance(first[0], FusedResnetBlock) and type(encoder.conv_in) is nn.Conv2d and _plain_conv(encoder.conv_in)
+            and first[0].take_input_bias(encoder.conv_in)):
+        encoder.conv_in = BiasLaterConv2d.from_conv(encoder.conv_in)
+    for block, receiver in zip(blocks, first[1:]):
+        downs = getattr(block, "downsamplers", None) or []
+        if len(downs) == 1 and isinstance(downs[0], FusedDownsample) and isinstance(receiver, FusedResnetBlock):
+            downs[0].bias_later = receiver.take_input_bias(downs[0].conv)
 
 
 def _channels_last_transformer_output(self, hidden_states: Tensor, residual: Tensor, batch_size: int, height: int,
@@ -288,6 +331,7 @@ def fuse_model(model: nn.Module) -> nn.Module:
     """
     from diffusers.models.activations import GEGLU
     from diffusers.models.attention_processor import Attention
+    from diffusers.models.autoencoders.vae import Encoder
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
     for parent in list(model.modules()):
@@ -311,4 +355,6 @@ def fuse_model(model: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if type(child) is nn.GroupNorm:
                 setattr(parent, name, FusedGroupNorm.from_group_norm(child, silu=False))
+        if isinstance(parent, Encoder):
+            _defer_encoder_biases(parent)
     return model.to(memory_format=torch.channels_last)

@@ -364,8 +364,8 @@ def group_norm_nhwc(x: Tensor, groups: int, weight: Tensor | None = None, bias: 
     ``keep_input``: return ``(y, x)``, with ``x`` passed through this function's autograd node. A
     gradient reaching that ``x`` (a residual connection) is then added inside the backward kernel,
     instead of autograd summing the two gradients of ``x`` in a pass of its own."""
-    if keep_input and pre_shift is not None:  # the shift's gradient would then include the other path's
-        raise ValueError("keep_input and pre_shift cannot be combined")
+    if keep_input and pre_shift is not None and pre_shift.requires_grad:  # its gradient would include the other path's
+        raise ValueError("keep_input and a pre_shift that needs a gradient cannot be combined")
     return _GroupNormNHWC.apply(x, weight, bias, pre_shift, groups, eps, silu, keep_input)
 
 
@@ -396,10 +396,11 @@ class FusedGroupNorm(nn.GroupNorm):
         fused.weight, fused.bias = norm.weight, norm.bias  # share the parameters, not copies
         return fused
 
-    def forward_keeping_input(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(self(x), x)`` for a 4-D ``x`` used again downstream (see :func:`group_norm_nhwc`'s ``keep_input``)."""
+    def forward_keeping_input(self, x: Tensor, pre_shift: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(self(x, pre_shift), x)`` for a 4-D ``x`` used again downstream (see :func:`group_norm_nhwc`'s
+        ``keep_input``)."""
         weight, bias = self._kernel_params()
-        return group_norm_nhwc(x, self.num_groups, weight, bias, self.eps, self.silu, keep_input=True)
+        return group_norm_nhwc(x, self.num_groups, weight, bias, self.eps, self.silu, pre_shift, keep_input=True)
 
     def forward(self, x: Tensor, pre_shift: Tensor | None = None) -> Tensor:
         """Normalise ``x + pre_shift`` (see :func:`group_norm_nhwc`; 4-D inputs only)."""

@@ -10,6 +10,7 @@ CPU smoke test.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from pathlib import Path
@@ -100,6 +101,7 @@ def run(configs: tuple[str, ...] = ("4d", "4d_demo"), device: str | None = None,
                      gaussians=stage.num_gaussians, renders_per_step=cfg.batch_size * (1 + cfg.n_views), sds_chunk=cfg.sds.chunk)
             results[name] = r
             del stage
+            gc.collect()  # the stage's CUDA graphs (and their memory pool) go before the next config is measured
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     return {"benchmark": "animate", "device": device_name(dev), "model": models.source, "overrides": extra,
