@@ -133,6 +133,13 @@ class StepGraphs:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
 
+    def clear(self) -> None:
+        """Drop every graph (their pool goes with them): for when a tensor the passes read by
+        reference, not as an input, is replaced."""
+        self._seen.clear()
+        self._graphs.clear()
+        self._pool = None
+
     def __call__(self, key, fn: Callable[..., Tensor | tuple[Tensor, ...]], **inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         device = next(iter(inputs.values())).device
         if not self.enabled or device.type != "cuda":

@@ -159,6 +159,7 @@ class Zero123Guidance:
             latents.append(self._encode(x[i : i + 16]).float() / m.latent_scale)
         self.clip_embeds = torch.cat(embeds)
         self.ref_latents = torch.cat(latents)
+        self.graphs.clear()  # captured passes read the previous references' tensors
 
     # -- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
