@@ -1,4 +1,4 @@
-"""Diffusers' resnet blocks and transformer outputs, rewritten for channels-last with fewer passes over memory.
+"""A frozen diffusers UNet or VAE encoder, rewritten for channels-last with fewer passes over memory.
 
 Why: once the GroupNorms were fused (:mod:`text4d.fused_norm`), a profile of the Zero123 SDS
 step (4d.yaml, H100) still showed about 20 ms per step of convolution bias adds (PyTorch adds a
@@ -23,7 +23,9 @@ every transformer. :func:`fuse_model` rewrites a diffusers model so that:
   H100, where the pad and its gradient were slow strided copies;
 * a UNet upsampler's "nearest 2x, then 3x3 convolution" is one 4x4 stride-2 transposed
   convolution on the small input, whose taps are sums of the 3x3 ones: 4 instead of 9 products
-  per output pixel and channel, and no upsampled copy.
+  per output pixel and channel, and no upsampled copy;
+* in a VAE encoder, ``conv_in``'s and each downsampler's bias are added by the resnet block that
+  conv feeds (inside its norm1 kernels and residual add), not in a pass of their own.
 
 Every GroupNorm becomes a :class:`~text4d.fused_norm.FusedGroupNorm`, with the SiLU that follows
 it folded in. Parameters are shared, not copied, and state-dict keys do not change.
