@@ -62,7 +62,7 @@ def time_stage(stage, iters: int, warmup: int, device: torch.device) -> dict:
 
 
 def time_phases(stage, iters: int, milestones: list[float], resolutions: list[int], measure_iters: int, warmup: int,
-                device: torch.device, first_iteration: int = 0) -> dict:
+                device: torch.device) -> dict:
     """Time ``stage`` inside each novel-view resolution phase (one stage, run on from phase to phase,
     as a real run is) and add up what ``iters`` iterations cost: per phase, its warm-up as measured
     (a new render size means new cuDNN plans and CUDA graphs) plus its steady rate for the rest."""
@@ -70,7 +70,7 @@ def time_phases(stage, iters: int, milestones: list[float], resolutions: list[in
     phases, total = {}, 0.0
     for level in range(len(bounds) - 1):
         label = f"{bounds[level]:.1f}-{bounds[level + 1]:.1f}" + (f"@{resolutions[level]}px" if resolutions else "")
-        stage.iteration = first_iteration + int(bounds[level] * iters)
+        stage.iteration = int(bounds[level] * iters)
         r = time_stage(stage, measure_iters, warmup, device)
         phase_iters = round((bounds[level + 1] - bounds[level]) * iters)
         total += r["warmup_s"] + r["s_per_iteration"] * max(phase_iters - warmup, 0)
@@ -95,8 +95,8 @@ def run(configs: tuple[str, ...] = ("4d", "4d_demo"), device: str | None = None,
                 n = 32 if name == "4d_c4d" else frames
                 cfg.frames = str(synthetic_clip(Path(tmp) / f"clip{n}", n, 256))
             stage = build_animate_stage(cfg, dev, models)
-            r = time_phases(stage, cfg.iters, cfg.resolution_milestones, cfg.resolutions, measure_iters, warmup, dev,
-                            first_iteration=cfg.static_iters)
+            # stage.iters: a static warm-up (static_iters) counts in the run and in the progress the phases follow.
+            r = time_phases(stage, stage.iters, cfg.resolution_milestones, cfg.resolutions, measure_iters, warmup, dev)
             r.update(iters=cfg.iters, batch_size=cfg.batch_size, n_views=cfg.n_views, frames=stage.num_frames,
                      gaussians=stage.num_gaussians, renders_per_step=cfg.batch_size * (1 + cfg.n_views), sds_chunk=cfg.sds.chunk)
             results[name] = r
