@@ -164,8 +164,7 @@ class FusedDownsample(nn.Module):
         from diffusers.models.downsampling import Downsample2D
 
         return (type(down) is Downsample2D and down.use_conv and down.padding == 0 and down.norm is None
-                and _plain_conv(down.conv) and down.conv.kernel_size == (3, 3) and down.conv.stride == (2, 2)
-                and down.conv.padding == (0, 0) and down.conv.dilation == (1, 1) and down.conv.groups == 1)
+                and _plain_3x3(down.conv, stride=2, padding=0))
 
     def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
         weight = frozen_derived(self, (self.conv.weight,),
@@ -185,18 +184,20 @@ class FusedUpsample(nn.Module):
 
     def __init__(self, up: nn.Module):
         super().__init__()
-        self.attr = "conv" if up.name == "conv" else "Conv2d_0"
+        self.attr = self._conv_name(up)
         setattr(self, self.attr, getattr(up, self.attr))
+
+    @staticmethod
+    def _conv_name(up: nn.Module) -> str:
+        """Where diffusers keeps the conv (it follows the block's ``name``), and so its state-dict key."""
+        return "conv" if up.name == "conv" else "Conv2d_0"
 
     @staticmethod
     def supports(up: nn.Module) -> bool:
         from diffusers.models.upsampling import Upsample2D
 
-        conv = getattr(up, "conv" if getattr(up, "name", None) == "conv" else "Conv2d_0", None)
         return (type(up) is Upsample2D and up.use_conv and not up.use_conv_transpose and up.interpolate
-                and up.norm is None and isinstance(conv, nn.Conv2d) and _plain_conv(conv)
-                and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
-                and conv.dilation == (1, 1) and conv.groups == 1)
+                and up.norm is None and _plain_3x3(getattr(up, FusedUpsample._conv_name(up), None), stride=1, padding=1))
 
     def _transposed_weight(self, conv: nn.Conv2d) -> Tensor:
         taps = torch.tensor(_UPSAMPLE_TAPS, device=conv.weight.device)
@@ -225,6 +226,12 @@ def _plain_conv(conv: nn.Module | None) -> bool:
     """A Conv2d whose bias may be applied elsewhere (no padding mode or LoRA hooks of its own)."""
     return conv is None or (isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros"
                             and getattr(conv, "lora_layer", None) is None)
+
+
+def _plain_3x3(conv: nn.Module | None, stride: int, padding: int) -> bool:
+    """A plain, dense, undilated 3x3 Conv2d with this stride and padding (what the resampler rewrites assume)."""
+    return (conv is not None and _plain_conv(conv) and conv.kernel_size == (3, 3) and conv.stride == (stride, stride)
+            and conv.padding == (padding, padding) and conv.dilation == (1, 1) and conv.groups == 1)
 
 
 class FusedResnetBlock(nn.Module):

@@ -371,7 +371,8 @@ def group_norm_nhwc(x: Tensor, groups: int, weight: Tensor | None = None, bias: 
 
 def frozen_derived(owner: nn.Module, tensors: tuple[Tensor, ...], make: Callable[[], T]) -> T:
     """``make()`` (a function of ``tensors``), computed once and kept on ``owner`` while none of
-    ``tensors`` needs a gradient or changes (storage or in-place version); else computed per call."""
+    ``tensors`` needs a gradient or changes (storage or in-place version); else computed per call.
+    One such value per owner: a second call site on the same module would evict the first."""
     if any(t.requires_grad for t in tensors):
         return make()
     key = tuple((t.data_ptr(), t._version) for t in tensors)
