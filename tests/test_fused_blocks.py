@@ -13,6 +13,7 @@ from text4d.fused_blocks import (
     FusedGEGLU,
     FusedResnetBlock,
     FusedUpsample,
+    NormForCrossAttention,
     SingleTokenCrossAttention,
     add_residual,
     fuse_model,
@@ -80,6 +81,26 @@ def test_fused_unet_keeps_outputs_with_time_embedding_and_transformers():
         h = torch.randn(2, block.in_channels, 4, 4, generator=gen).contiguous(memory_format=torch.channels_last)
         context = torch.randn(2, 1, 16, generator=gen)
         assert block(h, encoder_hidden_states=context, return_dict=False)[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cross_attention_norm_runs_only_when_attention_reads_it():
+    """norm2 passes through for a one-token context; a longer context, or a processor set later,
+    still sees normalised tokens, so every path gives diffusers' output."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet = perturbed(build_zero123(tiny=True).unet)
+    fused = fuse_model(copy.deepcopy(unet))
+    assert any(isinstance(m, NormForCrossAttention) for m in fused.modules())
+    gen = torch.Generator().manual_seed(4)
+    x, t = torch.randn(2, 8, 8, 8, generator=gen), torch.tensor([10, 500])
+    with torch.no_grad():
+        for tokens in (1, 3):
+            hidden = torch.randn(2, tokens, 16, generator=gen)
+            torch.testing.assert_close(fused(x, t, encoder_hidden_states=hidden).sample,
+                                       unet(x, t, encoder_hidden_states=hidden).sample, atol=1e-5, rtol=1e-4)
+        fused.set_attn_processor(AttnProcessor2_0())  # a multi-token context reads the normalised queries
+        torch.testing.assert_close(fused(x, t, encoder_hidden_states=hidden).sample,
+                                   unet(x, t, encoder_hidden_states=hidden).sample, atol=1e-5, rtol=1e-4)
 
 
 def test_resnet_block_adds_the_bias_of_the_conv_before_it():
