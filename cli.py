@@ -23,6 +23,7 @@ app.add_typer(sample_app, name="sample")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; key=value overrides follow the command.")
 OverridesArg = typer.Argument(None, help="key=value config overrides (OmegaConf dotlist)", show_default=False)
+FullRunOpt = typer.Option(False, "--full", help="Run and time every iteration of the config instead of extrapolating from measured ones.")
 UiOpt = typer.Option("viser", "--ui", help="viser (web studio), dpg (desktop window), viser,dpg (both on one session) or none (headless).")
 HostOpt = typer.Option(None, "--host", help="Viewer host (default 127.0.0.1).")
 PortOpt = typer.Option(None, "--port", help="Viewer port (default 8080; a busy port moves to the next free one).")
@@ -297,11 +298,12 @@ def bench_static(
     device: Optional[str] = typer.Option(None),
     tiny: bool = typer.Option(False, help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size."),
     iters: int = typer.Option(20, help="measured iterations per resolution phase"),
+    full: bool = FullRunOpt,
 ) -> None:
     """Static stage s/iteration per resolution phase, total and peak GiB (full-size random Zero123)."""
     from text4d.bench.static import run
 
-    _print_json(run(configs=tuple(config.split(",")), device=device, tiny=tiny, measure_iters=iters))
+    _print_json(run(configs=tuple(config.split(",")), device=device, tiny=tiny, measure_iters=iters, full=full))
 
 
 @bench_app.command("animate")
@@ -309,13 +311,14 @@ def bench_animate(
     config: str = typer.Option("4d,4d_demo", help="comma-separated configs under configs/dynamic/"),
     device: Optional[str] = typer.Option(None),
     tiny: bool = typer.Option(False, help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size."),
-    iters: int = typer.Option(20, help="measured iterations per config"),
+    iters: int = typer.Option(20, help="measured iterations per resolution phase"),
+    full: bool = FullRunOpt,
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Dynamic stage with Zero123 SDS: s/iteration, total for the config's iters, peak GiB (full-size random Zero123)."""
     from text4d.bench.animate import run
 
-    _print_json(run(configs=tuple(config.split(",")), device=device, tiny=tiny, measure_iters=iters, overrides=overrides))
+    _print_json(run(configs=tuple(config.split(",")), device=device, tiny=tiny, measure_iters=iters, overrides=overrides, full=full))
 
 
 @app.command("export")

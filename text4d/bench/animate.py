@@ -4,8 +4,9 @@ Synthetic driving clip (a coloured disc, RGBA) -> :func:`text4d.animate.build_an
 random-weight model of the real architecture, so the numbers are the ones a real run pays. Reports,
 per config, s/iteration (median after warm-up) in each novel-view resolution phase (128/256/512 px),
 total seconds for ``iters`` (each phase's warm-up steps as measured, compilation and CUDA-graph
-capture included, plus its steady rate for the rest of the phase), and peak GiB. ``tiny=True`` is a
-CPU smoke test.
+capture included, plus its steady rate for the rest of the phase; with ``full=True``, every
+iteration run and timed, so no extrapolation and run-to-run noise averages out), and peak GiB.
+``tiny=True`` is a CPU smoke test.
 """
 
 from __future__ import annotations
@@ -57,30 +58,32 @@ def time_stage(stage, iters: int, warmup: int, device: torch.device) -> dict:
         synchronize(device)
         times.append(time.perf_counter() - start)
     return {"s_per_iteration": round(float(np.median(times)), 4), "mean_s": round(float(np.mean(times)), 4),
-            "warmup_s": round(warmup_s, 2), "warmup_iters": warmup, "peak_gib": peak_gib(device),
-            "peak_reserved_gib": peak_reserved_gib(device)}
+            "warmup_s": round(warmup_s, 2), "warmup_iters": warmup, "measured_iters": iters,
+            "measured_s": round(float(np.sum(times)), 2), "peak_gib": peak_gib(device), "peak_reserved_gib": peak_reserved_gib(device)}
 
 
 def time_phases(stage, iters: int, milestones: list[float], resolutions: list[int], measure_iters: int, warmup: int,
-                device: torch.device) -> dict:
+                device: torch.device, full: bool = False) -> dict:
     """Time ``stage`` inside each novel-view resolution phase (one stage, run on from phase to phase,
     as a real run is) and add up what ``iters`` iterations cost: per phase, its warm-up as measured
-    (a new render size means new cuDNN plans and CUDA graphs) plus its steady rate for the rest."""
+    (a new render size means new cuDNN plans and CUDA graphs) plus its steady rate for the rest, or,
+    with ``full``, every one of the phase's iterations as run."""
     bounds = [0.0, *milestones[: max(len(resolutions) - 1, 0)], 1.0]
     phases, total = {}, 0.0
     for level in range(len(bounds) - 1):
         label = f"{bounds[level]:.1f}-{bounds[level + 1]:.1f}" + (f"@{resolutions[level]}px" if resolutions else "")
         stage.iteration = int(bounds[level] * iters)
-        r = time_stage(stage, measure_iters, warmup, device)
         phase_iters = round((bounds[level + 1] - bounds[level]) * iters)
-        total += r["warmup_s"] + r["s_per_iteration"] * max(phase_iters - warmup, 0)
+        rest = max(phase_iters - warmup, 0)
+        r = time_stage(stage, rest if full else measure_iters, warmup, device)
+        total += r["warmup_s"] + (r["measured_s"] if full else r["s_per_iteration"] * rest)
         phases[label] = r
     peak = {key: max((p[key] for p in phases.values() if p[key] is not None), default=None) for key in ("peak_gib", "peak_reserved_gib")}
-    return {"phases": phases, "total_s_for_iters": round(total, 1), **peak}
+    return {"phases": phases, "total_s_for_iters": round(total, 1), "every_iteration_run": full, **peak}
 
 
 def run(configs: tuple[str, ...] = ("4d", "4d_demo"), device: str | None = None, tiny: bool = False, measure_iters: int = 20,
-        warmup: int = 3, frames: int = 14, overrides: list[str] | None = None) -> dict:
+        warmup: int = 3, frames: int = 14, overrides: list[str] | None = None, full: bool = False) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     models = build_zero123(tiny=tiny, device=dev)
     extra = list(overrides or [])
@@ -96,7 +99,7 @@ def run(configs: tuple[str, ...] = ("4d", "4d_demo"), device: str | None = None,
                 cfg.frames = str(synthetic_clip(Path(tmp) / f"clip{n}", n, 256))
             stage = build_animate_stage(cfg, dev, models)
             # stage.iters: a static warm-up (static_iters) counts in the run and in the progress the phases follow.
-            r = time_phases(stage, stage.iters, cfg.resolution_milestones, cfg.resolutions, measure_iters, warmup, dev)
+            r = time_phases(stage, stage.iters, cfg.resolution_milestones, cfg.resolutions, measure_iters, warmup, dev, full)
             r.update(iters=cfg.iters, batch_size=cfg.batch_size, n_views=cfg.n_views, frames=stage.num_frames,
                      gaussians=stage.num_gaussians, renders_per_step=cfg.batch_size * (1 + cfg.n_views), sds_chunk=cfg.sds.chunk)
             results[name] = r

@@ -1,7 +1,7 @@
 """``text4d bench static``: the static stage (DreamGaussian) with Zero123 SDS at full Stable-Zero123 size, random weights.
 
 Reports s/iteration at each novel-view resolution step (128/256/512 px), the resulting total
-for ``iters``, and peak GiB, per config. ``tiny=True`` is a CPU smoke test.
+for ``iters`` (``full=True``: every iteration run), and peak GiB, per config. ``tiny=True`` is a CPU smoke test.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _disc(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(configs: tuple[str, ...] = ("dg",), device: str | None = None, tiny: bool = False, measure_iters: int = 20,
-        warmup: int = 3, overrides: list[str] | None = None) -> dict:
+        warmup: int = 3, overrides: list[str] | None = None, full: bool = False) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     models = build_zero123(tiny=tiny, device=dev)
     extra = list(overrides or []) + (["ref_size=32", "resolutions=[16,32,32]", "sds.image_size=32", "num_pts=300"] if tiny else [])
@@ -31,7 +31,7 @@ def run(configs: tuple[str, ...] = ("dg",), device: str | None = None, tiny: boo
     for name in configs:
         cfg = load_config(StaticRunConfig, CONFIGS / "static" / f"{name}.yaml", extra + [f"device={dev}"])
         stage = build_static_stage(cfg, *_disc(512 if not tiny else 32), dev, models)
-        r = time_phases(stage, cfg.iters, cfg.resolution_milestones, cfg.resolutions, measure_iters, warmup, dev)
+        r = time_phases(stage, cfg.iters, cfg.resolution_milestones, cfg.resolutions, measure_iters, warmup, dev, full)
         results[name] = {**r, "iters": cfg.iters, "batch_size": cfg.batch_size}
         del stage
     return {"benchmark": "static", "device": device_name(dev), "model": models.source, "overrides": extra, "configs": results}
