@@ -148,3 +148,29 @@ def test_step_graph_training_matches_eager_training():
     assert graphs.captures == 1
     assert replayed == pytest.approx(eager, rel=1e-5)
     torch.testing.assert_close(w_replayed, w_eager)
+
+
+@needs_cuda
+@pytest.mark.parametrize("autotune", [False, True])
+def test_a_new_shape_is_captured_at_once_unless_cudnn_autotunes(autotune, monkeypatch):
+    """After the first capture, a new key skips its eager run (whose activations would sit outside
+    the shared pool), except while cuDNN autotuning would time kernels inside the capture."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", autotune)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(16, 4, 3, padding=1)).cuda()
+
+    def input_gradient(x):
+        leaf = x.detach().requires_grad_(True)
+        loss = net(leaf).square().sum()
+        return loss.detach(), torch.autograd.grad(loss, leaf)[0]
+
+    graphs = StepGraphs()
+    for _ in range(2):
+        graphs(("a",), input_gradient, x=torch.randn(2, 3, 8, 8, device="cuda"))
+    assert graphs.captures == 1
+    for call in range(2):
+        x = torch.randn(3, 3, 16, 16, device="cuda")
+        ours, theirs = graphs(("b",), input_gradient, x=x), input_gradient(x)
+        assert graphs.captures == (2 if not autotune or call == 1 else 1)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b)

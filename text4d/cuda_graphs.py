@@ -111,11 +111,15 @@ class StepGraphs:
     gradient from ``torch.autograd.grad``) that runs its backward itself. Gradients it leaves in
     parameters must accumulate into ``.grad`` tensors that already exist (:meth:`prepare_grads`),
     so every graph writes into the same buffers the optimiser reads; zero them with
-    ``zero_grad(set_to_none=False)``. The first call of a key runs eagerly on a side stream
-    (cuDNN autotuning and lazy allocations happen outside any graph); the second captures and
-    replays; later calls copy the inputs into the graph's buffers and replay. All graphs share
-    one memory pool, so passes that never run at the same time cost the memory of the largest;
-    replayed outputs are therefore cloned out before another graph can overwrite them.
+    ``zero_grad(set_to_none=False)``. The first call of the first key runs eagerly on a side
+    stream (lazy library set-up and allocations happen outside any graph); the second captures
+    and replays; later calls copy the inputs into the graph's buffers and replay. All graphs
+    share one memory pool, so passes that never run at the same time cost the memory of the
+    largest; replayed outputs are therefore cloned out before another graph can overwrite them.
+    A later key (a new input shape: the next novel-view size of an SDS run) is captured on its
+    first call: its eager run would hold a whole pass's activations outside that pool (8 GiB on
+    top of 13 GiB for a 4d.yaml SDS chunk). Only while cuDNN autotuning is on, which must not
+    time kernels inside a capture, does every new key run eagerly first.
     Disabled (``enabled=False`` or off CUDA) it simply calls ``fn``.
     """
 
@@ -151,7 +155,8 @@ class StepGraphs:
                 static[name].copy_(x, non_blocking=True)
             graph.replay()
             return _cloned(outputs)
-        if key not in self._seen:
+        warmed_up = bool(self._graphs) and not torch.backends.cudnn.benchmark
+        if key not in self._seen and not warmed_up:
             self._seen.add(key)
             side = torch.cuda.Stream(device=device)
             side.wait_stream(torch.cuda.current_stream(device))
