@@ -45,12 +45,15 @@ def synthetic_clip(folder: Path, frames: int, size: int) -> Path:
 
 
 def time_stage(stage, iters: int, warmup: int, device: torch.device) -> dict:
+    """s/iteration after ``warmup`` steps; the peaks span the warm-up too (graph captures and their
+    transient memory are part of what a run needs)."""
+    synchronize(device)
+    reset_peak(device)
     start = time.perf_counter()
     for _ in range(warmup):  # includes torch.compile and cuDNN autotuning when they run
         stage.step()
     synchronize(device)
     warmup_s = time.perf_counter() - start
-    reset_peak(device)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
