@@ -54,6 +54,16 @@ class Deltas:
     rotation: Tensor  # [T, N, 4]
 
 
+def _plane_product(samples: Tensor) -> Tensor:
+    """The product over the planes (dim 0) of their samples, as plain multiplies: the backward of
+    ``Tensor.prod`` asks the host whether any factor is zero (``.item()``), which stalled every
+    training step's backward until the GPU had finished the whole SDS pass queued before it."""
+    out = samples[0]
+    for plane in samples[1:]:
+        out = out * plane
+    return out
+
+
 class HexPlaneField(nn.Module):
     """Multi-resolution HexPlane features + MLP heads.
 
@@ -110,8 +120,8 @@ class HexPlaneField(nn.Module):
         time_grid = torch.stack([p.expand(n_t, n, 3), tt], dim=-1).permute(2, 0, 1, 3).reshape(3, 1, n_t * n, 2)
         feats = []
         for space, time in zip(self.space_planes, self.time_planes):
-            fs = F.grid_sample(space, space_grid, mode="bilinear", padding_mode="border", align_corners=True).prod(0)
-            ft = F.grid_sample(time, time_grid, mode="bilinear", padding_mode="border", align_corners=True).prod(0)
+            fs = _plane_product(F.grid_sample(space, space_grid, mode="bilinear", padding_mode="border", align_corners=True))
+            ft = _plane_product(F.grid_sample(time, time_grid, mode="bilinear", padding_mode="border", align_corners=True))
             c = fs.shape[0]
             feats.append(fs.view(c, -1 if per_time else 1, n) * ft.view(c, n_t, n))  # [C, T, N]
         return torch.cat(feats, dim=0).permute(1, 2, 0)
