@@ -76,7 +76,7 @@ class Zero123Views:
         frames = torch.cdist(times.float().cpu()[:, None], self.frame_times[:, None]).argmin(dim=1)  # [B]
         self._last = {"frames": frames[:, None].expand(b, v), "d_el": d_el, "d_az": d_az, "d_r": d_r, "ref_el": el0[:, None].expand(b, v)}
         K = ref_cameras.Ks[:, None].expand(b, v, 3, 3)
-        return Cameras.from_c2w(c2w, K, ref_cameras.width, ref_cameras.height, rigid=True)
+        return Cameras.from_c2w(c2w, K, ref_cameras.width, ref_cameras.height)
 
     def state_dict(self) -> dict[str, dict[str, Tensor]]:
         """The guidance's RNG states (the cameras come from the stage's own generator)."""

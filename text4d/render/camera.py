@@ -84,18 +84,6 @@ def look_at(eye: Tensor, target: Tensor | None = None, up: Tensor | None = None)
     return c2w
 
 
-def rigid_inverse(m: Tensor) -> Tensor:
-    """Inverse of rigid transforms [..., 4, 4] (rotation R, translation t): [R^T | -R^T t]. Why not
-    ``torch.linalg.inv``: profiled on the H100 machine, its batched LU took ~1.3 ms of every 4d.yaml
-    step (56 novel cameras) while the GPU waited for the step's first kernels."""
-    r_t = m[..., :3, :3].transpose(-1, -2)
-    out = torch.zeros_like(m)
-    out[..., :3, :3] = r_t
-    out[..., :3, 3] = -(r_t @ m[..., :3, 3:])[..., 0]
-    out[..., 3, 3] = 1.0
-    return out
-
-
 def orbit_position(elevation: Tensor | float, azimuth: Tensor | float, radius: Tensor | float) -> Tensor:
     """World position [..., 3] of an orbit camera (angles in degrees)."""
     el = torch.deg2rad(torch.as_tensor(elevation, dtype=torch.float32))
@@ -176,10 +164,9 @@ class Cameras:
         return Cameras(self.viewmats.reshape(*shape, 4, 4), self.Ks.reshape(*shape, 3, 3), self.width, self.height)
 
     @staticmethod
-    def from_c2w(c2w: Tensor, K: Tensor, width: int, height: int, rigid: bool = False) -> "Cameras":
-        """From OpenCV camera-to-world matrices [..., 4, 4] and K [3, 3] or [..., 3, 3]. ``rigid``: the
-        matrices are a rotation and a translation (look-at cameras), inverted in closed form."""
-        viewmats = rigid_inverse(c2w) if rigid else torch.linalg.inv(c2w)
+    def from_c2w(c2w: Tensor, K: Tensor, width: int, height: int) -> "Cameras":
+        """From OpenCV camera-to-world matrices [..., 4, 4] and K [3, 3] or [..., 3, 3]."""
+        viewmats = torch.linalg.inv(c2w)
         return Cameras(viewmats, K.to(c2w).expand(*c2w.shape[:-2], 3, 3).clone(), width, height)
 
     @staticmethod
@@ -192,7 +179,7 @@ class Cameras:
         height: int,
     ) -> "Cameras":
         """Orbit cameras (degrees; see module docstring) looking at the origin."""
-        return Cameras.from_c2w(orbit_c2w(elevation, azimuth, radius), intrinsics(fovy, width, height), width, height, rigid=True)
+        return Cameras.from_c2w(orbit_c2w(elevation, azimuth, radius), intrinsics(fovy, width, height), width, height)
 
     @staticmethod
     def cat(cams: list["Cameras"]) -> "Cameras":
