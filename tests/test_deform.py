@@ -92,3 +92,19 @@ def test_per_time_positions_match_shared_positions():
     shared = field.features(x, t)
     per_time = field.features(x.unsqueeze(0).expand(2, -1, -1), t)
     assert torch.allclose(shared, per_time, atol=1e-6)
+
+
+def test_backward_has_no_node_that_syncs_with_the_host():
+    """ProdBackward asks the host whether a factor is zero (.item()): mid-step, that stalled the CPU
+    until the GPU had run the whole SDS pass queued before the backward."""
+    field = HexPlaneField(SMALL)
+    d = field(torch.rand(20, 3, requires_grad=True), torch.tensor([0.2, 0.7]))
+    seen, stack = set(), [(d.position.sum() + d.rotation.sum()).grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        assert not type(node).__name__.startswith("ProdBackward")
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    assert len(seen) > 10
