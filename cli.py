@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from text4d.errors import Text4DError
+from text4d.extras import user_error
 from text4d.video.commands import motion_app, video_app
 
 app = typer.Typer(help="text4d: text / image / video -> animated 3D Gaussians, with a live studio.", no_args_is_help=True, add_completion=False)
@@ -401,8 +402,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
-    except Text4DError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    except (Text4DError, ModuleNotFoundError) as e:
+        error = user_error(e)
+        if not isinstance(error, Text4DError):  # a module of no extra: a broken install or a bug, keep the traceback
+            raise
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)

@@ -57,6 +57,7 @@ from rich.live import Live
 from rich.table import Table
 
 from text4d.errors import ConfigError, InputError, Text4DError
+from text4d.extras import require as require_extra
 from text4d.io import atomic
 from text4d.recording import RunFolder
 
@@ -894,10 +895,9 @@ def run_batch(
 
 def import_ray() -> Any:
     """Ray is an extra (``text4d[batch]``) so the core install stays light."""
-    try:
-        import ray
-    except ImportError as e:
-        raise Text4DError(f"text4d batch needs Ray ({e}); pip install -e '.[batch]'") from e
+    require_extra("batch")
+    import ray
+
     return ray
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from text4d.errors import ConfigError, Text4DError
+from text4d.extras import require as require_extra
 from text4d.recording import record_session_open
 from text4d.session import Session, SessionStats
 from viewer.config import ViewerConfig
@@ -63,10 +64,8 @@ def serve(session: Session, viewer_cfg: ViewerConfig, console: Console, fronts: 
     """Attach the front ends in ``fronts`` to ``session``; return when the desktop window closes, or on Ctrl-C."""
     app = None
     if "viser" in fronts:
-        try:
-            from viewer.viser_app import ViewerApp
-        except ImportError as e:
-            raise Text4DError(f"the web viewer needs viser ({e}); pip install -e '.[viewer]', or pass --ui none") from e
+        from viewer.viser_app import ViewerApp
+
         app = ViewerApp(session, viewer_cfg).start()
         if viewer_cfg.port and app.port != viewer_cfg.port:
             console.print(f"[yellow]port {viewer_cfg.port} is busy; using {app.port}[/yellow]")
@@ -98,18 +97,17 @@ def check_front_ends(ui: str) -> tuple[str, ...]:
     A missing display for ``dpg`` is then a one-line error, not a GLFW abort or an empty run folder.
     """
     fronts = parse_ui(ui)
+    if "viser" in fronts:
+        require_extra("viewer")
     if "dpg" in fronts:
         _check_desktop()
     return fronts
 
 
 def _check_desktop() -> None:
-    from viewer.display import ALTERNATIVES, require_display
+    from viewer.display import require_display
 
-    try:
-        import dearpygui.dearpygui  # noqa: F401
-    except ImportError as e:
-        raise Text4DError(f"the desktop viewer needs DearPyGui ({e}); pip install -e '.[dpg]', or {ALTERNATIVES}") from e
+    require_extra("dpg")
     require_display()
 
 

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from text4d.config import editable_fields, set_value
 from text4d.errors import ConfigError, Text4DError
+from text4d.extras import user_error
 from text4d.recording import RunFolder
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput
@@ -571,9 +572,13 @@ class Session:
         try:
             path = self.exporters[kind](frozen, self.run.exports_dir, it)
         except Exception as e:  # an export failing (disk full, codec missing) must not stop training
-            log.exception("export %s failed", kind)
-            self._emit("export_failed", f"export {kind} failed: {e}", level="error", data={"kind": kind})
-            future.set_exception(e)
+            error = user_error(e)
+            if isinstance(error, Text4DError):  # the user can fix it: one line, no traceback
+                log.error("export %s failed: %s", kind, error)
+            else:
+                log.exception("export %s failed", kind)
+            self._emit("export_failed", f"export {kind} failed: {error}", level="error", data={"kind": kind})
+            future.set_exception(error)
         else:
             self._emit("exported", f"exported {kind}: {path}", level="success", data={"kind": kind, "path": str(path)})
             future.set_result(path)

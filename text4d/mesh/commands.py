@@ -17,6 +17,7 @@ from rich.progress import Progress as Bar
 
 from text4d.config import load_config
 from text4d.errors import ConfigError, InputError, Text4DError
+from text4d.extras import require as require_extra
 from text4d.export import export_orbit_video, export_ply_sequence
 from text4d.mesh.export import export_glb, export_obj_sequence
 from text4d.mesh.sequence import MeshConfig, parse_frames
@@ -67,6 +68,8 @@ def export_run(
     console = console or Console(stderr=True)
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
+    if fmt in ("obj-seq", "glb"):
+        require_extra("mesh")
     cfg = load_mesh_config(config, overrides, resolution, texture)
     run = RunFolder.open(run_dir)
     if not run.config_path.exists():

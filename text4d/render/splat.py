@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -35,6 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from text4d.errors import ConfigError
+from text4d.extras import require as require_extra
 from text4d.render.camera import Cameras
 from text4d.render.sh import SH_C0, num_sh_bases, sh_colors
 
@@ -144,10 +147,10 @@ def render(
 
 
 @functools.cache
-def backend_available(name: str) -> bool:
-    """Whether backend ``name`` can be imported here (its CUDA extension loads)."""
+def backend_load_error(name: str) -> str | None:
+    """Why backend ``name`` cannot be imported here (its CUDA extension does not load), or None when it can."""
     if name == "torch":
-        return True
+        return None
     module = {"gsplat": "gsplat", "inria": "diff_gaussian_rasterization"}.get(name)
     if module is None:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
@@ -155,8 +158,13 @@ def backend_available(name: str) -> bool:
         importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - a broken CUDA build raises OSError/RuntimeError, not only ImportError
         logger.debug("backend %s unavailable: %s", name, exc)
-        return False
-    return True
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+def backend_available(name: str) -> bool:
+    """Whether backend ``name`` can be imported here (its CUDA extension loads)."""
+    return backend_load_error(name) is None
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -171,11 +179,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "torch"
     if backend == "torch":
         return "torch"
-    package = "gsplat" if backend == "gsplat" else "diff-gaussian-rasterization"
-    if not backend_available(backend):
-        raise ValueError(f"backend {backend!r} requested but {package} is not importable; install it or use backend='torch'")
     if device.type != "cuda":
-        raise ValueError(f"backend {backend!r} needs CUDA tensors, got {device}; use backend='torch' on CPU")
+        raise ConfigError(f"backend={backend} needs a CUDA device, got {device}; use backend=torch (or auto) on CPU")
+    problem = backend_load_error(backend)
+    if problem is not None:
+        if backend == "gsplat" and importlib.util.find_spec("gsplat") is None:
+            require_extra("cuda")
+        package = "gsplat" if backend == "gsplat" else "diff-gaussian-rasterization"
+        raise ConfigError(f"backend={backend} requested but {package} does not load here ({problem}); reinstall it or use backend=auto")
     return backend
 
 

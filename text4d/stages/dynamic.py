@@ -37,7 +37,7 @@ from text4d.io.ply import PlyGaussians
 from text4d.lpips import LPIPS
 from text4d.metrics import score
 from text4d.render.camera import Cameras
-from text4d.render.splat import RenderOutput, Splats, render
+from text4d.render.splat import RenderOutput, Splats, render, resolve_backend
 from text4d.stages.base import GaussianStage, stepped_resolution
 from text4d.stages.novel import NovelViewTerm
 from text4d.views import Views
@@ -99,6 +99,7 @@ class DynamicStage(GaussianStage):
     ):
         self.cfg = cfg
         self.device = torch.device(device)
+        resolve_backend(cfg.backend, self.device)  # a backend that cannot run here fails now, not in the first step
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.reference = reference.to(self.device)
         self.novel = novel

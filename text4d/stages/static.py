@@ -32,7 +32,7 @@ from text4d.errors import InputError
 from text4d.io.atomic import write_json
 from text4d.io.ply import PlyGaussians, load_ply, save_ply
 from text4d.render.camera import Cameras
-from text4d.render.splat import RenderOutput, render
+from text4d.render.splat import RenderOutput, render, resolve_backend
 from text4d.stages.base import GaussianStage, stepped_resolution
 
 
@@ -112,6 +112,7 @@ class StaticStage(GaussianStage):
         """``rgb`` [H, W, 3] and ``alpha`` [H, W, 1] in [0, 1]: the input image (recentred RGBA)."""
         self.cfg = cfg
         self.device = torch.device(device)
+        resolve_backend(cfg.backend, self.device)  # a backend that cannot run here fails now, not in the first step
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.rgb, self.alpha = rgb.to(self.device), alpha.to(self.device)
         self.guidance = guidance

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from text4d.errors import InputError, ModelFileError
+from text4d.errors import ModelFileError
+from text4d.extras import require as require_extra
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,9 @@ def onnx_alpha(frames: np.ndarray, model_path: str | Path, key: str = "--matting
     if not model_path.is_file():
         raise ModelFileError(f"segmentation model {model_path} (from {key}) does not exist; "
                              "pass an ONNX file such as u2net.onnx or birefnet.onnx, or leave it out to key a plain background")
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise InputError(f"{key} needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu)") from e
+    require_extra("matting")
+    import onnxruntime as ort
+
     try:
         sess = ort.InferenceSession(str(model_path), providers=ort.get_available_providers())
     except Exception as e:  # onnxruntime raises its own exception types for bad files
