@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Run the test suite: installs what the tests need (test extras, headless
-# browser and virtual display when the viewer tests exist), then pytest.
+# Run the test suite the way CI does: install text4d with every extra that installs on this machine,
+# the tools the browser, desktop and glTF tests drive, then pytest (arguments are passed on).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-TEXT4D_EXTRAS=${TEXT4D_EXTRAS:-dev,viewer} bash scripts/install.sh || exit 1
-for extra in scripts/ci_install_*.sh; do
-  [ -e "$extra" ] && { bash "$extra" || exit 1; }
-done
+source scripts/python_env.sh
+PYTHON=$PY TEXT4D_EXTRAS=${TEXT4D_EXTRAS:-dev,viewer,mesh,video,dpg,batch,matting} bash scripts/install.sh || exit 1
+PYTHON=$PY bash scripts/install_test_tools.sh || exit 1
 "$PY" -m pytest -q "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
