@@ -131,10 +131,10 @@ def list_runs(root: Path = typer.Option(Path("recordings"), "--root", help="Fold
     """The runs under recordings/: name, date, stages done, iteration, best metric, problems."""
     from rich.console import Console
 
-    from text4d.runs import find_runs, runs_table
+    from text4d.runs import find_runs, print_runs
 
     runs = find_runs(root)
-    Console().print(runs_table(runs, f"{len(runs)} run(s) in {root}"))
+    print_runs(runs, f"{len(runs)} run(s) in {root}", Console())
 
 
 @app.command("record-scene")
