@@ -238,3 +238,25 @@ def test_ui_choices(ui, fronts):
 def test_bad_ui_is_refused(ui):
     with pytest.raises(Text4DError, match="--ui must be"):
         parse_ui(ui)
+
+
+def test_every_ui_option_offers_every_front_end():
+    """``--ui`` help is one shared text, true for every command that has it (dpg and viser,dpg work everywhere)."""
+    import click
+    import typer
+
+    from cli import UI_HELP, app
+    from text4d.live import FRONT_ENDS
+
+    def commands(group: click.Group, prefix: str = ""):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from commands(cmd, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", cmd
+
+    with_ui = {name: param for name, cmd in commands(typer.main.get_command(app)) for param in cmd.params if param.name == "ui"}
+    assert {"fit", "demo", "view", "static", "animate", "run"} <= set(with_ui)
+    for name, param in with_ui.items():
+        assert param.help == UI_HELP, name
+    assert all(front in UI_HELP for front in (*FRONT_ENDS, ",".join(FRONT_ENDS), "none"))
