@@ -152,6 +152,9 @@ class ViewerApp:
     def _build_shared_gui(self, server: viser.ViserServer) -> None:
         gui = server.gui
         gui.configure_theme(control_width="large", dark_mode=True, show_logo=False, brand_color=(232, 89, 12))
+        # Docked, the panel insets the 3D canvas instead of floating over its right part, so every
+        # frame (a side-by-side comparison included) is seen whole; users can still undock it.
+        gui.main_panel.dock_right()
         with gui.add_folder("Run", order=10):
             self.stats_md = gui.add_markdown("starting ...")
             self.progress = gui.add_progress_bar(0.0, animated=False)
