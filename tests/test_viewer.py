@@ -14,6 +14,7 @@ from text4d.recording import RunFolder
 from text4d.render.camera import orbit_c2w
 from text4d.session import Session, SessionConfig
 from text4d.views import resize_images
+from viewer.controls import count_axis
 from viewer.frames import FrameRenderer, pair_cells, to_uint8
 from viewer.render_worker import RenderWorker, ViewRequest, WorkerConfig, image_size
 
@@ -134,6 +135,12 @@ def test_ground_truth_comes_first_and_both_are_labelled(toy_session, width, heig
 def test_a_thumbnail_gets_no_labels(toy_session):
     image = FrameRenderer(toy_session)(request("still", t=0.5, mode="gt"), 48, 32)
     assert not (np.abs(image.astype(int) - (24, 26, 30)).max(axis=-1) <= 2).any()
+
+
+@pytest.mark.parametrize(("peak", "divisor", "title"), [(576, 1.0, "Gaussians"), (10_000, 1e3, "Gaussians (thousands)"), (1_200_000, 1e6, "Gaussians (millions)")])
+def test_count_axes_keep_labels_short(peak, divisor, title):
+    assert count_axis("Gaussians", peak) == (divisor, title)
+    assert len(f"{peak / divisor:,.0f}") <= 3  # uPlot's 50 px y axis shows 3 digits whole
 
 
 def test_busy_port_moves_to_the_next_free_one(toy_session, caplog):

@@ -51,6 +51,7 @@ from viewer.controls import (
     PALETTE,
     PRESETS,
     STRUCTURAL_KEYS,
+    count_axis,
     edit_group,
     field_type,
     format_value,
@@ -624,7 +625,11 @@ class DesktopApp:
         evaluated = [r for r in history if "test_psnr" in r]
         if evaluated:
             self._line("psnr", "test_psnr", [float(r["iteration"]) for r in evaluated], [float(r["test_psnr"]) for r in evaluated], PALETTE[2])
-        self._line("gaussians", "gaussians", x, [float(r["gaussians"]) for r in records], PALETTE[1])
+        counts = [float(r["gaussians"]) for r in records]
+        divisor, title = count_axis("Gaussians", max(counts))
+        if dpg.get_item_label("t4d.plot.gaussians") != title:
+            dpg.configure_item("t4d.plot.gaussians", label=title)
+        self._line("gaussians", "gaussians", x, [c / divisor for c in counts], PALETTE[1])
         for name in ("loss", "psnr", "gaussians"):
             dpg.fit_axis_data(f"t4d.plot.{name}.x")
             dpg.fit_axis_data(f"t4d.plot.{name}.y")

@@ -42,6 +42,7 @@ from viewer.controls import (
     PALETTE,
     PRESETS,
     STRUCTURAL_KEYS,
+    count_axis,
     edit_group,
     field_type,
     format_value,
@@ -427,18 +428,21 @@ class ViewerApp:
         evaluated = [r for r in history if "test_psnr" in r]
         if evaluated:
             self._plot("psnr", "Held-out PSNR (dB)", evaluated[:: max(1, len(evaluated) // 500)], ["test_psnr"], log_scale=False)
-        self._plot("gaussians", "Gaussians", records, ["gaussians"], log_scale=False)
+        divisor, title = count_axis("Gaussians", max(float(r["gaussians"]) for r in records))
+        self._plot("gaussians", title, records, ["gaussians"], log_scale=False, divisor=divisor)
 
-    def _plot(self, name: str, title: str, records: list[dict], keys: list[str], log_scale: bool) -> None:
+    def _plot(self, name: str, title: str, records: list[dict], keys: list[str], log_scale: bool, divisor: float = 1.0) -> None:
         x = np.array([r["iteration"] for r in records], dtype=np.float64)
         ys = []
         for key in keys:
             y = np.array([float(r.get(key, np.nan)) for r in records])
             # log10 on a linear axis: uPlot's own log axis labels small losses as "0".
-            ys.append(np.log10(np.maximum(y, 1e-12)) if log_scale else y)
+            ys.append(np.log10(np.maximum(y, 1e-12)) if log_scale else y / divisor)
         data = (x, *ys)
         handle = self._plots.get(name)
         if handle is not None and len(handle.series) == len(data):
+            if handle.title != title:
+                handle.title = title  # the count's unit moved on (hundreds -> thousands)
             if any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True) for a, b in zip(handle.data, data)):
                 handle.data = data  # resend only what changed: a paused run's plots cost nothing
             return
