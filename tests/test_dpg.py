@@ -216,6 +216,20 @@ def test_edits_from_the_web_viewer_show_in_the_desktop_app(studio):
         web.stop()
 
 
+def test_status_bar_says_stepping_and_slow_rates_in_seconds(studio):
+    import dataclasses
+
+    import dearpygui.dearpygui as dpg
+
+    app = studio
+    stepping = dataclasses.replace(app.session.stats(), state="paused", steps_left=5, it_per_s=0.12)
+    app._update_status(stepping)
+    shown = dpg.get_value("t4d.status")
+    assert "stepping (5 left)" in shown and "8.3 s/it" in shown and "paused" not in shown
+    assert dpg.get_item_configuration("t4d.pause")["enabled"]  # Pause cancels the queued steps
+    app._update_status(app.session.stats())
+
+
 def test_ground_truth_left_of_the_model_and_a_short_gaussian_axis(studio, tmp_path, monkeypatch):
     """The desktop panel shows the web studio's labelled pair (ground truth left); big counts plot in thousands."""
     import dearpygui.dearpygui as dpg

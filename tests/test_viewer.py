@@ -157,3 +157,20 @@ def test_busy_port_moves_to_the_next_free_one(toy_session, caplog):
             assert f"port {port} is busy" in caplog.text
         finally:
             app.stop()
+
+
+def test_web_status_says_stepping_and_slow_rates_in_seconds(toy_session, monkeypatch):
+    pytest.importorskip("viser", reason="viewer extra not installed")
+    import dataclasses
+
+    from viewer.viser_app import ViewerApp, ViewerConfig
+
+    stepping = dataclasses.replace(toy_session.stats(), state="paused", steps_left=5, it_per_s=0.12)
+    monkeypatch.setattr(toy_session, "stats", lambda: stepping)
+    app = ViewerApp(toy_session, ViewerConfig(port=0)).start()
+    try:
+        app._update_stats()
+        assert "stepping (5 left)" in app.stats_md.content and "8.3 s/it" in app.stats_md.content
+        assert not app.pause_btn.disabled  # Pause cancels the queued steps
+    finally:
+        app.stop()

@@ -33,6 +33,7 @@ import viser
 import viser.transforms as vtf
 
 from text4d.config import editable_fields, get_value
+from text4d.formatting import format_rate
 from text4d.render.camera import orbit_position
 from text4d.session import Session, SessionEvent
 from text4d.timing import frame_to_t
@@ -392,8 +393,8 @@ class ViewerApp:
         s = self.session.stats()
         psnr, lpips = s.metrics.get("test_psnr"), s.metrics.get("test_lpips")
         lines = [
-            f"**{s.stage}** · {s.state}",
-            f"iteration **{s.iteration}** / {s.iters} · {s.it_per_s:.1f} it/s",
+            f"**{s.stage}** · {s.activity}",
+            f"iteration **{s.iteration}** / {s.iters} · {format_rate(s.it_per_s)}",
             f"Gaussians **{s.num_gaussians:,}**" + (f" · held-out PSNR **{psnr:.2f} dB**" if psnr is not None else "") + (f" · LPIPS **{lpips:.4f}**" if lpips is not None else ""),
             f"loss {s.losses['loss']:.4g}" if "loss" in s.losses else "loss —",
         ]
@@ -404,10 +405,9 @@ class ViewerApp:
             lines.insert(1, status)
         self.stats_md.content = "  \n".join(lines)
         self.progress.value = 100.0 * min(1.0, s.iteration / max(s.iters, 1))
-        running = s.state == "running"
-        self.pause_btn.disabled = not running
-        self.resume_btn.disabled = running
-        self.step_btn.disabled = running
+        self.pause_btn.disabled = not s.training  # pausing also cancels queued steps
+        self.resume_btn.disabled = s.state == "running"
+        self.step_btn.disabled = s.state == "running"
 
     def _update_plots(self) -> None:
         history = self.session.history()
