@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
-from text4d.formatting import Column, fitted_table, format_rate, print_table
+from text4d.formatting import Column, format_rate, print_table
 
 
 @pytest.mark.parametrize(
@@ -45,15 +45,12 @@ def test_a_terminal_table_leaves_columns_out_instead_of_squeezing_them(width):
     print_table(console, COLUMNS, ROWS, "2 run(s)")
     lines = out.getvalue().splitlines()
     assert max(len(line) for line in lines) <= width
-    header = next(line for line in lines if "run" in line and "best" in line)
-    shown = [c.name for c in COLUMNS if c.name in header]
+    header = next(line for line in lines if line.startswith("┃"))
+    shown = [cell.strip() for cell in header.strip("┃").split("┃")]
+    assert set(shown) <= {c.name for c in COLUMNS}, shown  # whole headers: no column squeezed to a letter
     for name in ("run", "iteration", "best", "problems"):  # never left out
         assert name in shown, (name, header)
-    # Every shown column is at least as wide as its header (no one-letter columns), and values stay whole.
-    table = fitted_table(COLUMNS, ROWS, None, width)
-    widths = table._calculate_column_widths(console, console.options.update_width(width))
-    assert all(w >= len(col.header) for w, col in zip(widths, table.columns)), widths
-    assert "PSNR 23.45 dB" in out.getvalue() and "1500" in out.getvalue()
+    assert "PSNR 23.45 dB" in out.getvalue() and "1500" in out.getvalue()  # values whole too
     if width >= 200:
         assert shown == [c.name for c in COLUMNS]  # room for everything: nothing is left out
 
