@@ -25,7 +25,9 @@ app.add_typer(sample_app, name="sample")
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; key=value overrides follow the command.")
 OverridesArg = typer.Argument(None, help="key=value config overrides (OmegaConf dotlist)", show_default=False)
 FullRunOpt = typer.Option(False, "--full", help="Run and time every iteration of the config instead of extrapolating from measured ones.")
-UiOpt = typer.Option("viser", "--ui", help="viser (web studio), dpg (desktop window), viser,dpg (both on one session) or none (headless).")
+UI_HELP = "viser (web studio), dpg (desktop window), viser,dpg (both on one session) or none (headless)."
+UiOpt = typer.Option("viser", "--ui", help=UI_HELP)
+HeadlessUiOpt = typer.Option("none", "--ui", help=UI_HELP)  # commands that run headless unless asked
 HostOpt = typer.Option(None, "--host", help="Viewer host (default 127.0.0.1).")
 PortOpt = typer.Option(None, "--port", help="Viewer port (default 8080; a busy port moves to the next free one).")
 StepsOpt = typer.Option(None, "--steps", help="Train this many iterations, then pause (headless: then export and exit).")
@@ -35,7 +37,7 @@ StepsOpt = typer.Option(None, "--steps", help="Train this many iterations, then 
 def fit(
     sample: bool = typer.Option(False, "--sample", help="Fit the built-in animated sample (no data or weights needed)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Reconstruct a posed capture in the D-NeRF layout (transforms_{train,val,test}.json)."),
-    ui: str = typer.Option("none", "--ui", help="none (headless, default) or viser."),
+    ui: str = HeadlessUiOpt,
     host: Optional[str] = HostOpt,
     port: Optional[int] = PortOpt,
     steps: Optional[int] = StepsOpt,
@@ -132,10 +134,10 @@ def list_runs(root: Path = typer.Option(Path("recordings"), "--root", help="Fold
     """The runs under recordings/: name, date, stages done, iteration, best metric, problems."""
     from rich.console import Console
 
-    from text4d.runs import find_runs, runs_table
+    from text4d.runs import find_runs, print_runs
 
     runs = find_runs(root)
-    Console().print(runs_table(runs, f"{len(runs)} run(s) in {root}"))
+    print_runs(runs, f"{len(runs)} run(s) in {root}", Console())
 
 
 @app.command("record-scene")
@@ -282,7 +284,7 @@ def run_cmd(
     motion: Optional[Path] = typer.Option(None, "--motion", help="MotionDirector checkpoint."),
     svd: Optional[Path] = typer.Option(None, "--svd", help="Local Stable Video Diffusion folder."),
     zero123: Optional[Path] = typer.Option(None, "--zero123", help="Local Zero123 folder."),
-    ui: str = typer.Option("none", "--ui", help="viser (web studio through every stage) or none."),
+    ui: str = HeadlessUiOpt,
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="key=value; static.KEY / dynamic.KEY go to that stage."),
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -118,12 +119,22 @@ def test_progress_reads_the_newest_metrics_tail_and_config(tmp_path):
 
 
 def test_status_reprints_the_written_table(tmp_path):
-    rows = [{"job": "a", "kind": "sample", "state": "done", "attempts": 1, "iteration": 30, "iters": 30, "run": str(tmp_path / "a-1"), "node": "n1", "gpu": "0"},
+    rows = [{"job": "a-panda-lifting-weights-3f2a1b", "kind": "prompt", "state": "done", "attempts": 1, "iteration": 30, "iters": 30, "it_per_s": 0.04,
+             "run": str(tmp_path / "a-1"), "node": "n1", "gpu": "0"},
             {"job": "b", "kind": "dnerf", "state": "failed", "attempts": 3, "error": "scene folder x does not exist"}]
     (tmp_path / "batch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    console = Console(record=True, width=200)
-    assert batch.print_status(tmp_path, console) == rows
-    text = console.export_text()
-    assert "30/30" in text and "n1:0" in text and "a-1" in text and "scene folder x does not exist" in text
+    pipe = io.StringIO()  # `text4d batch --status DIR | grep ...`: one plain line per job
+    assert batch.print_status(tmp_path, Console(file=pipe, width=80)) == rows
+    lines = pipe.getvalue().splitlines()
+    assert lines[0].split("\t")[:3] == ["job", "kind", "state"] and len(lines) == 3
+    assert lines[1].split("\t") == ["a-panda-lifting-weights-3f2a1b", "prompt", "done", "", "30/30", "25.0 s/it", "", "n1:0", "1", "a-1"]
+    assert lines[2].split("\t")[-1] == "scene folder x does not exist"
+    term = io.StringIO()  # an 80-column terminal: columns are left out, never squeezed to a letter
+    batch.print_status(tmp_path, Console(file=term, width=80, force_terminal=True, color_system=None))
+    text = term.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    header = next(line for line in text.splitlines() if "job" in line)
+    assert all(name in header for name in ("job", "state", "iteration", "run / error")), header
+    assert "30/30" in text and "a-1" in text and "done" in text and "failed" in text
     with pytest.raises(InputError, match="has no batch.jsonl"):
         batch.print_status(tmp_path / "elsewhere")

@@ -67,3 +67,25 @@ def test_yaml_round_trip_and_editable_fields(tmp_path):
     path.write_text(to_yaml(cfg))
     assert load_config(Schema, path) == cfg
     assert [k for k, _, _ in editable_fields(cfg)] == ["lr", "mode", "flag", "inner.steps"]
+
+
+@pytest.mark.parametrize(
+    ("yaml", "overrides", "source"),
+    [
+        ("lr: 0.5\n", ["lr=abc"], "(command line override lr=abc)"),  # a type error from the command line
+        ("lr: 0.5\n", ["lr=-1"], "(command line override lr=-1)"),  # a bound broken on the command line
+        ("lr: 0.5\n", ["inner.steps=x"], "(command line override inner.steps=x)"),
+        ("lr: abc\n", ["inner.steps=4"], "(in {path})"),  # the YAML's value is the bad one
+        ("lr: -1\n", ["inner.steps=4"], "(in {path})"),
+        ("mode: c\n", [], "(in {path})"),
+    ],
+)
+def test_errors_name_where_the_bad_value_came_from(tmp_path, yaml, overrides, source):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml)
+    with pytest.raises(ConfigError) as info:
+        load_config(Schema, path, overrides)
+    message = str(info.value)
+    assert message.endswith(source.format(path=path)), message
+    if "command line" in source:
+        assert str(path) not in message  # the file was fine: it must not be blamed

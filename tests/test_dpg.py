@@ -216,6 +216,49 @@ def test_edits_from_the_web_viewer_show_in_the_desktop_app(studio):
         web.stop()
 
 
+def test_status_bar_says_stepping_and_slow_rates_in_seconds(studio):
+    import dataclasses
+
+    import dearpygui.dearpygui as dpg
+
+    app = studio
+    stepping = dataclasses.replace(app.session.stats(), state="paused", steps_left=5, it_per_s=0.12)
+    app._update_status(stepping)
+    shown = dpg.get_value("t4d.status")
+    assert "stepping (5 left)" in shown and "8.3 s/it" in shown and "paused" not in shown
+    assert dpg.get_item_configuration("t4d.pause")["enabled"]  # Pause cancels the queued steps
+    app._update_status(app.session.stats())
+
+
+def test_ground_truth_left_of_the_model_and_a_short_gaussian_axis(studio, tmp_path, monkeypatch):
+    """The desktop panel shows the web studio's labelled pair (ground truth left); big counts plot in thousands."""
+    import dearpygui.dearpygui as dpg
+    import imageio.v3 as iio
+
+    from viewer.dpg_app import to_texture
+    from viewer.render_worker import ViewRequest, image_size
+
+    app = studio
+    assert app.session.stats().state == "paused"  # the model holds still while the panel is compared
+    click("t4d.mode", "Ground truth | model")
+    fresh_frame(app)
+    iio.imwrite(tmp_path / "pair.png", app.screenshot())
+    width, height = app.panel
+    req = ViewRequest(app.camera.c2w(), app.camera.fovy, width / height, app.t, "gt", min(app.cfg.resolution, max(width, height)), "still")
+    expected = app.frames(req, *image_size(req.resolution, req.aspect))
+    want = (to_texture(expected, width, height).reshape(height, width, 4)[..., :3] * 255).round().astype(np.uint8)
+    shown = app.panel_pixels()
+    left = slice(0, width // 2 - 2)
+    assert np.array_equal(shown[:, left], want[:, left])  # the held-out picture, labelled, on the left
+    click("t4d.mode", "RGB")
+    history = app.session.history()
+    grown = [*history, {**history[-1], "iteration": history[-1]["iteration"] + 1, "gaussians": 12_345}]
+    monkeypatch.setattr(app.session, "history", lambda: grown)
+    app._update_plots()
+    assert dpg.get_item_label("t4d.plot.gaussians") == "Gaussians (thousands)"
+    assert max(dpg.get_value("t4d.series.gaussians.gaussians")[1]) == pytest.approx(12.345)
+
+
 def test_missing_display_names_the_alternatives(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.platform", "linux")
     session = Session(ToyStage(), RunFolder.create("nodisplay", tmp_path), SessionConfig(eval_every=0), start_paused=True)
@@ -238,3 +281,25 @@ def test_ui_choices(ui, fronts):
 def test_bad_ui_is_refused(ui):
     with pytest.raises(Text4DError, match="--ui must be"):
         parse_ui(ui)
+
+
+def test_every_ui_option_offers_every_front_end():
+    """``--ui`` help is one shared text, true for every command that has it (dpg and viser,dpg work everywhere)."""
+    import click
+    import typer
+
+    from cli import UI_HELP, app
+    from text4d.live import FRONT_ENDS
+
+    def commands(group: click.Group, prefix: str = ""):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from commands(cmd, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", cmd
+
+    with_ui = {name: param for name, cmd in commands(typer.main.get_command(app)) for param in cmd.params if param.name == "ui"}
+    assert {"fit", "demo", "view", "static", "animate", "run"} <= set(with_ui)
+    for name, param in with_ui.items():
+        assert param.help == UI_HELP, name
+    assert all(front in UI_HELP for front in (*FRONT_ENDS, ",".join(FRONT_ENDS), "none"))

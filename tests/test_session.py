@@ -403,3 +403,54 @@ def test_real_stage_snapshot_rollback_and_reopen_are_exact(run):
     reopened = Session.reopen(reopened_stage, run)
     assert reopened.stats().iteration == 3 and reopened_stage.cfg.lambda_alpha == 10.0
     assert_states_equal(reopened_stage.state_dict(), expected)
+
+
+class GatedStage(ToyStage):
+    """A ToyStage whose every step waits for a permit, so a test sees queued steps before they run."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.permits = threading.Semaphore(0)
+
+    def step(self):
+        assert self.permits.acquire(timeout=30), "no permit to step"
+        return super().step()
+
+
+def test_queued_steps_show_as_stepping_not_paused(run):
+    stage = GatedStage()
+    session = make_session(run, stage, paused=True)
+    try:
+        session.step(3).result(10)
+        stats = session.stats()
+        assert (stats.state, stats.steps_left, stats.training, stats.activity) == ("paused", 3, True, "stepping (3 left)")
+        for _ in range(3):
+            stage.permits.release()
+        stats = session.wait(lambda s: s.iteration == 3 and s.steps_left == 0)
+        assert (stats.training, stats.activity) == (False, "paused")
+    finally:
+        stage.permits.release()
+        session.stop()
+
+
+def test_the_rate_is_measured_from_the_first_step_and_kept_when_the_run_ends(run):
+    import io
+
+    from rich.console import Console
+
+    from text4d.live import drive
+    from toy_stage import ToyConfig
+    from viewer.config import ViewerConfig
+
+    session = make_session(run, paused=True)
+    try:
+        session.step(1).result(10)
+        assert session.wait(lambda s: s.iteration == 1 and s.steps_left == 0).it_per_s > 0  # one step is a measurement
+    finally:
+        session.stop()
+    out = io.StringIO()
+    session = Session(ToyStage(ToyConfig(iters=6)), RunFolder.create("finished", run.path.parent), SessionConfig(log_every=1, eval_every=0))
+    drive(session, ViewerConfig(), "none", None, Console(file=out, width=200), exports=())
+    stats = session.stats()
+    assert stats.state == "finished" and stats.it_per_s > 0  # the run's average, not 0 because the loop ended
+    assert "— it/s" not in out.getvalue() and "0.0 it/s" not in out.getvalue(), out.getvalue()

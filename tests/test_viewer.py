@@ -13,7 +13,9 @@ from toy_stage import ToyStage
 from text4d.recording import RunFolder
 from text4d.render.camera import orbit_c2w
 from text4d.session import Session, SessionConfig
-from viewer.frames import FrameRenderer
+from text4d.views import resize_images
+from viewer.controls import count_axis
+from viewer.frames import FrameRenderer, pair_cells, to_uint8
 from viewer.render_worker import RenderWorker, ViewRequest, WorkerConfig, image_size
 
 
@@ -106,10 +108,39 @@ def test_frame_modes(toy_session):
         assert image.std() > 0, f"{mode} frame is flat"
     alpha = images["alpha"]
     assert (alpha[..., 0] == alpha[..., 1]).all()  # gray
-    # Ground-truth mode: left half is the model from the held-out camera, right half the held-out image.
     gt_view = frames.ground_truth[frames.nearest_ground_truth(0.5, request("still").c2w)]
     assert float(gt_view.times[0]) == 0.5
-    assert not np.array_equal(images["gt"][:, :24], images["gt"][:, 24:])
+
+
+@pytest.mark.parametrize(("width", "height", "first", "second"), [(200, 96, (0, 0, 99, 96), (101, 0, 99, 96)), (96, 200, (0, 0, 96, 99), (0, 101, 96, 99))])
+def test_ground_truth_comes_first_and_both_are_labelled(toy_session, width, height, first, second):
+    """"Ground truth | model": ground truth left of the model (above it in a tall view), each with its label."""
+    frames = FrameRenderer(toy_session)
+    req = request("still", t=0.5, mode="gt")
+    assert pair_cells(1.0, width, height) == (first, second)  # the held-out views are square
+    image = frames(req, width, height)
+    size = min(first[2:])
+    pictures = [image[y + (h - size) // 2 :, x + (w - size) // 2 :][:size, :size] for x, y, w, h in (first, second)]
+    truth = frames.ground_truth[frames.nearest_ground_truth(0.5, req.c2w)].composite(torch.ones(3))[0]
+    want = to_uint8(resize_images(truth, size, size)).astype(int)
+    top = slice(0, size // 2)  # labels sit at the bottom-left, clear of this
+    assert np.abs(pictures[0][top].astype(int) - want[top]).max() <= 1  # ground truth first
+    assert np.abs(pictures[1][top].astype(int) - want[top]).max() > 8  # then the model
+    for picture in pictures:
+        tag = picture[-20:, :40]
+        assert (np.abs(tag.astype(int) - (24, 26, 30)).max(axis=-1) <= 2).mean() > 0.3  # the dark label box
+        assert (tag.min(axis=-1) > 200).any()  # with white text on it
+
+
+def test_a_thumbnail_gets_no_labels(toy_session):
+    image = FrameRenderer(toy_session)(request("still", t=0.5, mode="gt"), 48, 32)
+    assert not (np.abs(image.astype(int) - (24, 26, 30)).max(axis=-1) <= 2).any()
+
+
+@pytest.mark.parametrize(("peak", "divisor", "title"), [(576, 1.0, "Gaussians"), (10_000, 1e3, "Gaussians (thousands)"), (1_200_000, 1e6, "Gaussians (millions)")])
+def test_count_axes_keep_labels_short(peak, divisor, title):
+    assert count_axis("Gaussians", peak) == (divisor, title)
+    assert len(f"{peak / divisor:,.0f}") <= 3  # uPlot's 50 px y axis shows 3 digits whole
 
 
 def test_busy_port_moves_to_the_next_free_one(toy_session, caplog):
@@ -126,3 +157,20 @@ def test_busy_port_moves_to_the_next_free_one(toy_session, caplog):
             assert f"port {port} is busy" in caplog.text
         finally:
             app.stop()
+
+
+def test_web_status_says_stepping_and_slow_rates_in_seconds(toy_session, monkeypatch):
+    pytest.importorskip("viser", reason="viewer extra not installed")
+    import dataclasses
+
+    from viewer.viser_app import ViewerApp, ViewerConfig
+
+    stepping = dataclasses.replace(toy_session.stats(), state="paused", steps_left=5, it_per_s=0.12)
+    monkeypatch.setattr(toy_session, "stats", lambda: stepping)
+    app = ViewerApp(toy_session, ViewerConfig(port=0)).start()
+    try:
+        app._update_stats()
+        assert "stepping (5 left)" in app.stats_md.content and "8.3 s/it" in app.stats_md.content
+        assert not app.pause_btn.disabled  # Pause cancels the queued steps
+    finally:
+        app.stop()

@@ -168,6 +168,31 @@ def test_two_tabs_and_reopening_a_tab(studio, browser, page):
     third.close()
 
 
+def test_ground_truth_and_model_both_show_beside_the_panel(studio, browser, tmp_path):
+    """At 1280x800 the docked control panel insets the 3D view, so no part of a frame hides under it."""
+    _, app = studio
+    pg = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        pg.goto(app.url)
+        pg.get_by_text("iteration").first.wait_for(timeout=30_000)
+        field_input(pg, "Render").click()
+        pg.get_by_role("option", name="Ground truth | model").click()
+        until(lambda: any(v.mode.value == "Ground truth | model" for v in list(app.views.values())), what="the mode to reach the server")
+        view = next(v for v in list(app.views.values()) if v.mode.value == "Ground truth | model")
+        sent = view.worker.stats.frames
+        until(lambda: view.worker.stats.frames > sent + 1, what="ground-truth frames")
+        assert view.worker.stats.errors == 0
+        pg.screenshot(path=str(tmp_path / "gt_model_1280x800.png"))
+        rects = pg.evaluate("Array.from(document.querySelectorAll('canvas'), c => { const r = c.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })")
+        x, y, width, height = max(rects, key=lambda r: r[2] * r[3])  # the 3D view (plots are canvases too)
+        panel = pg.get_by_text("Preset view").bounding_box()
+        assert x + width <= panel["x"], f"the 3D view (right edge {x + width}) runs under the panel (from {panel['x']})"
+        assert width >= 800 and height >= 700
+        assert view.client.camera.aspect == pytest.approx(width / height, rel=0.02)  # frames are made for the visible canvas
+    finally:
+        pg.close()
+
+
 def test_an_open_tab_follows_the_chain_to_the_next_stage(browser, tmp_path):
     """``text4d run`` serves each stage from its own viewer on the same port: an open tab reconnects to the next one."""
     from toy_stage import ToyStage

@@ -55,9 +55,11 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from text4d.errors import ConfigError, InputError, Text4DError
 from text4d.extras import require as require_extra
+from text4d.formatting import FOLD_MIN, Cell, Column, fitted_table, format_rate, print_table
 from text4d.io import atomic
 from text4d.recording import RunFolder
 
@@ -333,7 +335,7 @@ def run_progress(run_dir: Path) -> dict[str, Any]:
         "stage": stage,
         "iteration": it,
         "iters": iters or None,
-        "it_per_s": round(rate, 2),
+        "it_per_s": float(f"{rate:.3g}"),  # significant digits: a CPU run's 0.004 it/s must not round to 0
         "eta_s": round((iters - it) / rate, 1) if rate > 0 and iters >= it else None,
         "run": str(run_dir),
     }
@@ -595,24 +597,40 @@ def read_rows(batch_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return atomic.read_jsonl(path)
 
 
-def batch_table(rows: Iterable[dict[str, Any]], title: str = "") -> Table:
-    """The live/status table: state, stage, iteration, ETA, GPU, attempts, and the run folder or error."""
-    colours = {"done": "green", "skipped": "green", "running": "cyan", "failed": "red", "retrying": "yellow", "interrupted": "yellow"}
-    table = Table(title=title or None)
-    for name in ("job", "kind", "state", "stage", "iteration", "it/s", "ETA", "GPU", "tries"):
-        table.add_column(name, overflow="fold", no_wrap=name in ("state", "iteration"))
-    table.add_column("run / error", overflow="fold")
+BATCH_COLUMNS = (
+    Column("job", wrap=FOLD_MIN),
+    Column("kind", drop=3),
+    Column("state"),
+    Column("stage", drop=4),
+    Column("iteration", right=True),
+    Column("it/s", right=True, drop=5),
+    Column("ETA", right=True, drop=6),
+    Column("GPU", drop=2),
+    Column("tries", right=True, drop=1),
+    Column("run / error", wrap=FOLD_MIN),
+)
+STATE_COLOURS = {"done": "green", "skipped": "green", "running": "cyan", "failed": "red", "retrying": "yellow", "interrupted": "yellow"}
+
+
+def batch_rows(rows: Iterable[dict[str, Any]]) -> list[list[Cell]]:
+    """One row of :data:`BATCH_COLUMNS` per job: state, stage, iteration, speed, ETA, GPU, attempts, run folder or error."""
+    out: list[list[Cell]] = []
     for r in rows:
         iters = f"{r.get('iteration') or 0}/{r['iters']}" if r.get("iters") else (str(r["iteration"]) if r.get("iteration") is not None else "")
         eta = r.get("eta_s")
         gpu = f"{r['node']}:{r['gpu']}" if r.get("node") else ""
         state = r["state"]
-        table.add_row(
-            r["job"], r["kind"], f"[{colours.get(state, 'white')}]{state}[/]", r.get("stage") or "", iters,
-            f"{r['it_per_s']:.1f}" if r.get("it_per_s") else "", _fmt_s(eta) if eta is not None and state == "running" else "",
+        out.append([
+            r["job"], r["kind"], Text(state, style=STATE_COLOURS.get(state, "white")), r.get("stage") or "", iters,
+            format_rate(r["it_per_s"]) if r.get("it_per_s") else "", _fmt_s(eta) if eta is not None and state == "running" else "",
             gpu, str(r.get("attempts", 0)), r.get("error") or (Path(r["run"]).name if r.get("run") else ""),
-        )
-    return table
+        ])
+    return out
+
+
+def batch_table(rows: Iterable[dict[str, Any]], title: str, width: int) -> Table:
+    """The live table on a terminal ``width`` columns wide (less important columns left out when narrow)."""
+    return fitted_table(BATCH_COLUMNS, batch_rows(rows), title, width)
 
 
 def _fmt_s(seconds: float) -> str:
@@ -727,7 +745,7 @@ class _Driver:
             row["state"] = "interrupted"
             return
         self.results[job_id].append(result)
-        row.update({k: result[k] for k in ("node", "gpu", "pid", "run", "iteration", "iters") if result.get(k) is not None})
+        row.update({k: result[k] for k in ("node", "gpu", "pid", "run", "iteration", "iters", "it_per_s") if result.get(k) is not None})
         if result["ok"]:
             row.update(state="done", error=None, stage="done", eta_s=None)
         elif self.stopping:
@@ -778,8 +796,8 @@ class _Driver:
         with contextlib.suppress(Exception):
             self.ray.kill(self.board, no_restart=True)
 
-    def table(self) -> Table:
-        return batch_table(self.rows.values(), f"text4d batch  {self.batch_dir}")
+    def table(self, width: int) -> Table:
+        return batch_table(self.rows.values(), f"text4d batch  {self.batch_dir}", width)
 
     def write(self) -> None:
         """Rewrite batch.jsonl atomically when the table changed."""
@@ -866,7 +884,8 @@ def run_batch(
         try:
             driver.start(previous)
             interrupted = False
-            with Live(driver.table(), console=console, refresh_per_second=2, transient=False) if show else contextlib.nullcontext() as live:
+            live_table = show and console.is_terminal  # in a pipe or a log file: plain rows once, at the end
+            with Live(driver.table(console.width), console=console, refresh_per_second=2, transient=False) if live_table else contextlib.nullcontext() as live:
                 try:
                     while driver.active():
                         if stop is not None and stop.is_set():
@@ -874,14 +893,16 @@ def run_batch(
                         driver.poll(0.5)
                         driver.write()
                         if live is not None:
-                            live.update(driver.table())
+                            live.update(driver.table(console.width))
                 except KeyboardInterrupt:
                     interrupted = True
                     console.print(f"stopping: interrupting {len(driver.refs)} running job(s); each saves its run ...")
                     driver.interrupt(stop_timeout)
                     if live is not None:
-                        live.update(driver.table())
+                        live.update(driver.table(console.width))
             driver.write()
+            if show and not live_table:
+                print_table(console, BATCH_COLUMNS, batch_rows(driver.rows.values()))
         finally:
             driver.close()
         result = BatchResult(batch_dir, list(driver.rows.values()), interrupted, time.perf_counter() - t0, driver.results, driver.workers_started)
@@ -915,7 +936,7 @@ def _init_ray(address: str | None) -> None:
 def print_status(batch_dir: str | os.PathLike, console: Console | None = None) -> list[dict[str, Any]]:
     """``text4d batch --status DIR``: re-print a batch's table from its batch.jsonl."""
     rows = read_rows(batch_dir)
-    (console or Console()).print(batch_table(rows, f"text4d batch  {batch_dir}"))
+    print_table(console or Console(), BATCH_COLUMNS, batch_rows(rows), f"text4d batch  {batch_dir}")
     return rows
 
 
@@ -923,4 +944,4 @@ def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
 
-__all__ = ["JOB_KINDS", "BatchResult", "Job", "JobKind", "JobWorker", "ProgressBoard", "batch_table", "check_available", "execute_job", "find_batch_dir", "job_runs", "job_slots", "load_jobs", "print_status", "read_rows", "run_batch", "run_job", "run_progress"]
+__all__ = ["BATCH_COLUMNS", "JOB_KINDS", "BatchResult", "Job", "JobKind", "JobWorker", "ProgressBoard", "batch_rows", "batch_table", "check_available", "execute_job", "find_batch_dir", "job_runs", "job_slots", "load_jobs", "print_status", "read_rows", "run_batch", "run_job", "run_progress"]

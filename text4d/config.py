@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from text4d.errors import ConfigError
 
 T = TypeVar("T")
+_ABSENT = object()
 
 
 def _describe(e: OmegaConfBaseException) -> str:
@@ -32,32 +34,51 @@ def _describe(e: OmegaConfBaseException) -> str:
 
 
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
-    """Build a ``schema`` instance from defaults, then the YAML file, then dotlist overrides."""
-    base = OmegaConf.structured(schema)
-    layers = []
+    """Build a ``schema`` instance from defaults, then the YAML file, then dotlist overrides.
+
+    A bad value is reported with where it came from: the YAML file, or the command line item
+    (``key=value``) that set it, so the user fixes the right one.
+    """
+    merged = OmegaConf.structured(schema)
+    overrides = list(overrides or [])
+    yaml_layer = None
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            layers.append(OmegaConf.load(path))
+            yaml_layer = OmegaConf.load(path)
         except Exception as e:  # yaml.YAMLError and friends, whatever the YAML library raises
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
-    for item in overrides or []:
+        try:
+            merged = OmegaConf.merge(merged, yaml_layer)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{_describe(e)} (in {path})") from e
+    for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value")
+
+    def source(key: str) -> str:
+        """Where the value of ``key`` came from, as the end of an error message."""
+        for item in reversed(overrides):  # the last override of a key is the one that counts
+            name = item.split("=", 1)[0].strip()
+            if key == name or key.startswith((name + ".", name + "[")) or name.startswith(key + "."):
+                return f" (command line override {item})"
+        if yaml_layer is not None and OmegaConf.select(yaml_layer, key, default=_ABSENT) is not _ABSENT:
+            return f" (in {path})"
+        return ""
+
     if overrides:
         try:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
         except OmegaConfBaseException as e:
-            raise ConfigError(_describe(e)) from e
+            where = source(str(getattr(e, "full_key", "") or "")) or f" (command line overrides {' '.join(overrides)})"
+            raise ConfigError(_describe(e) + where) from e
     try:
-        merged = OmegaConf.merge(base, *layers)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
-        where = f" (in {path})" if path else ""
-        raise ConfigError(_describe(e) + where) from e
-    validate(cfg)
+        raise ConfigError(_describe(e) + source(str(getattr(e, "full_key", "") or ""))) from e
+    validate(cfg, source=source)
     return cfg  # type: ignore[return-value]
 
 
@@ -79,17 +100,18 @@ def _field(cfg: Any, key: str) -> tuple[Any, dataclasses.Field]:
     return obj, fields[parts[-1]]
 
 
-def _check_bounds(key: str, value: Any, meta: Any) -> None:
+def _check_bounds(key: str, value: Any, meta: Any, where: str = "") -> None:
+    """Raise when ``value`` breaks the field's declared bounds; ``where`` ends the message (its source)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value}{where}")
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and value < lo:
-        raise ConfigError(f"config key '{key}' must be >= {lo}, got {value}")
+        raise ConfigError(f"config key '{key}' must be >= {lo}, got {value}{where}")
     if hi is not None and value > hi:
-        raise ConfigError(f"config key '{key}' must be <= {hi}, got {value}")
+        raise ConfigError(f"config key '{key}' must be <= {hi}, got {value}{where}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}{where}")
 
 
 _YAML_BOOL_WORDS = {"true": ("true", "yes", "on", "y"), "false": ("false", "no", "off", "n")}
@@ -104,18 +126,21 @@ def _unread_yaml_bool(value: str, choices: Any) -> str:
     return matches[0] if len(matches) == 1 else value
 
 
-def validate(cfg: Any, prefix: str = "") -> None:
-    """Check every field's declared bounds (``metadata`` min/max/choices), recursively."""
+def validate(cfg: Any, prefix: str = "", source: Callable[[str], str] | None = None) -> None:
+    """Check every field's declared bounds (``metadata`` min/max/choices), recursively.
+
+    ``source(key)`` ends an error message with where the bad value came from (see :func:`load_config`).
+    """
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
-            validate(value, key + ".")
+            validate(value, key + ".", source)
         elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
             if isinstance(value, str) and f.metadata.get("choices") is not None:
                 value = _unread_yaml_bool(value, f.metadata["choices"])
                 setattr(cfg, f.name, value)
-            _check_bounds(key, value, f.metadata)
+            _check_bounds(key, value, f.metadata, source(key) if source is not None else "")
 
 
 def set_value(cfg: Any, key: str, value: Any) -> Any:

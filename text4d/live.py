@@ -13,6 +13,7 @@ from rich.console import Console
 
 from text4d.errors import ConfigError, Text4DError
 from text4d.extras import require as require_extra
+from text4d.formatting import format_rate
 from text4d.recording import record_session_open
 from text4d.session import Session, SessionStats
 from viewer.config import ViewerConfig
@@ -127,7 +128,7 @@ def headless(session: Session, console: Console, exports: Sequence[str] = HEADLE
                 continue
             loss = stats.losses.get("loss")
             psnr = stats.metrics.get("test_psnr")
-            info = (f"loss {loss:.4g}" if loss is not None else "") + (f"  PSNR {psnr:.2f}" if psnr is not None else "") + f"  {stats.it_per_s:.1f} it/s"
+            info = (f"loss {loss:.4g}" if loss is not None else "") + (f"  PSNR {psnr:.2f}" if psnr is not None else "") + f"  {format_rate(stats.it_per_s)}"
             bar.update(task, completed=stats.iteration, info=info)
     if stats.state == "error" or stats.iteration < target:
         raise Text4DError(f"training stopped at iteration {stats.iteration} of {target} ({stats.state}); see the messages above and {session.run.edits_path}")

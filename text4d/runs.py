@@ -13,9 +13,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.table import Table
+from rich.console import Console
+from rich.text import Text
 
 from text4d.errors import InputError
+from text4d.formatting import FOLD_MIN, Cell, Column, print_table
 from text4d.recording import DEFAULT_ROOT, RunFolder
 
 # Best metric: the highest held-out PSNR when a run was evaluated, else the lowest loss.
@@ -78,19 +80,28 @@ def find_runs(root: str | Path = DEFAULT_ROOT) -> list[RunSummary]:
     return sorted((summarize(r) for r in runs), key=lambda s: s.created, reverse=True)
 
 
-def runs_table(runs: list[RunSummary], title: str) -> Table:
-    table = Table(title=title, header_style="bold", expand=False)
-    for column, style in (("run", "bold"), ("date", ""), ("stages done", "green"), ("iteration", ""), ("best", "cyan"), ("edits", ""), ("problems", "red")):
-        table.add_column(column, style=style, overflow="fold", justify="right" if column in ("iteration", "edits") else "left")
+RUN_COLUMNS = (
+    Column("run", "bold", wrap=22),
+    Column("date", drop=2),
+    Column("stages done", "green", drop=3),
+    Column("iteration", right=True),
+    Column("best", "cyan"),
+    Column("edits", right=True, drop=1),
+    Column("problems", "red", wrap=FOLD_MIN),
+)
+
+
+def run_rows(runs: list[RunSummary]) -> list[list[Cell]]:
+    """One row of :data:`RUN_COLUMNS` per run (a replay says which run it replays, under its name)."""
+    rows: list[list[Cell]] = []
     for r in runs:
-        name = r.path.name + (f"\n[dim]replay of {Path(r.replay_of).name}[/dim]" if r.replay_of else "")
-        table.add_row(
-            name,
-            r.created,
-            ", ".join(r.stages_done) or "—",
-            "—" if r.iteration is None else str(r.iteration),
-            r.best,
-            str(r.edits),
-            "\n".join(r.problems) or "",
-        )
-    return table
+        name = Text(r.path.name)
+        if r.replay_of:
+            name.append(f"\nreplay of {Path(r.replay_of).name}", style="dim")
+        rows.append([name, r.created, ", ".join(r.stages_done) or "—", "—" if r.iteration is None else str(r.iteration), r.best, str(r.edits), "\n".join(r.problems)])
+    return rows
+
+
+def print_runs(runs: list[RunSummary], title: str, console: Console) -> None:
+    """``text4d list``: a table on a terminal, tab-separated rows in a pipe (one line per run, never wrapped)."""
+    print_table(console, RUN_COLUMNS, run_rows(runs), title)

@@ -81,7 +81,12 @@ class SessionEvent:
 
 @dataclass(frozen=True)
 class SessionStats:
-    """What a front end shows in its stats panel; an immutable snapshot, safe to read from any thread."""
+    """What a front end shows in its stats panel; an immutable snapshot, safe to read from any thread.
+
+    ``it_per_s`` is the speed over the last iterations while they run back to back, else (paused,
+    finished, just resumed) this session's average so far, so a run that has ended still reports the
+    speed it ran at; 0 before the first iteration. Show it with :func:`text4d.formatting.format_rate`.
+    """
 
     state: SessionState
     stage: str
@@ -94,6 +99,16 @@ class SessionStats:
     snapshots: int
     exports_running: int
     steps_left: int
+
+    @property
+    def training(self) -> bool:
+        """Iterations are being run: the session runs, or is paused with ``step`` iterations still queued."""
+        return self.state == "running" or (self.state == "paused" and self.steps_left > 0)
+
+    @property
+    def activity(self) -> str:
+        """The state as a status bar says it: "stepping (7 left)" while queued steps run in a paused session."""
+        return f"stepping ({self.steps_left} left)" if self.state == "paused" and self.steps_left > 0 else self.state
 
 
 @dataclass
@@ -209,6 +224,7 @@ class Session:
         self._last_good: tuple[int, dict[str, Any]] = (stage.iteration, clone_state(stage.state_dict()))
         self._history: deque[dict[str, Any]] = deque(maxlen=self.cfg.history)
         self._recent_steps: deque[tuple[float, int]] = deque(maxlen=30)
+        self._trained = (0, 0.0)  # iterations run by this session, and the seconds they took
         self._losses: dict[str, float] = {}
         self._metrics: dict[str, float] = {}
         self._exports: list[threading.Thread] = []
@@ -390,6 +406,7 @@ class Session:
                 return
 
     def _train_one(self) -> None:
+        started = time.perf_counter()
         with self._render_cv:  # let waiting renders in first, but never stall training for long
             self._render_cv.wait_for(lambda: self._render_waiters == 0, timeout=self.cfg.render_priority_ms / 1000.0)
         try:
@@ -407,6 +424,9 @@ class Session:
             self._recover_from_nan(losses)
             return
         now = time.perf_counter()
+        # Back to back, an iteration took the time since the previous one ended; after a break, its own.
+        since = self._recent_steps[-1][0] if self._recent_steps else started
+        self._trained = (self._trained[0] + 1, self._trained[1] + now - since)
         self._recent_steps.append((now, it))
         self._losses = losses
         if it % self.cfg.good_snapshot_every == 0:
@@ -422,10 +442,13 @@ class Session:
         self._publish()
 
     def _it_per_s(self) -> float:
-        if len(self._recent_steps) < 2:
-            return 0.0
-        (t0, i0), (t1, i1) = self._recent_steps[0], self._recent_steps[-1]
-        return (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
+        """Speed over the recent back-to-back iterations, else the session's average (see :class:`SessionStats`)."""
+        if len(self._recent_steps) >= 2:
+            (t0, i0), (t1, i1) = self._recent_steps[0], self._recent_steps[-1]
+            if t1 > t0:
+                return (i1 - i0) / (t1 - t0)
+        count, seconds = self._trained
+        return count / seconds if seconds > 0 else 0.0
 
     def _recover_from_nan(self, losses: dict[str, float]) -> None:
         bad_it = self.stage.iteration
@@ -496,6 +519,8 @@ class Session:
             raise CommandRefused("step runs iterations while paused; pause first")
         if self._state == "error":
             raise CommandRefused("training failed; roll back (or fix the setting) and resume first")
+        if self._steps_left == 0:
+            self._recent_steps.clear()  # a new burst: the time paused since the last one is no iteration's
         self._steps_left += int(count)
         return int(count), f"stepping {int(count)} iteration(s) from {self.stage.iteration}"
 

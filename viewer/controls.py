@@ -43,3 +43,15 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}" if math.isfinite(value) else str(value)
     return str(value)
+
+
+def count_axis(name: str, peak: float) -> tuple[float, str]:
+    """``(divisor, title)`` for a plot of a count (Gaussians) whose axis labels stay short.
+
+    uPlot gives a y axis about 50 px, so 10,000 showed as "0,000"; ImPlot writes 1.2e+06. Plotting
+    thousands or millions, named in the title ("Gaussians (thousands)"), keeps tick labels to a few characters.
+    """
+    for divisor, unit in ((1e6, "millions"), (1e3, "thousands")):
+        if peak >= divisor:
+            return divisor, f"{name} ({unit})"
+    return 1.0, name

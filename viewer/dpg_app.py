@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from text4d.config import editable_fields, get_value
+from text4d.formatting import format_rate
 from text4d.render.camera import look_at, orbit_position
 from text4d.session import Session, SessionEvent, SessionStats
 from text4d.timing import frame_to_t
@@ -51,6 +52,7 @@ from viewer.controls import (
     PALETTE,
     PRESETS,
     STRUCTURAL_KEYS,
+    count_axis,
     edit_group,
     field_type,
     format_value,
@@ -581,9 +583,9 @@ class DesktopApp:
     def _update_status(self, s: SessionStats) -> None:
         psnr = s.metrics.get("test_psnr")
         parts = [
-            f"{s.stage} · {s.state}",
+            f"{s.stage} · {s.activity}",
             f"iteration {s.iteration} / {s.iters}",
-            f"{s.it_per_s:.1f} it/s",
+            format_rate(s.it_per_s),
             f"{s.num_gaussians:,} Gaussians",
         ]
         if "loss" in s.losses:
@@ -595,12 +597,12 @@ class DesktopApp:
             parts.append(f"PSNR {psnr:.2f} dB")
         parts.append(f"frame {self.frame_index + 1}/{self.num_frames}")
         dpg.set_value("t4d.status", "   ·   ".join(parts))
-        dpg.configure_item("t4d.state_dot", color=STATE_COLORS.get(s.state, (200, 200, 200)))
+        dpg.configure_item("t4d.state_dot", color=STATE_COLORS["running" if s.training else s.state])
         dpg.set_value("t4d.progress", min(1.0, s.iteration / max(s.iters, 1)))
         dpg.configure_item("t4d.progress", overlay=f"{s.iteration} / {s.iters}")
         dpg.set_value("t4d.snapshots", f"{s.snapshots} kept")
         running = s.state == "running"
-        dpg.configure_item("t4d.pause", enabled=running)
+        dpg.configure_item("t4d.pause", enabled=s.training)  # pausing also cancels queued steps
         dpg.configure_item("t4d.resume", enabled=not running)
         dpg.configure_item("t4d.step", enabled=not running)
         if self._log:
@@ -624,7 +626,11 @@ class DesktopApp:
         evaluated = [r for r in history if "test_psnr" in r]
         if evaluated:
             self._line("psnr", "test_psnr", [float(r["iteration"]) for r in evaluated], [float(r["test_psnr"]) for r in evaluated], PALETTE[2])
-        self._line("gaussians", "gaussians", x, [float(r["gaussians"]) for r in records], PALETTE[1])
+        counts = [float(r["gaussians"]) for r in records]
+        divisor, title = count_axis("Gaussians", max(counts))
+        if dpg.get_item_label("t4d.plot.gaussians") != title:
+            dpg.configure_item("t4d.plot.gaussians", label=title)
+        self._line("gaussians", "gaussians", x, [c / divisor for c in counts], PALETTE[1])
         for name in ("loss", "psnr", "gaussians"):
             dpg.fit_axis_data(f"t4d.plot.{name}.x")
             dpg.fit_axis_data(f"t4d.plot.{name}.y")

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from text4d.render.camera import Cameras, intrinsics
 from text4d.session import Session
@@ -23,6 +24,8 @@ _DEPTH_COLORS = np.array(
     dtype=np.float32,
 )
 _CANVAS_GRAY = 0.12
+_LABEL_BOX = (24, 26, 30)
+PAIR_LABELS = ("ground truth", "model")  # the "Ground truth | model" mode, in that order
 
 
 def viewer_cameras(c2w: np.ndarray, fovy: float, width: int, height: int) -> Cameras:
@@ -56,17 +59,6 @@ def colorize_depth(depth: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return torch.where(covered[..., None], colors, out)
 
 
-def fit_into(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Letterbox ``image`` [h, w, 3] into a gray [height, width, 3] canvas, keeping its aspect."""
-    h, w = image.shape[:2]
-    scale = min(width / w, height / h)
-    nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
-    canvas = torch.full((height, width, 3), _CANVAS_GRAY)
-    y0, x0 = (height - nh) // 2, (width - nw) // 2
-    canvas[y0 : y0 + nh, x0 : x0 + nw] = resize_images(image.float().cpu(), nh, nw)
-    return canvas
-
-
 class FrameRenderer:
     """``(request, width, height) -> uint8 [H, W, 3]`` for every render mode.
 
@@ -86,7 +78,7 @@ class FrameRenderer:
 
     def __call__(self, request: ViewRequest, width: int, height: int) -> np.ndarray:
         if request.mode == "gt":
-            return to_uint8(self._ground_truth_pair(request, width, height))
+            return self._ground_truth_pair(request, width, height)
         out = self.session.render(viewer_cameras(request.c2w, request.fovy, width, height), request.t)
         if request.mode == "alpha":
             image = out.alpha[0].expand(-1, -1, 3)
@@ -107,16 +99,62 @@ class FrameRenderer:
         cos = torch.nn.functional.cosine_similarity(centers, eye.expand_as(centers), dim=-1)
         return int(candidates[int(torch.argmax(cos))])
 
-    def _ground_truth_pair(self, request: ViewRequest, width: int, height: int) -> torch.Tensor:
-        """Left: the model from the held-out camera; right: the held-out image (on white)."""
+    def _ground_truth_pair(self, request: ViewRequest, width: int, height: int) -> np.ndarray:
+        """The nearest held-out image (on white) and the model seen from its camera, labelled.
+
+        Ground truth comes first, as the mode's name says: left of the model, or above it when
+        stacking shows both bigger (a tall viewport); see :func:`pair_cells`.
+        """
         gt = self.ground_truth
         if gt is None:
             raise ValueError("this stage has no ground truth to compare against")
-        i = self.nearest_ground_truth(request.t, request.c2w)
-        view = gt[i]
-        half = max(8, width // 2)
-        scale = min(half / view.width, height / view.height)
-        cams = view.cameras.resized(max(8, int(view.width * scale)), max(8, int(view.height * scale)))
-        model = self.session.render(cams, float(view.times[0])).rgb[0]
-        truth = view.composite(torch.ones(3))[0]
-        return torch.cat([fit_into(model, half, height), fit_into(truth, width - half, height)], dim=1)
+        view = gt[self.nearest_ground_truth(request.t, request.c2w)]
+        pictures = []
+        for x, y, w, h in pair_cells(view.width / view.height, width, height):
+            scale = min(w / view.width, h / view.height)
+            pw, ph = max(1, int(view.width * scale)), max(1, int(view.height * scale))
+            pictures.append((x + (w - pw) // 2, y + (h - ph) // 2, pw, ph))
+        (_, _, tw, th), (_, _, mw, mh) = pictures
+        truth = resize_images(view.composite(torch.ones(3))[0].float().cpu(), th, tw)
+        model = self.session.render(view.cameras.resized(mw, mh), float(view.times[0])).rgb[0]
+        canvas = np.full((height, width, 3), round(_CANVAS_GRAY * 255), np.uint8)
+        for (x, y, w, h), image in zip(pictures, (truth, model)):
+            canvas[y : y + h, x : x + w] = to_uint8(image)
+        for box, label in zip(pictures, PAIR_LABELS):
+            draw_label(canvas, label, box)
+        return canvas
+
+
+def pair_cells(aspect: float, width: int, height: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """Two cells ``(x, y, w, h)`` of a ``width`` x ``height`` frame for two pictures of ``aspect`` (w / h).
+
+    Side by side when that shows the pictures bigger (wide viewports), else stacked (tall ones),
+    with a thin gutter so two white backgrounds do not merge; the first cell is the left (or top) one.
+    """
+    gap = max(2, max(width, height) // 100)
+    side_w, stack_h = (width - gap) // 2, (height - gap) // 2
+    if min(side_w / aspect, height) >= min(width / aspect, stack_h):
+        return (0, 0, side_w, height), (width - side_w, 0, side_w, height)
+    return (0, 0, width, stack_h), (0, height - stack_h, width, stack_h)
+
+
+def draw_label(image: np.ndarray, text: str, box: tuple[int, int, int, int]) -> None:
+    """Write ``text`` in white on a dark tag at the bottom-left of the picture at ``box`` (x, y, w, h), in place.
+
+    The type scales with the picture (about 1/18 of its height, 10 px at least); a picture too small
+    to carry the tag (a thumbnail) gets none, since a label must not hide what it names.
+    """
+    x, y, w, h = box
+    font = ImageFont.load_default(size=max(10, h // 18))
+    ascent, descent = font.getmetrics()  # the line's height, not the text's: every tag is as tall
+    x0, _, x1, _ = font.getbbox(text)
+    pad = max(2, (ascent + descent) // 4)
+    tag_w, tag_h = x1 - x0 + 2 * pad, ascent + descent + pad
+    if tag_w > w or 3 * tag_h > h:
+        return
+    top = y + h - tag_h
+    tag = Image.fromarray(image[top : y + h, x : x + tag_w])
+    draw = ImageDraw.Draw(tag)
+    draw.rectangle((0, 0, tag_w, tag_h), fill=_LABEL_BOX)
+    draw.text((pad - x0, pad // 2), text, font=font, fill=(255, 255, 255))
+    image[top : y + h, x : x + tag_w] = np.asarray(tag)

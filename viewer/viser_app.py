@@ -33,6 +33,7 @@ import viser
 import viser.transforms as vtf
 
 from text4d.config import editable_fields, get_value
+from text4d.formatting import format_rate
 from text4d.render.camera import orbit_position
 from text4d.session import Session, SessionEvent
 from text4d.timing import frame_to_t
@@ -42,6 +43,7 @@ from viewer.controls import (
     PALETTE,
     PRESETS,
     STRUCTURAL_KEYS,
+    count_axis,
     edit_group,
     field_type,
     format_value,
@@ -152,6 +154,9 @@ class ViewerApp:
     def _build_shared_gui(self, server: viser.ViserServer) -> None:
         gui = server.gui
         gui.configure_theme(control_width="large", dark_mode=True, show_logo=False, brand_color=(232, 89, 12))
+        # Docked, the panel insets the 3D canvas instead of floating over its right part, so every
+        # frame (a side-by-side comparison included) is seen whole; users can still undock it.
+        gui.main_panel.dock_right()
         with gui.add_folder("Run", order=10):
             self.stats_md = gui.add_markdown("starting ...")
             self.progress = gui.add_progress_bar(0.0, animated=False)
@@ -388,8 +393,8 @@ class ViewerApp:
         s = self.session.stats()
         psnr, lpips = s.metrics.get("test_psnr"), s.metrics.get("test_lpips")
         lines = [
-            f"**{s.stage}** · {s.state}",
-            f"iteration **{s.iteration}** / {s.iters} · {s.it_per_s:.1f} it/s",
+            f"**{s.stage}** · {s.activity}",
+            f"iteration **{s.iteration}** / {s.iters} · {format_rate(s.it_per_s)}",
             f"Gaussians **{s.num_gaussians:,}**" + (f" · held-out PSNR **{psnr:.2f} dB**" if psnr is not None else "") + (f" · LPIPS **{lpips:.4f}**" if lpips is not None else ""),
             f"loss {s.losses['loss']:.4g}" if "loss" in s.losses else "loss —",
         ]
@@ -400,10 +405,9 @@ class ViewerApp:
             lines.insert(1, status)
         self.stats_md.content = "  \n".join(lines)
         self.progress.value = 100.0 * min(1.0, s.iteration / max(s.iters, 1))
-        running = s.state == "running"
-        self.pause_btn.disabled = not running
-        self.resume_btn.disabled = running
-        self.step_btn.disabled = running
+        self.pause_btn.disabled = not s.training  # pausing also cancels queued steps
+        self.resume_btn.disabled = s.state == "running"
+        self.step_btn.disabled = s.state == "running"
 
     def _update_plots(self) -> None:
         history = self.session.history()
@@ -424,18 +428,21 @@ class ViewerApp:
         evaluated = [r for r in history if "test_psnr" in r]
         if evaluated:
             self._plot("psnr", "Held-out PSNR (dB)", evaluated[:: max(1, len(evaluated) // 500)], ["test_psnr"], log_scale=False)
-        self._plot("gaussians", "Gaussians", records, ["gaussians"], log_scale=False)
+        divisor, title = count_axis("Gaussians", max(float(r["gaussians"]) for r in records))
+        self._plot("gaussians", title, records, ["gaussians"], log_scale=False, divisor=divisor)
 
-    def _plot(self, name: str, title: str, records: list[dict], keys: list[str], log_scale: bool) -> None:
+    def _plot(self, name: str, title: str, records: list[dict], keys: list[str], log_scale: bool, divisor: float = 1.0) -> None:
         x = np.array([r["iteration"] for r in records], dtype=np.float64)
         ys = []
         for key in keys:
             y = np.array([float(r.get(key, np.nan)) for r in records])
             # log10 on a linear axis: uPlot's own log axis labels small losses as "0".
-            ys.append(np.log10(np.maximum(y, 1e-12)) if log_scale else y)
+            ys.append(np.log10(np.maximum(y, 1e-12)) if log_scale else y / divisor)
         data = (x, *ys)
         handle = self._plots.get(name)
         if handle is not None and len(handle.series) == len(data):
+            if handle.title != title:
+                handle.title = title  # the count's unit moved on (hundreds -> thousands)
             if any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True) for a, b in zip(handle.data, data)):
                 handle.data = data  # resend only what changed: a paused run's plots cost nothing
             return
