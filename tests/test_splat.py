@@ -24,12 +24,14 @@ from text4d.render.splat import (
     Splats,
     backend_available,
     project_gaussians,
+    rasterize_cpu,
     rasterize_torch,
     render,
     resolve_backend,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU_BACKENDS = pytest.mark.parametrize("backend", ["torch", "cpu"])  # the reference and the compiled compositor
 
 
 def axis_camera(size: int = 32, focal: float = 40.0, dtype: torch.dtype = torch.float32) -> Cameras:
@@ -116,7 +118,8 @@ def test_offset_anisotropic_gaussian_matches_ewa_projection() -> None:
     assert out.radii[0, 0] > 0
 
 
-def test_two_gaussians_composite_front_to_back() -> None:
+@CPU_BACKENDS
+def test_two_gaussians_composite_front_to_back(backend: str) -> None:
     red, green = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
     a1, a2 = 0.6, 0.7
     for order in ([0, 1], [1, 0]):  # input order must not matter, only depth
@@ -125,7 +128,7 @@ def test_two_gaussians_composite_front_to_back() -> None:
         opac = torch.tensor([a1, a2])[order]
         # scale so both project to the same 2D footprint: s / z equal
         scales = torch.tensor([[0.2] * 3, [0.3] * 3])[order]
-        out = render(make_splats(means, scales, opac, rgb), axis_camera(), torch.zeros(3))
+        out = render(make_splats(means, scales, opac, rgb), axis_camera(), torch.zeros(3), backend=backend)
         px = out.rgb[0, 15, 15]
         w1 = a1 * out.alpha[0, 15, 15, 0] / (1 - (1 - a1) * (1 - a2))  # both share one profile factor
         g = math.exp(-0.5 * 0.5 / ((40 * 0.1) ** 2 + EPS2D))  # pixel centre is (0.5, 0.5) px from the mean
@@ -174,14 +177,15 @@ def composite_naive(alphas: list[float], colours: list[float]) -> tuple[float, f
     return out, 1 - T
 
 
-def test_transmittance_stops_before_1e_4() -> None:
+@CPU_BACKENDS
+def test_transmittance_stops_before_1e_4(backend: str) -> None:
     # stacked, nearly opaque layers of decreasing brightness, drawn in shuffled order
     z = [2.0 + 0.1 * i for i in range(6)]
     shuffle = [3, 0, 5, 1, 4, 2]
     means = torch.tensor([[0.0, 0.0, z[i]] for i in shuffle])
     grey = [[1.0 - 0.1 * i] * 3 for i in shuffle]
     scales = torch.tensor([[z[i] / 2.0] * 3 for i in shuffle])  # 5 px sigma in every layer
-    out = render(make_splats(means, scales, 0.995, grey), axis_camera(8, 10.0))
+    out = render(make_splats(means, scales, 0.995, grey), axis_camera(8, 10.0), backend=backend)
     g = math.exp(-0.5 * 0.5 / (25.0 + EPS2D))  # pixel (4, 4) is (0.5, 0.5) px from the centre
     colour, alpha = composite_naive([0.995 * g] * 6, [1.0 - 0.1 * i for i in range(6)])
     assert out.alpha[0, 4, 4, 0].item() == pytest.approx(alpha, rel=1e-6)
@@ -192,12 +196,13 @@ def test_transmittance_stops_before_1e_4() -> None:
     assert colour == pytest.approx(a * 1.0 + (1 - a) * a * 0.9) and alpha == pytest.approx(1 - (1 - a) ** 2)
 
 
-def test_random_scene_matches_naive_per_pixel_loop() -> None:
+@CPU_BACKENDS
+def test_random_scene_matches_naive_per_pixel_loop(backend: str) -> None:
     splats = random_splats(30, degree=0, seed=5)
     splats.scales.mul_(4.0)
     splats.opacities.clamp_(min=0.6)
     cams = orbit(1, 12)
-    out = render(splats, cams)
+    out = render(splats, cams, backend=backend)
     proj = project_gaussians(
         splats.means[None], splats.quats[None], splats.scales[None], splats.opacities[None],
         cams.viewmats[None], cams.Ks[None], 12, 12, 0.01, 1e3,
@@ -265,12 +270,12 @@ def test_batch_dims_equal_per_item_loop() -> None:
     torch.testing.assert_close(both.rgb[1], render(shared, cams[1], bg).rgb)
 
 
-def test_tile_and_chunk_size_do_not_change_the_image() -> None:
+def test_chunk_size_does_not_change_the_image() -> None:
     splats = random_splats(400, degree=1)
     cams = orbit(2, 40)
-    ref = rasterize_torch(splats, cams, tile_size=16)
-    for tile_size, chunk in ((5, 1 << 22), (16, 2000), (64, 1 << 22), (8, 64)):
-        other = rasterize_torch(splats, cams, tile_size=tile_size, chunk_elems=chunk)
+    ref = rasterize_torch(splats, cams)
+    for chunk in (1, 64, 2000, 1 << 30):  # 1: one row per chunk
+        other = rasterize_torch(splats, cams, chunk_pairs=chunk)
         for field in ("rgb", "alpha", "depth"):
             torch.testing.assert_close(getattr(other, field), getattr(ref, field), atol=2e-6, rtol=1e-5)
 
@@ -278,18 +283,19 @@ def test_tile_and_chunk_size_do_not_change_the_image() -> None:
 def test_checkpointed_chunks_give_the_same_gradients() -> None:
     cams = orbit(1)
     grads = []
-    for checkpoint_elems in (1 << 30, 0):
+    for checkpoint_pairs in (1 << 30, 0):
         splats = random_splats(300, degree=1)
         for x in (splats.means, splats.scales, splats.opacities, splats.sh, splats.quats):
             x.requires_grad_(True)
-        out = rasterize_torch(splats, cams, chunk_elems=4096, checkpoint_elems=checkpoint_elems)
+        out = rasterize_torch(splats, cams, chunk_pairs=4096, checkpoint_pairs=checkpoint_pairs)
         (out.rgb.square().sum() + out.depth.sum()).backward()
         grads.append([x.grad for x in (splats.means, splats.scales, splats.opacities, splats.sh, splats.quats)])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
 
 
-def test_gradients_match_finite_differences() -> None:
+@CPU_BACKENDS
+def test_gradients_match_finite_differences(backend: str) -> None:
     dtype = torch.float64
     cams = Cameras.orbit(torch.tensor([10.0, -20.0]), torch.tensor([0.0, 40.0]), 2.0, 50.0, 10, 10)
     cams = Cameras(cams.viewmats.to(dtype), cams.Ks.to(dtype), 10, 10)
@@ -300,7 +306,7 @@ def test_gradients_match_finite_differences() -> None:
     weights = torch.rand(2, 10, 10, 5, generator=torch.Generator().manual_seed(0), dtype=dtype)
 
     def loss(means, quats, scales, opacities, sh, viewmats):
-        out = render(Splats(means, quats, scales, opacities, sh), Cameras(viewmats, cams.Ks, 10, 10), bg)
+        out = render(Splats(means, quats, scales, opacities, sh), Cameras(viewmats, cams.Ks, 10, 10), bg, backend=backend)
         return (torch.cat([out.rgb, out.alpha, out.depth], -1) * weights).sum()
 
     inputs = [x.clone().requires_grad_(True) for x in (base.means, base.quats, base.scales, base.opacities, base.sh, cams.viewmats)]
@@ -334,6 +340,44 @@ def test_empty_and_fully_culled_scenes_return_background() -> None:
         assert torch.isfinite(splats.means.grad).all()
 
 
+@pytest.mark.parametrize("batch, degree", [((), 0), ((2,), 1), ((2, 3), 3)])
+def test_cpu_compositor_matches_the_torch_reference(batch: tuple[int, ...], degree: int) -> None:
+    cams = orbit(2 * math.prod(batch) if batch else 3, 36).reshape(*batch, -1) if batch else orbit(3, 36)
+    cams = Cameras(cams.viewmats, cams.Ks, 36, 28)  # not square, not a multiple of the tile size
+    results = []
+    for rasterize in (rasterize_torch, rasterize_cpu):
+        splats = random_splats(200, batch=batch, degree=degree, seed=7)
+        leaves = [x.requires_grad_(True) for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh)]
+        out = rasterize(splats, cams, torch.tensor([0.2, 0.5, 0.9]))
+        out.means2d.retain_grad()
+        weights = torch.rand(*out.rgb.shape[:-1], 5, generator=torch.Generator().manual_seed(1))
+        (torch.cat([out.rgb, out.alpha, out.depth], -1) * weights).sum().backward()
+        results.append(([out.rgb, out.alpha, out.depth, out.radii], [x.grad for x in leaves] + [out.means2d.grad]))
+    (images, grads), (images_cpu, grads_cpu) = results
+    for a, b in zip(images, images_cpu):
+        torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
+    for a, b in zip(grads, grads_cpu):
+        torch.testing.assert_close(b, a, atol=1e-4 * a.abs().max().item(), rtol=1e-4)
+
+
+def test_cpu_compositor_is_bit_exact_whatever_the_thread_count() -> None:
+    cams = orbit(4, 40)
+    results = []
+    for threads in (1, 2, 3):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            splats = random_splats(300, batch=(4,), degree=1, seed=2)
+            leaves = [x.requires_grad_(True) for x in (splats.means, splats.scales, splats.opacities, splats.sh)]
+            out = rasterize_cpu(splats, cams.reshape(4, 1))
+            out.rgb.square().sum().backward()
+            results.append([out.rgb, *(x.grad for x in leaves)])
+        finally:
+            torch.set_num_threads(before)
+    for other in results[1:]:
+        assert all(a.equal(b) for a, b in zip(results[0], other))
+
+
 def test_bad_inputs_raise_value_error_naming_the_field() -> None:
     good = make_splats([[0.0, 0.0, 2.0]], 0.3, 0.9, [1.0, 1.0, 1.0])
     cams = axis_camera(8)
@@ -360,8 +404,10 @@ def test_bad_inputs_raise_value_error_naming_the_field() -> None:
 
 
 def test_backend_selection() -> None:
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert resolve_backend("auto", torch.device("cpu")) == "cpu"
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
+    with pytest.raises(ConfigError, match="CPU tensors"):
+        resolve_backend("cpu", torch.device("cuda"))
     for name in ("gsplat", "inria"):
         with pytest.raises(ConfigError, match="needs a CUDA device"):
             render(make_splats([[0.0, 0.0, 2.0]], 0.3, 0.9, [1.0, 1.0, 1.0]), axis_camera(8), backend=name)
@@ -387,6 +433,6 @@ def test_rasterizer_benchmark_runs_small_on_cpu() -> None:
     from text4d.bench.rasterizer import run
 
     report = run(sizes=(200,), resolution=32, repeats=1, times=2, views=2, device="cpu")
-    assert report["backend"] == "torch" and report["device"] == "cpu"
+    assert report["backend"] == "cpu" and report["device"] == "cpu"
     assert report["scaling"][0]["gaussians"] == 200 and report["scaling"][0]["forward_backward_ms"] > 0
     assert report["batched"]["times"] == 2 and report["batched"]["one_call_forward_backward_ms"] > 0

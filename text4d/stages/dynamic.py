@@ -37,7 +37,7 @@ from text4d.io.ply import PlyGaussians
 from text4d.lpips import LPIPS
 from text4d.metrics import score
 from text4d.render.camera import Cameras
-from text4d.render.splat import RenderOutput, Splats, render, resolve_backend
+from text4d.render.splat import Backend, RenderOutput, Splats, render, resolve_backend
 from text4d.stages.base import GaussianStage, stepped_resolution
 from text4d.stages.novel import NovelViewTerm
 from text4d.views import Views
@@ -76,7 +76,7 @@ class DynamicConfig:
     init_points: int = field(default=5000, metadata={"min": 1, "help": "random Gaussians when no static model is given"})
     init_radius: float = field(default=0.5, metadata={"min": 0.0})
     sh_degree: int = field(default=0, metadata={"min": 0, "max": 3})
-    backend: Literal["auto", "torch", "gsplat", "inria"] = "auto"
+    backend: Backend = "auto"
     cuda_graph: bool = field(default=True, metadata={"help": "replay no-grad deformation queries (viewer, evaluation) as one CUDA graph"})
     seed: int = 0
 

@@ -32,7 +32,7 @@ from text4d.errors import InputError
 from text4d.io.atomic import write_json
 from text4d.io.ply import PlyGaussians, load_ply, save_ply
 from text4d.render.camera import Cameras
-from text4d.render.splat import RenderOutput, render, resolve_backend
+from text4d.render.splat import Backend, RenderOutput, render, resolve_backend
 from text4d.stages.base import GaussianStage, stepped_resolution
 
 
@@ -66,7 +66,7 @@ class StaticConfig:
     densify_extent: float = field(default=4.0, metadata={"min": 0.0, "help": "scene extent for clone/split/prune (the original's 4)"})
     views: ViewSampling = field(default_factory=ViewSampling)
     sds: SDSConfig = field(default_factory=SDSConfig)
-    backend: Literal["auto", "torch", "gsplat", "inria"] = "auto"
+    backend: Backend = "auto"
     seed: int = 0
 
 
