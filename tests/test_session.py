@@ -118,6 +118,26 @@ def test_snapshot_rollback_restores_exactly(run):
         session.stop()
 
 
+def test_cpu_training_uses_deterministic_kernels_then_restores_the_setting(run):
+    """Multi-threaded CPU indexing backward adds in a racy order unless deterministic kernels are on (replays need the bits)."""
+    seen = []
+
+    class Watched(ToyStage):
+        def step(self):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return super().step()
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    session = make_session(run, Watched(), paused=True)
+    try:
+        session.step(2).result(10)
+        session.wait(lambda s: s.iteration == 2)
+    finally:
+        session.stop()
+    assert seen == [True, True] and session.deterministic
+    assert not torch.are_deterministic_algorithms_enabled()  # the process's setting is back
+
+
 def test_rollback_without_snapshot_is_refused(run):
     session = make_session(run, paused=True)
     try:

@@ -261,9 +261,11 @@ def record_session_open(session: Session) -> None:
 
     The record holds the live stage config (a reopened run restores it from the
     checkpoint, and ``text4d view`` may add overrides), the session cadence
-    (snapshots and NaN recovery depend on it), and the CPU thread count and
-    device (multi-threaded CPU kernels may sum in a different order, so a
-    bit-exact CPU replay uses the same thread count). On a fresh run it also
+    (snapshots and NaN recovery depend on it), the CPU thread count and
+    device (a CPU reduction split over another number of threads sums in
+    another order, so a bit-exact CPU replay uses the same thread count), and
+    whether training uses deterministic kernels (CPU sessions do: see
+    :func:`text4d.session.deterministic_algorithms`). On a fresh run it also
     checkpoints the state before the first step as ``checkpoints/initial``:
     parts of a stage (network weights) are initialised from torch's global
     RNG, so rebuilding from config.yaml alone would not reproduce them.
@@ -278,7 +280,7 @@ def record_session_open(session: Session) -> None:
         "cfg": cfg_values(stage.cfg),
         "session_cfg": asdict(session.cfg) if is_dataclass(session.cfg) else {},
         "threads": torch.get_num_threads(),
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic": session.deterministic or torch.are_deterministic_algorithms_enabled(),
         "device": str(device),
         "torch": torch.__version__,
     }

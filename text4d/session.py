@@ -26,6 +26,7 @@ is *not* session state: two tabs may look at different times of the same run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import inspect
@@ -35,7 +36,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,30 @@ def cfg_values(cfg: Any) -> dict[str, Any]:
     return {key: _jsonable(value) for key, _, value in editable_fields(cfg)}
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Run the block with torch's deterministic kernels (when ``enabled``), then restore the previous setting.
+
+    Why: on CPU with several threads, torch accumulates the backward of advanced
+    indexing (``x[idx]``, i.e. ``index_put_(accumulate=True)``, which every
+    rasteriser gather goes through) with parallel atomic adds once a call has
+    32768 elements; the order of those float adds changes from run to run, so
+    two identical multi-threaded runs drift apart by rounding within a few
+    iterations and a replay cannot be bit-exact. Deterministic mode makes those
+    kernels serial. ``warn_only``: an op without a deterministic CPU kernel
+    warns instead of failing the run. The setting is process-wide.
+    """
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def default_exporters(video_frames: int = 60, video_resolution: int = 256) -> dict[str, Exporter]:
     """The exports the viewers offer: a per-frame 3DGS .ply sequence, orbit videos (.mp4, and .gif for docs), a viser scene recording."""
     from text4d.export import export_orbit_video, export_ply_sequence
@@ -176,6 +201,10 @@ class Session:
         cfg: logging / snapshot / autosave cadence.
         start_paused: begin paused (``text4d view`` reopens runs this way).
         exporters: ``kind -> exporter``; defaults to :func:`default_exporters`.
+
+    A stage on CPU trains with deterministic kernels (``deterministic``, see
+    :func:`deterministic_algorithms`), so the same run with the same thread
+    count gives the same bits and ``text4d replay`` can reproduce it exactly.
     """
 
     def __init__(
@@ -190,6 +219,7 @@ class Session:
         self.run = run
         self.cfg = cfg or SessionConfig()
         self.exporters = exporters if exporters is not None else default_exporters()
+        self.deterministic = _stage_device(stage).type == "cpu"  # GPU kernels (atomics) are not reproducible anyway
         # One lock around every stage.step() and stage.render(): renders see whole iterations.
         self.lock = threading.RLock()
         self._commands: queue.Queue[_Command | None] = queue.Queue()
@@ -363,6 +393,10 @@ class Session:
         return self._state != "error" and (self._steps_left > 0 or (self._state == "running" and self.stage.iteration < self.stage.iters))
 
     def _loop(self) -> None:
+        with deterministic_algorithms(self.deterministic):
+            self._run_loop()
+
+    def _run_loop(self) -> None:
         while not self._stop.is_set():
             self._drain_commands(block=not self._should_train())
             if self._stop.is_set():
@@ -688,4 +722,5 @@ __all__ = [
     "SessionStats",
     "clone_state",
     "default_exporters",
+    "deterministic_algorithms",
 ]
