@@ -177,6 +177,61 @@ def test_autosave_and_reopen_resume_from_same_iteration(run):
     assert_states_equal(reopened.stage.state_dict(), continued.state_dict())
 
 
+@pytest.mark.parametrize("recorded_sizes", [True, False], ids=["log-sizes", "older-checkpoint"])
+def test_reopen_after_a_crash_drops_the_records_of_lost_iterations(run, tmp_path, recorded_sizes):
+    """kill -9 after the checkpoint at 5 and the metrics of 6..8: reopening at 5 must not keep 6..8 (they are trained again)."""
+    import json
+    import shutil
+
+    session = make_session(run, paused=True, autosave_every_iters=5)
+    try:
+        session.step(8).result(10)
+        session.wait(lambda s: s.iteration == 8 and s.steps_left == 0)
+        session.set("lambda_reg", 0.5).result(10)  # an edit of the lost iterations
+        crashed = RunFolder(shutil.copytree(run.path, tmp_path / "crashed"))  # the folder as kill -9 leaves it
+    finally:
+        session.stop()
+    assert crashed.load_checkpoint()["session"]["iteration"] == 5
+    with open(crashed.metrics_path, "a") as f:
+        f.write('{"iteration": 9, "lo')  # killed mid-append
+    if not recorded_sizes:  # a checkpoint written before it recorded its logs' lengths
+        meta = json.loads((crashed.checkpoint_dir / "latest.json").read_text())
+        meta["session"].pop("logs", None)
+        (crashed.checkpoint_dir / "latest.json").write_text(json.dumps(meta))
+
+    reopened = Session.reopen(ToyStage(), crashed, SessionConfig(log_every=1, eval_every=0)).start()
+    try:
+        assert reopened.stats().iteration == 5 and reopened.stage.cfg.lambda_reg == ToyStage().cfg.lambda_reg
+        assert [r["iteration"] for r in reopened.history()] == [1, 2, 3, 4, 5]
+        assert [r["iteration"] for r in crashed.metrics()] == [1, 2, 3, 4, 5] and not crashed.health().skipped_lines
+        assert "set" not in [e["command"] for e in crashed.edits()]
+        reopened.step(3).result(10)
+        reopened.wait(lambda s: s.iteration == 8 and s.steps_left == 0)
+    finally:
+        reopened.stop()
+    assert [r["iteration"] for r in crashed.metrics()] == list(range(1, 9))  # each iteration once
+    assert [r["iteration"] for r in reopened.history()] == list(range(1, 9))
+
+
+def test_a_stage_run_to_its_iteration_count_is_marked_done(run):
+    """--steps equal to the iterations left (headless, paused with steps queued) reaches the end: the stage is done."""
+    import io
+
+    from rich.console import Console
+
+    from text4d.live import drive
+    from viewer.config import ViewerConfig
+
+    stage = ToyStage()
+    stage.cfg.iters = 6
+    session = Session(stage, run, SessionConfig(log_every=1, eval_every=0), start_paused=True)
+    drive(session, ViewerConfig(), "none", 4, Console(file=io.StringIO()), exports=())
+    assert run.manifest()["stages_done"] == []  # 4 of 6: not done
+    reopened = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0))
+    drive(reopened, ViewerConfig(), "none", 2, Console(file=io.StringIO()), exports=())
+    assert reopened.stats().iteration == 6 and run.manifest()["stages_done"] == ["toy"]
+
+
 class ExclusiveStage(ToyStage):
     """Counts step/render overlaps: the session lock must make them mutually exclusive."""
 

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from text4d.config import editable_fields, set_value
-from text4d.errors import ConfigError, Text4DError
+from text4d.errors import ConfigError, InputError, Text4DError
 from text4d.recording import RunFolder
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput
@@ -242,6 +242,7 @@ class Session:
         self._metrics: dict[str, float] = {}
         self._exports: list[threading.Thread] = []
         self._last_autosave = (time.monotonic(), stage.iteration)
+        self._save_after_command: str | None = None  # a checkpoint a command asked for, written once its edit is logged
         self._stats = self._make_stats()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -257,11 +258,20 @@ class Session:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise Text4DError(f"the checkpoint in {run.checkpoint_dir} does not fit this text4d's {stage.name} stage ({first}); "
                               "it was probably written by another version: fit again, or reopen it with the version that wrote it") from e
-        for key, value in state.get("session", {}).get("cfg", {}).items():
+        saved = state.get("session", {})
+        for key, value in saved.get("cfg", {}).items():
             try:
                 set_value(stage.cfg, key, value)
             except ConfigError as e:  # a key the current code no longer has: keep the default, say so
                 log.warning("not restoring %s from %s: %s", key, run.path, e)
+        try:  # records logged after this checkpoint belong to iterations a crash lost
+            dropped = run.drop_lost_records(stage.iteration, saved.get("logs"))
+        except (OSError, InputError) as e:
+            log.warning("%s: could not drop the log records written after its checkpoint (%s)", run.path, e)
+        else:
+            if dropped:
+                lost = " and ".join(f"{n} record(s) of {name}" for name, n in dropped.items())
+                log.warning("%s stopped without saving after iteration %d: dropped %s logged after that checkpoint", run.path, stage.iteration, lost)
         session = cls(stage, run, cfg, start_paused=True, **kwargs)
         session._history.extend(r for r in run.metrics() if "loss" in r)
         return session
@@ -452,6 +462,8 @@ class Session:
             record = {"iteration": it, "time": time.time(), "it_per_s": self._it_per_s(), "gaussians": self.stage.num_gaussians, **losses, **self._metrics}
             self._history.append(record)
             self.run.log_metrics(record)
+        if last:  # whatever drove it there: resume, --steps, step commands
+            self.run.mark_stage_done(self.stage.name)
         self._publish()
 
     def _it_per_s(self) -> float:
@@ -499,6 +511,9 @@ class Session:
             cmd.future.set_exception(e)
             return
         self.run.log_edit({"iteration": it, "time": _now(), "command": cmd.name, "args": _jsonable(cmd.args), "ok": True, "message": message})
+        if self._save_after_command is not None:  # after the edit, so the checkpoint's log sizes include it
+            reason, self._save_after_command = self._save_after_command, None
+            self._autosave(reason)
         self._emit("applied", message, data={"command": cmd.name, "args": _jsonable(cmd.args)})
         if cmd.name == "export":  # its future resolves when the files are written
             result(cmd.future)
@@ -511,7 +526,7 @@ class Session:
         self._steps_left = 0
         if self._state == "running":
             self._set_state("paused", f"paused at iteration {self.stage.iteration}")
-            self._autosave("pause")
+            self._save_after_command = "pause"
         return None, f"paused at iteration {self.stage.iteration}"
 
     def _cmd_resume(self) -> tuple[None, str]:
@@ -629,7 +644,8 @@ class Session:
         with self.lock:
             state = {
                 "stage": self.stage.state_dict(),
-                "session": {"iteration": self.stage.iteration, "stage": self.stage.name, "reason": reason, "cfg": cfg_values(self.stage.cfg)},
+                "session": {"iteration": self.stage.iteration, "stage": self.stage.name, "reason": reason, "cfg": cfg_values(self.stage.cfg),
+                            "logs": self.run.log_sizes()},  # the records this state has seen (see RunFolder.drop_lost_records)
             }
             path = self.run.save_checkpoint(state, "latest")
         self._last_autosave = (time.monotonic(), self.stage.iteration)
