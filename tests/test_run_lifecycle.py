@@ -95,3 +95,51 @@ def test_only_an_unused_folder_this_command_created_is_removed(tmp_path):
     named.path.mkdir()
     fail(named)
     assert not unused.path.exists() and trained.path.exists() and named.path.exists()
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("ui", ["none", "viser"])
+def test_sigterm_saves_the_run_as_ctrl_c_does(tmp_path_factory, tmp_path, ui):
+    """`kill PID` (systemd, docker stop, a scheduler) during training: the session stops, checkpoints and reopens."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from text4d.commands_live import open_run
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1",
+           "TEXT4D_CACHE": str(tmp_path_factory.getbasetemp() / "sigterm-cache")}
+    out = tmp_path / "recordings"
+    front = ["--ui", "none"] if ui == "none" else ["--ui", "viser", "--port", str(free_port())]
+    proc = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "demo", *front, *TINY_SAMPLE, "iters=100000", "static_iters=0",
+                             "session.log_every=1", "session.eval_every=0", f"out={out}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*/metrics.jsonl")) or len(next(out.glob("*/metrics.jsonl")).read_text().splitlines()) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "no progress"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    (run,) = out.iterdir()
+    saved = json.loads((run / "checkpoints" / "latest.json").read_text())["session"]
+    assert saved["reason"] == "stop" and saved["iteration"] >= 3, output
+    session, _ = open_run(run)
+    assert session.stats().iteration == saved["iteration"] and session.stats().state == "paused"
+    assert [r["iteration"] for r in session.history()] == list(range(1, saved["iteration"] + 1))

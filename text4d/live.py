@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from text4d.errors import ConfigError, Text4DError
+from text4d.interrupts import Terminated
 from text4d.recording import record_session_open
 from text4d.session import Session, SessionStats
 from viewer.config import ViewerConfig
@@ -60,7 +61,11 @@ def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None,
 
 
 def serve(session: Session, viewer_cfg: ViewerConfig, console: Console, fronts: Sequence[str] = ("viser",)) -> None:
-    """Attach the front ends in ``fronts`` to ``session``; return when the desktop window closes, or on Ctrl-C."""
+    """Attach the front ends in ``fronts`` to ``session``; return when the desktop window closes, or on Ctrl-C.
+
+    SIGTERM (:class:`~text4d.interrupts.Terminated`) closes the front ends the same way and propagates, so
+    the caller's ``finally`` saves the session and the process exits as terminated.
+    """
     app = None
     if "viser" in fronts:
         try:
@@ -79,8 +84,10 @@ def serve(session: Session, viewer_cfg: ViewerConfig, console: Console, fronts: 
             run_desktop(session, viewer_cfg)
         else:
             threading.Event().wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         console.print("stopping: saving the run ...")
+        if isinstance(e, Terminated):  # Ctrl-C is how a user closes the studio; SIGTERM ends the process (exit 143)
+            raise
     finally:
         if app is not None:
             app.stop()
