@@ -478,3 +478,40 @@ def test_real_stage_snapshot_rollback_and_reopen_are_exact(run):
     reopened = Session.reopen(reopened_stage, run)
     assert reopened.stats().iteration == 3 and reopened_stage.cfg.lambda_alpha == 10.0
     assert_states_equal(reopened_stage.state_dict(), expected)
+
+
+def test_headless_view_of_a_finished_run_keeps_its_exports(run):
+    """`text4d view RUN --ui none` on a finished run: says there is nothing to train, does not rewrite what it exported."""
+    import io
+
+    from rich.console import Console
+
+    from text4d.live import drive
+    from viewer.config import ViewerConfig
+
+    stage = ToyStage()
+    stage.cfg.iters = 4
+    drive(Session(stage, run, SessionConfig(log_every=1, eval_every=0), start_paused=True), ViewerConfig(), "none", 4,
+          Console(file=io.StringIO()), exports=("ply",))
+    ply = run.exports_dir / "ply-it000004"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [ply, *ply.iterdir()]}
+
+    out = io.StringIO()
+    viewed = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0))
+    drive(viewed, ViewerConfig(), "none", None, Console(file=out, width=300), exports=("ply", "mp4"))
+    text = out.getvalue()
+    assert "nothing to train" in text and "is finished at iteration 4 of 4" in text
+    assert f"kept {ply}" in text and {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [ply, *ply.iterdir()]} == before
+    assert f"wrote {run.exports_dir / 'orbit-it000004.mp4'}" in text  # a missing export is still written
+
+    trained = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0))
+    drive(trained, ViewerConfig(), "none", 1, Console(file=io.StringIO()), exports=("ply",))
+    assert (run.exports_dir / "ply-it000005").is_dir()  # a new state exports anew
+
+    edited = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0)).start()
+    try:
+        assert edited.exported("ply") == run.exports_dir / "ply-it000005"
+        edited.set("radius", 0.2).result(10)  # a setting the renders depend on: not the same exports any more
+        assert edited.exported("ply") is None
+    finally:
+        edited.stop()

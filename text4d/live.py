@@ -121,12 +121,18 @@ def _check_desktop() -> None:
 
 
 def headless(session: Session, console: Console, exports: Sequence[str] = HEADLESS_EXPORTS) -> None:
-    """Show progress until nothing is left to run, then export; a divergence or failure is an error."""
+    """Show progress until nothing is left to run, then export; a divergence or failure is an error.
+
+    A reopened finished run with nothing to train says so, and keeps the exports already taken from its
+    state (:meth:`Session.exported`) instead of rewriting them; missing ones are written.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     session.subscribe(lambda e: console.print(f"[red]{e.message}[/red]") if e.level == "error" else None)
     stats = session.stats()
     target = stats.iteration + stats.steps_left if stats.steps_left else stats.iters
+    if _done(stats) and stats.iteration >= target:
+        console.print(f"nothing to train: {session.run.path} is finished at iteration {stats.iteration} of {stats.iters} (--steps N trains further)")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(stats.stage, total=target, completed=stats.iteration, info="")
         while not _done(stats):
@@ -145,7 +151,8 @@ def headless(session: Session, console: Console, exports: Sequence[str] = HEADLE
         lpips = f"  LPIPS {final['test_lpips']:.4f}" if "test_lpips" in final else ""
         console.print(f"held-out PSNR {final['test_psnr']:.2f} dB  SSIM {final.get('test_ssim', float('nan')):.4f}{lpips}  mask IoU {final.get('test_iou', float('nan')):.4f}")
     for kind in exports:
-        console.print(f"wrote {session.export(kind).result()}")
+        kept = session.exported(kind)  # the same state exports the same files: keep them rather than rewrite them
+        console.print(f"kept {kept} (exported from this very state; `text4d export` writes it again)" if kept else f"wrote {session.export(kind).result()}")
 
 
 def _done(s: SessionStats) -> bool:

@@ -3,7 +3,7 @@
 Layout of ``recordings/<name>-<YYYYmmdd-HHMMSS>/``::
 
     config.yaml        the full resolved config of the run
-    manifest.json      name, created, command, stages done, input fingerprints
+    manifest.json      name, created, command, stages done, input fingerprints, the latest export of each kind
     edits.jsonl        every command applied to the live session, with its iteration; an
                        "open" record each time a front end starts a session on the run (its
                        live config, thread count, device), so ``text4d replay`` can re-execute it
@@ -189,6 +189,13 @@ class RunFolder:
             manifest["stages_done"] = done + ([stage] if stage not in done else [])
 
         self.change_manifest(add)
+
+    def record_export(self, kind: str, iteration: int, path: str | os.PathLike, state: str) -> None:
+        """Note the latest export of ``kind``: its iteration, file (relative to the run) and the session state it shows."""
+        path = Path(path)
+        where = str(path.relative_to(self.path)) if path.is_relative_to(self.path) else str(path)
+        entry = {"iteration": iteration, "path": where, "state": state}
+        self.change_manifest(lambda manifest: manifest.setdefault("exports", {}).update({kind: entry}))
 
     def record_input(self, key: str, path: str | os.PathLike) -> None:
         entry = {"path": str(path), "sha256": fingerprint(path)}

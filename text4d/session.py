@@ -35,6 +35,7 @@ import math
 import queue
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -243,6 +244,9 @@ class Session:
         self._exports: list[threading.Thread] = []
         self._last_autosave = (time.monotonic(), stage.iteration)
         self._save_after_command: str | None = None  # a checkpoint a command asked for, written once its edit is logged
+        # Identifies the stage's state: new on every step or edit, kept in checkpoints, recorded with each export, so
+        # a run reopened with nothing to train knows which exports were taken from exactly this state (exported()).
+        self._state_id = uuid.uuid4().hex
         self._stats = self._make_stats()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -273,6 +277,7 @@ class Session:
                 lost = " and ".join(f"{n} record(s) of {name}" for name, n in dropped.items())
                 log.warning("%s stopped without saving after iteration %d: dropped %s logged after that checkpoint", run.path, stage.iteration, lost)
         session = cls(stage, run, cfg, start_paused=True, **kwargs)
+        session._state_id = saved.get("state_id") or session._state_id
         session._history.extend(r for r in run.metrics() if "loss" in r)
         return session
 
@@ -376,6 +381,19 @@ class Session:
         """Metric records (one per ``log_every`` iterations), oldest first, for loss plots."""
         return list(self._history)
 
+    def exported(self, kind: str) -> Path | None:
+        """The file of the last ``kind`` export if it was taken from exactly the current state and is still there.
+
+        Exports are named by iteration, so exporting the same state again would
+        rewrite identical files (and replace files people may be using): a
+        headless run with nothing to train keeps them instead (text4d.live.headless).
+        """
+        entry = self.run.manifest().get("exports", {}).get(kind)
+        if not isinstance(entry, dict) or entry.get("state") != self._state_id or not entry.get("path"):
+            return None
+        path = self.run.path / entry["path"]
+        return path if path.exists() else None
+
     def wait(self, predicate: Callable[[SessionStats], bool], timeout: float = 60.0) -> SessionStats:
         """Block until ``predicate(stats)`` holds; raise ``TimeoutError`` after ``timeout`` seconds."""
         with self._progress:
@@ -435,6 +453,7 @@ class Session:
     def _train_one(self) -> None:
         with self._render_cv:  # let waiting renders in first, but never stall training for long
             self._render_cv.wait_for(lambda: self._render_waiters == 0, timeout=self.cfg.render_priority_ms / 1000.0)
+        self._state_id = uuid.uuid4().hex
         try:
             with self.lock:
                 losses = self.stage.step()
@@ -477,6 +496,7 @@ class Session:
         good_it, state = self._last_good
         with self.lock:
             self.stage.load_state_dict(clone_state(state))
+        self._state_id = uuid.uuid4().hex
         self._steps_left = 0
         self._recent_steps.clear()
         bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
@@ -552,6 +572,7 @@ class Session:
             stored = set_value(self.stage.cfg, key, value)
         except ConfigError as e:
             raise CommandRefused(f"{e}; kept {key} = {_current(self.stage.cfg, key)}") from e
+        self._state_id = uuid.uuid4().hex  # a setting can change what an export renders
         return stored, f"{key} = {stored}"
 
     def _cmd_crop(self, lo: Sequence[float], hi: Sequence[float], t: float = 0.0) -> tuple[int, str]:
@@ -578,6 +599,7 @@ class Session:
         if count == total:
             raise CommandRefused(f"that would delete all {total} Gaussians ({what}); nothing was deleted")
         removed = self.stage.remove_gaussians(mask) if count else 0
+        self._state_id = uuid.uuid4().hex
         self._last_good = (self.stage.iteration, clone_state(self.stage.state_dict()))
         return removed, f"deleted {removed} Gaussians {what}; {self.stage.num_gaussians} left"
 
@@ -592,6 +614,7 @@ class Session:
         it, state = self._snapshots[-1]
         with self.lock:
             self.stage.load_state_dict(clone_state(state))
+        self._state_id = uuid.uuid4().hex
         self._last_good = (it, clone_state(state))
         self._recent_steps.clear()
         if self._state in ("finished", "error"):
@@ -601,7 +624,7 @@ class Session:
     def _cmd_export(self, kind: str) -> tuple[Callable[[Future], None], str]:
         if kind not in self.exporters:
             raise CommandRefused(f"unknown export '{kind}'; choose one of {sorted(self.exporters)}")
-        it = self.stage.iteration
+        it, state_id = self.stage.iteration, self._state_id
         with self.lock:
             try:
                 frozen = self.stage.export_copy()  # exports read this copy while training goes on
@@ -609,16 +632,17 @@ class Session:
                 raise CommandRefused(f"cannot take a copy of the {self.stage.name} stage to export from: {e}") from e
 
         def start(future: Future) -> None:
-            thread = threading.Thread(target=self._export_worker, args=(kind, frozen, it, future), name=f"text4d-export-{kind}", daemon=True)
+            thread = threading.Thread(target=self._export_worker, args=(kind, frozen, it, state_id, future), name=f"text4d-export-{kind}", daemon=True)
             self._exports.append(thread)
             thread.start()
 
         self._emit("export_started", f"exporting {kind} at iteration {it} ...", data={"kind": kind})
         return start, f"export {kind} started at iteration {it}"
 
-    def _export_worker(self, kind: str, frozen: Stage, it: int, future: Future) -> None:
+    def _export_worker(self, kind: str, frozen: Stage, it: int, state_id: str, future: Future) -> None:
         try:
             path = self.exporters[kind](frozen, self.run.exports_dir, it)
+            self.run.record_export(kind, it, path, state_id)
         except Exception as e:  # an export failing (disk full, codec missing) must not stop training
             log.exception("export %s failed", kind)
             self._emit("export_failed", f"export {kind} failed: {e}", level="error", data={"kind": kind})
@@ -645,7 +669,8 @@ class Session:
             state = {
                 "stage": self.stage.state_dict(),
                 "session": {"iteration": self.stage.iteration, "stage": self.stage.name, "reason": reason, "cfg": cfg_values(self.stage.cfg),
-                            "logs": self.run.log_sizes()},  # the records this state has seen (see RunFolder.drop_lost_records)
+                            "logs": self.run.log_sizes(),  # the records this state has seen (see RunFolder.drop_lost_records)
+                            "state_id": self._state_id},
             }
             path = self.run.save_checkpoint(state, "latest")
         self._last_autosave = (time.monotonic(), self.stage.iteration)
