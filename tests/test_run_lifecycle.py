@@ -32,6 +32,12 @@ def rgba_frames(folder, count=2, size=24):
 
 
 @pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One sample cache for the module (rendering the sample costs seconds); also for subprocesses."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     frames = rgba_frames(root / "frames")
@@ -59,13 +65,13 @@ def test_a_command_failing_before_training_leaves_no_run_folder(inputs, tmp_path
 
 
 @pytest.mark.parametrize("kind", ["sample", "dnerf"])
-def test_a_failure_after_the_folder_exists_removes_it_until_training_wrote_something(tmp_path, monkeypatch, kind):
+def test_a_failure_after_the_folder_exists_removes_it_until_training_wrote_something(tmp_path, monkeypatch, cache, kind):
     """A job's bad export list (text4d batch passes it through) fails in the session driver, after the folder was made."""
     from text4d.commands_live import demo
     from text4d.commands_recon import fit_scene
     from text4d.recon import export_sample_dnerf
 
-    monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TEXT4D_CACHE", str(cache))
     out = tmp_path / "recordings"
     quiet = Console(quiet=True)
     with pytest.raises(Text4DError, match="unknown export"):
@@ -106,7 +112,7 @@ def free_port():
 
 
 @pytest.mark.parametrize("ui", ["none", "viser"])
-def test_sigterm_saves_the_run_as_ctrl_c_does(tmp_path_factory, tmp_path, ui):
+def test_sigterm_saves_the_run_as_ctrl_c_does(cache, tmp_path, ui):
     """`kill PID` (systemd, docker stop, a scheduler) during training: the session stops, checkpoints and reopens."""
     import json
     import os
@@ -120,7 +126,7 @@ def test_sigterm_saves_the_run_as_ctrl_c_does(tmp_path_factory, tmp_path, ui):
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1",
-           "TEXT4D_CACHE": str(tmp_path_factory.getbasetemp() / "sigterm-cache")}
+           "TEXT4D_CACHE": str(cache)}
     out = tmp_path / "recordings"
     front = ["--ui", "none"] if ui == "none" else ["--ui", "viser", "--port", str(free_port())]
     proc = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "demo", *front, *TINY_SAMPLE, "iters=100000", "static_iters=0",

@@ -487,28 +487,33 @@ def test_headless_view_of_a_finished_run_keeps_its_exports(run):
     from rich.console import Console
 
     from text4d.live import drive
+    from text4d.session import default_exporters
     from viewer.config import ViewerConfig
+
+    def session(stage, *opened):
+        cfg = SessionConfig(log_every=1, eval_every=0)
+        exporters = default_exporters(video_frames=4, video_resolution=32)
+        return Session.reopen(stage, run, cfg, exporters=exporters) if opened else Session(stage, run, cfg, start_paused=True, exporters=exporters)
 
     stage = ToyStage()
     stage.cfg.iters = 4
-    drive(Session(stage, run, SessionConfig(log_every=1, eval_every=0), start_paused=True), ViewerConfig(), "none", 4,
-          Console(file=io.StringIO()), exports=("ply",))
+    drive(session(stage), ViewerConfig(), "none", 4, Console(file=io.StringIO()), exports=("ply",))
     ply = run.exports_dir / "ply-it000004"
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [ply, *ply.iterdir()]}
 
     out = io.StringIO()
-    viewed = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0))
+    viewed = session(ToyStage(), "reopened")
     drive(viewed, ViewerConfig(), "none", None, Console(file=out, width=300), exports=("ply", "mp4"))
     text = out.getvalue()
     assert "nothing to train" in text and "is finished at iteration 4 of 4" in text
     assert f"kept {ply}" in text and {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [ply, *ply.iterdir()]} == before
     assert f"wrote {run.exports_dir / 'orbit-it000004.mp4'}" in text  # a missing export is still written
 
-    trained = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0))
+    trained = session(ToyStage(), "reopened")
     drive(trained, ViewerConfig(), "none", 1, Console(file=io.StringIO()), exports=("ply",))
     assert (run.exports_dir / "ply-it000005").is_dir()  # a new state exports anew
 
-    edited = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0)).start()
+    edited = session(ToyStage(), "reopened").start()
     try:
         assert edited.exported("ply") == run.exports_dir / "ply-it000005"
         edited.set("radius", 0.2).result(10)  # a setting the renders depend on: not the same exports any more

@@ -453,7 +453,7 @@ class Session:
     def _train_one(self) -> None:
         with self._render_cv:  # let waiting renders in first, but never stall training for long
             self._render_cv.wait_for(lambda: self._render_waiters == 0, timeout=self.cfg.render_priority_ms / 1000.0)
-        self._state_id = uuid.uuid4().hex
+        self._changed()
         try:
             with self.lock:
                 losses = self.stage.step()
@@ -485,6 +485,10 @@ class Session:
             self.run.mark_stage_done(self.stage.name)
         self._publish()
 
+    def _changed(self) -> None:
+        """The stage's state (or a setting its renders depend on) changed: earlier exports no longer show it."""
+        self._state_id = uuid.uuid4().hex
+
     def _it_per_s(self) -> float:
         if len(self._recent_steps) < 2:
             return 0.0
@@ -496,7 +500,7 @@ class Session:
         good_it, state = self._last_good
         with self.lock:
             self.stage.load_state_dict(clone_state(state))
-        self._state_id = uuid.uuid4().hex
+        self._changed()
         self._steps_left = 0
         self._recent_steps.clear()
         bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
@@ -572,7 +576,7 @@ class Session:
             stored = set_value(self.stage.cfg, key, value)
         except ConfigError as e:
             raise CommandRefused(f"{e}; kept {key} = {_current(self.stage.cfg, key)}") from e
-        self._state_id = uuid.uuid4().hex  # a setting can change what an export renders
+        self._changed()  # a setting can change what an export renders
         return stored, f"{key} = {stored}"
 
     def _cmd_crop(self, lo: Sequence[float], hi: Sequence[float], t: float = 0.0) -> tuple[int, str]:
@@ -599,7 +603,7 @@ class Session:
         if count == total:
             raise CommandRefused(f"that would delete all {total} Gaussians ({what}); nothing was deleted")
         removed = self.stage.remove_gaussians(mask) if count else 0
-        self._state_id = uuid.uuid4().hex
+        self._changed()
         self._last_good = (self.stage.iteration, clone_state(self.stage.state_dict()))
         return removed, f"deleted {removed} Gaussians {what}; {self.stage.num_gaussians} left"
 
@@ -614,7 +618,7 @@ class Session:
         it, state = self._snapshots[-1]
         with self.lock:
             self.stage.load_state_dict(clone_state(state))
-        self._state_id = uuid.uuid4().hex
+        self._changed()
         self._last_good = (it, clone_state(state))
         self._recent_steps.clear()
         if self._state in ("finished", "error"):
