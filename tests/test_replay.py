@@ -114,6 +114,16 @@ def test_a_different_edit_is_caught(recorded, tmp_path):
     assert result.first_metric_divergence == 3  # the first step after the edit at iteration 2
 
 
+def test_a_run_killed_after_its_checkpoint_replays_to_that_checkpoint(recorded, tmp_path):
+    """kill -9 leaves records of iterations after the latest checkpoint; a replay follows the run the checkpoint holds."""
+    crashed = RunFolder(shutil.copytree(recorded.path, tmp_path / "crashed"))
+    crashed.log_metrics({"iteration": 9, "loss": 1.0})
+    crashed.log_edit({"iteration": 9, "command": "set", "args": {"key": "lambda_rgb", "value": 1.0}, "ok": True})
+    result = replay(crashed.path, out=tmp_path)
+    assert result.bit_exact and result.reproduced and result.iteration == 8, result
+    assert max(r["iteration"] for r in crashed.metrics()) == 8 and crashed.edits()[-1]["command"] != "set"
+
+
 def test_state_and_metric_comparisons_catch_one_ulp():
     a = {"w": torch.ones(3), "it": 4, "opt": [torch.zeros(2)]}
     b = {"w": torch.ones(3).nextafter(torch.full((3,), 2.0)), "it": 4, "opt": [torch.zeros(2)]}

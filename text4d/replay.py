@@ -203,16 +203,16 @@ def replay(
         raise InputError(f"{original.path} has no complete checkpoints/{INITIAL} (.json + .safetensors; recorded before replay support, or damaged); it cannot be replayed")
     if not original.has_checkpoint("latest"):
         raise InputError(f"{original.path} has no complete checkpoints/latest; there is no result to replay towards")
-    # Reopening drops the log records a crash lost after the latest checkpoint (Session.reopen): read the edits after it.
-    base, cfg = open_run(original.path, [f"device={device}"] if device else None)
-    edits = [e for e in original.edits() if e.get("ok")]
-    if not edits or edits[0].get("command") != "open" or int(edits[0].get("iteration", -1)) != 0:
+    first = next((e for e in original.edits() if e.get("ok")), {})
+    if first.get("command") != "open" or int(first.get("iteration", -1)) != 0:
         raise InputError(f"{original.edits_path} does not start with the session's 'open' record at iteration 0; this run cannot be replayed")
-    opened = edits[0]["args"]
+    opened = first["args"]
     n_threads = int(threads or opened.get("threads") or torch.get_num_threads())
     notes: list[str] = [f"{p}" for p in health.problems]
 
     with torch_threads(n_threads):
+        base, cfg = open_run(original.path, [f"device={device}"] if device else None)
+        edits = [e for e in original.edits() if e.get("ok")]  # read after reopening: it drops what a crash lost
         stage = base.stage
         expected = clone_state(stage.state_dict())  # the original's latest checkpoint
         target = stage.iteration
