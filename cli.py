@@ -400,8 +400,11 @@ def bench_batch(
 
 
 def main() -> None:
-    """Console entry point: user-fixable errors print one line and exit 2, no traceback."""
+    """Console entry point: user-fixable errors print one line and exit 2, no traceback; Ctrl-C and SIGTERM stop and save."""
+    from text4d.interrupts import interrupted_exit_code, stop_on_sigterm
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stop_on_sigterm()
     try:
         app()
     except (Text4DError, ModuleNotFoundError) as e:
@@ -412,7 +415,11 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(interrupted_exit_code())
+    except SystemExit as e:
+        if e.code == 130:  # Typer's exit for a KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one)
+            sys.exit(interrupted_exit_code())
+        raise
 
 
 if __name__ == "__main__":

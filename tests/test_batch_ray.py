@@ -6,8 +6,10 @@ One Ray instance serves the whole module (starting Ray takes seconds on 2 cores)
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -86,6 +88,22 @@ def test_parallel_jobs_and_a_broken_job_that_fails_alone(local_ray, tmp_path):
     assert {r["job"]: r["state"] for r in read_rows(result.batch_dir)} == {"a": "done", "b": "done", "c": "done", "broken": "failed"}
 
 
+def poll_until(ready, seconds=120, period=0.02):
+    """Call ``ready()`` every ``period`` s until it returns something truthy; return it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = ready()
+        if value:
+            return value
+        time.sleep(period)
+    raise AssertionError(f"not ready after {seconds} s")
+
+
+def last_iteration(metrics):
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    return max((json.loads(line)["iteration"] for line in lines if line.endswith("}")), default=0)
+
+
 def test_interrupted_batch_resumes_and_skips_finished_jobs(local_ray, tmp_path):
     path = jobs_file(tmp_path, [
         tiny_sample("short", 4),
@@ -93,17 +111,24 @@ def test_interrupted_batch_resumes_and_skips_finished_jobs(local_ray, tmp_path):
     ])
     out = tmp_path / "rec"
     stop = threading.Event()
+    printed = io.StringIO()
     box = {}
-    thread = threading.Thread(target=lambda: box.setdefault("result", run_batch(path, out=out, max_retries=0, console=quiet(), show=False, stop=stop)))
+    thread = threading.Thread(target=lambda: box.setdefault("result", run_batch(path, out=out, max_retries=0, console=Console(file=printed), show=False, stop=stop)))
     thread.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        batches = list(out.glob("batch-*/batch.jsonl"))
-        rows = {r["job"]: r for r in read_rows(batches[0].parent)} if batches else {}
-        if rows.get("short", {}).get("state") == "done" and (rows["long"].get("iteration") or 0) >= 4:
-            break
-    stop.set()  # what Ctrl-C does
+    # The stop is triggered by the long job's own progress, and the job cannot run on meanwhile: its worker is frozen
+    # from the moment it has logged iteration 4 until the batch has asked every job to stop.
+    header = poll_until(lambda: re.search(r"pid (\d+)", "".join(p.read_text() for p in out.glob("batch-*/logs/long.log"))))
+    pid = int(header.group(1))
+    reached = poll_until(lambda: next((it for it in map(last_iteration, out.glob("batch-*/long-*/metrics.jsonl")) if it >= 4), None))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert reached < 82
+        wait_for_row(out, "short", lambda r: r["state"] == "done")
+        stop.set()  # what Ctrl-C does
+        poll_until(lambda: "stopping:" in printed.getvalue())
+        time.sleep(1.0)  # the driver's request_stop reaches the progress board (the driver polls it every 0.5 s)
+    finally:
+        os.kill(pid, signal.SIGCONT)
     thread.join(120)
     first = box["result"]
     rows = {r["job"]: r for r in first.rows}

@@ -124,3 +124,42 @@ def test_run_folder_layout_and_torn_jsonl(tmp_path):
     assert json.loads(run.manifest_path.read_text())["stages_done"] == ["dynamic"]
     run.save_checkpoint({"x": torch.arange(3)}, "latest")
     assert run.has_checkpoint() and torch.equal(run.load_checkpoint()["x"], torch.arange(3))
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored after): ``umask(0o022)``."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield os.umask
+    os.umask(before)
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750), (0o077, 0o600, 0o700)])
+def test_atomic_writes_get_the_permissions_of_any_new_file(tmp_path, umask, mask, file_mode, dir_mode):
+    """A shared run folder is readable as the umask allows: atomic writes are not private (mkstemp's 0600)."""
+    from text4d.export import atomic_dir
+    from text4d.io.atomic import atomic_path
+
+    umask(mask)
+    run = RunFolder.create("shared", root=tmp_path)
+    run.write_config("iters: 1\n")
+    run.log_metrics({"iteration": 1, "loss": 1.0})  # a plain append: the reference
+    run.save_checkpoint({"x": torch.arange(3)}, "latest")
+    with atomic_path(run.exports_dir / "orbit.mp4") as tmp:
+        tmp.write_bytes(b"video")  # what a library writing by file name does
+    with atomic_dir(run.exports_dir / "ply-it000001") as tmp:
+        save_ply(tmp / "frame_000.ply", _gaussians(n=3, degree=0))
+    with atomic_dir(run.exports_dir / "ply-it000001") as tmp:  # replacing an existing folder
+        save_ply(tmp / "frame_000.ply", _gaussians(n=3, degree=0))
+
+    def mode(p):
+        return os.stat(p).st_mode & 0o777
+
+    assert mode(run.metrics_path) == file_mode
+    files = [run.manifest_path, run.config_path, run.checkpoint_dir / "latest.json", run.checkpoint_dir / "latest.safetensors",
+             run.exports_dir / "orbit.mp4", run.exports_dir / "ply-it000001" / "frame_000.ply"]
+    assert {p.name: oct(mode(p)) for p in files} == {p.name: oct(file_mode) for p in files}
+    folders = [run.path, run.checkpoint_dir, run.exports_dir, run.exports_dir / "ply-it000001"]
+    assert {p.name: oct(mode(p)) for p in folders} == {p.name: oct(dir_mode) for p in folders}
+    assert sorted(p.name for p in run.exports_dir.iterdir()) == ["orbit.mp4", "ply-it000001"]  # no temporaries left

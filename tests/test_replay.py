@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 from toy_stage import TINY_SAMPLE
+from typer.testing import CliRunner
 
 import text4d.fit
 from text4d.commands_live import load_live_config, open_run
@@ -113,6 +114,16 @@ def test_a_different_edit_is_caught(recorded, tmp_path):
     assert result.first_metric_divergence == 3  # the first step after the edit at iteration 2
 
 
+def test_a_run_killed_after_its_checkpoint_replays_to_that_checkpoint(recorded, tmp_path):
+    """kill -9 leaves records of iterations after the latest checkpoint; a replay follows the run the checkpoint holds."""
+    crashed = RunFolder(shutil.copytree(recorded.path, tmp_path / "crashed"))
+    crashed.log_metrics({"iteration": 9, "loss": 1.0})
+    crashed.log_edit({"iteration": 9, "command": "set", "args": {"key": "lambda_rgb", "value": 1.0}, "ok": True})
+    result = replay(crashed.path, out=tmp_path)
+    assert result.bit_exact and result.reproduced and result.iteration == 8, result
+    assert max(r["iteration"] for r in crashed.metrics()) == 8 and crashed.edits()[-1]["command"] != "set"
+
+
 def test_state_and_metric_comparisons_catch_one_ulp():
     a = {"w": torch.ones(3), "it": 4, "opt": [torch.zeros(2)]}
     b = {"w": torch.ones(3).nextafter(torch.full((3,), 2.0)), "it": 4, "opt": [torch.zeros(2)]}
@@ -151,3 +162,63 @@ def test_run_without_replay_data_is_refused_with_a_reason(recorded, tmp_path):
     bare.edits_path.write_text("\n".join(line for line in bare.edits_path.read_text().splitlines() if '"open"' not in line) + "\n")
     with pytest.raises(InputError, match="does not start with the session's 'open' record"):
         replay(bare.path, out=tmp_path / "out")
+
+
+# Big enough that the rasteriser's gathers reach torch's parallel CPU path (>= 32768 elements a call): with two
+# threads their backward adds in a racy order unless the session trains with deterministic kernels.
+PARALLEL = ["init_points=1000", "session.log_every=1", "session.eval_every=2", "video_frames=2", "video_resolution=16"]
+
+
+@pytest.fixture
+def two_threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+def invoke(*args):
+    """``text4d ARGS`` as a user types it (exit code, output)."""
+    from cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def replay_verdict(run_path, out):
+    code, output = invoke("replay", run_path, "--out", out)
+    report = json.loads(next(out.glob("*/replay.json")).read_text())
+    return code, output, report
+
+
+def test_demo_with_overrides_and_steps_replays_bit_exactly_on_two_threads(tmp_path, monkeypatch, two_threads):
+    """What a user does: `text4d demo --ui none --steps N key=value ...` with two threads, then `text4d replay`."""
+    monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path / "cache"))
+    overrides = [*TINY_SAMPLE, *PARALLEL, "static_iters=2", "iters=6", "densify.start=2", "densify.interval=2", "densify.end=5", f"out={tmp_path / 'rec'}"]
+    code, output = invoke("demo", "--ui", "none", "--steps", "5", *overrides)
+    assert code == 0, output
+    (run_path,) = (tmp_path / "rec").iterdir()
+    opened = RunFolder(run_path).edits()[0]
+    assert opened["command"] == "open" and opened["args"]["threads"] == 2 and opened["args"]["deterministic"]
+    code, output, report = replay_verdict(run_path, tmp_path / "replays")
+    assert code == 0 and report["bit_exact"] and report["threads"] == 2 and report["iteration"] == 5, output
+    assert report["metrics_compared"] == 5 and report["metrics_max_abs_diff"] == 0.0 and report["first_metric_divergence"] is None
+
+
+def test_fit_data_run_replays_bit_exactly_on_two_threads(tmp_path, two_threads):
+    """`text4d fit --data SCENE --steps N key=value ...` (a D-NeRF reconstruction) replays exactly too."""
+    from text4d.recon import export_sample_dnerf
+
+    scene = export_sample_dnerf(tmp_path / "scene", n_train=8, n_val=0, n_test=1, resolution=32)
+    overrides = ["device=cpu", "backend=torch", "init_points=1000", "hull_resolution=24", "static_iters=2", "iters=4", "batch_size=4",
+                 "densify.start=2", "densify.interval=2", "session.log_every=1", "session.eval_every=2", "video_frames=2",
+                 "video_resolution=16", f"out={tmp_path / 'rec'}"]
+    code, output = invoke("fit", "--data", scene, "--steps", "4", *overrides)
+    assert code == 0, output
+    (run_path,) = (tmp_path / "rec").iterdir()
+    assert RunFolder(run_path).edits()[0]["args"]["deterministic"]
+    code, output, report = replay_verdict(run_path, tmp_path / "replays")
+    assert code == 0 and report["bit_exact"] and report["iteration"] == 4, output
+    assert report["metrics_compared"] == 4 and report["first_metric_divergence"] is None

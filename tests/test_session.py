@@ -118,6 +118,26 @@ def test_snapshot_rollback_restores_exactly(run):
         session.stop()
 
 
+def test_cpu_training_uses_deterministic_kernels_then_restores_the_setting(run):
+    """Multi-threaded CPU indexing backward adds in a racy order unless deterministic kernels are on (replays need the bits)."""
+    seen = []
+
+    class Watched(ToyStage):
+        def step(self):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return super().step()
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    session = make_session(run, Watched(), paused=True)
+    try:
+        session.step(2).result(10)
+        session.wait(lambda s: s.iteration == 2)
+    finally:
+        session.stop()
+    assert seen == [True, True] and session.deterministic
+    assert not torch.are_deterministic_algorithms_enabled()  # the process's setting is back
+
+
 def test_rollback_without_snapshot_is_refused(run):
     session = make_session(run, paused=True)
     try:
@@ -155,6 +175,61 @@ def test_autosave_and_reopen_resume_from_same_iteration(run):
     finally:
         reopened.stop()
     assert_states_equal(reopened.stage.state_dict(), continued.state_dict())
+
+
+@pytest.mark.parametrize("recorded_sizes", [True, False], ids=["log-sizes", "older-checkpoint"])
+def test_reopen_after_a_crash_drops_the_records_of_lost_iterations(run, tmp_path, recorded_sizes):
+    """kill -9 after the checkpoint at 5 and the metrics of 6..8: reopening at 5 must not keep 6..8 (they are trained again)."""
+    import json
+    import shutil
+
+    session = make_session(run, paused=True, autosave_every_iters=5)
+    try:
+        session.step(8).result(10)
+        session.wait(lambda s: s.iteration == 8 and s.steps_left == 0)
+        session.set("lambda_reg", 0.5).result(10)  # an edit of the lost iterations
+        crashed = RunFolder(shutil.copytree(run.path, tmp_path / "crashed"))  # the folder as kill -9 leaves it
+    finally:
+        session.stop()
+    assert crashed.load_checkpoint()["session"]["iteration"] == 5
+    with open(crashed.metrics_path, "a") as f:
+        f.write('{"iteration": 9, "lo')  # killed mid-append
+    if not recorded_sizes:  # a checkpoint written before it recorded its logs' lengths
+        meta = json.loads((crashed.checkpoint_dir / "latest.json").read_text())
+        meta["session"].pop("logs", None)
+        (crashed.checkpoint_dir / "latest.json").write_text(json.dumps(meta))
+
+    reopened = Session.reopen(ToyStage(), crashed, SessionConfig(log_every=1, eval_every=0)).start()
+    try:
+        assert reopened.stats().iteration == 5 and reopened.stage.cfg.lambda_reg == ToyStage().cfg.lambda_reg
+        assert [r["iteration"] for r in reopened.history()] == [1, 2, 3, 4, 5]
+        assert [r["iteration"] for r in crashed.metrics()] == [1, 2, 3, 4, 5] and not crashed.health().skipped_lines
+        assert "set" not in [e["command"] for e in crashed.edits()]
+        reopened.step(3).result(10)
+        reopened.wait(lambda s: s.iteration == 8 and s.steps_left == 0)
+    finally:
+        reopened.stop()
+    assert [r["iteration"] for r in crashed.metrics()] == list(range(1, 9))  # each iteration once
+    assert [r["iteration"] for r in reopened.history()] == list(range(1, 9))
+
+
+def test_a_stage_run_to_its_iteration_count_is_marked_done(run):
+    """--steps equal to the iterations left (headless, paused with steps queued) reaches the end: the stage is done."""
+    import io
+
+    from rich.console import Console
+
+    from text4d.live import drive
+    from viewer.config import ViewerConfig
+
+    stage = ToyStage()
+    stage.cfg.iters = 6
+    session = Session(stage, run, SessionConfig(log_every=1, eval_every=0), start_paused=True)
+    drive(session, ViewerConfig(), "none", 4, Console(file=io.StringIO()), exports=())
+    assert run.manifest()["stages_done"] == []  # 4 of 6: not done
+    reopened = Session.reopen(ToyStage(), run, SessionConfig(log_every=1, eval_every=0))
+    drive(reopened, ViewerConfig(), "none", 2, Console(file=io.StringIO()), exports=())
+    assert reopened.stats().iteration == 6 and run.manifest()["stages_done"] == ["toy"]
 
 
 class ExclusiveStage(ToyStage):
@@ -454,3 +529,45 @@ def test_the_rate_is_measured_from_the_first_step_and_kept_when_the_run_ends(run
     stats = session.stats()
     assert stats.state == "finished" and stats.it_per_s > 0  # the run's average, not 0 because the loop ended
     assert "— it/s" not in out.getvalue() and "0.0 it/s" not in out.getvalue(), out.getvalue()
+
+
+def test_headless_view_of_a_finished_run_keeps_its_exports(run):
+    """`text4d view RUN --ui none` on a finished run: says there is nothing to train, does not rewrite what it exported."""
+    import io
+
+    from rich.console import Console
+
+    from text4d.live import drive
+    from text4d.session import default_exporters
+    from viewer.config import ViewerConfig
+
+    def session(stage, *opened):
+        cfg = SessionConfig(log_every=1, eval_every=0)
+        exporters = default_exporters(video_frames=4, video_resolution=32)
+        return Session.reopen(stage, run, cfg, exporters=exporters) if opened else Session(stage, run, cfg, start_paused=True, exporters=exporters)
+
+    stage = ToyStage()
+    stage.cfg.iters = 4
+    drive(session(stage), ViewerConfig(), "none", 4, Console(file=io.StringIO()), exports=("ply",))
+    ply = run.exports_dir / "ply-it000004"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [ply, *ply.iterdir()]}
+
+    out = io.StringIO()
+    viewed = session(ToyStage(), "reopened")
+    drive(viewed, ViewerConfig(), "none", None, Console(file=out, width=300), exports=("ply", "mp4"))
+    text = out.getvalue()
+    assert "nothing to train" in text and "is finished at iteration 4 of 4" in text
+    assert f"kept {ply}" in text and {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [ply, *ply.iterdir()]} == before
+    assert f"wrote {run.exports_dir / 'orbit-it000004.mp4'}" in text  # a missing export is still written
+
+    trained = session(ToyStage(), "reopened")
+    drive(trained, ViewerConfig(), "none", 1, Console(file=io.StringIO()), exports=("ply",))
+    assert (run.exports_dir / "ply-it000005").is_dir()  # a new state exports anew
+
+    edited = session(ToyStage(), "reopened").start()
+    try:
+        assert edited.exported("ply") == run.exports_dir / "ply-it000005"
+        edited.set("radius", 0.2).result(10)  # a setting the renders depend on: not the same exports any more
+        assert edited.exported("ply") is None
+    finally:
+        edited.stop()

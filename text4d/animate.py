@@ -20,13 +20,13 @@ from rich.console import Console
 
 from text4d.clip_score import load_clip
 from text4d.config import load_config, to_yaml
-from text4d.errors import ConfigError
+from text4d.errors import ConfigError, InputError
 from text4d.fit import resolve_device, stage_config
 from text4d.guidance.novel import ViewSampling, Zero123Views
 from text4d.guidance.sds import Precision, SDSConfig, Zero123Guidance
 from text4d.guidance.zero123 import Zero123Models, load_zero123
 from text4d.io.frames import GroundTruthLayout, frames_to_views, read_frames, read_ground_truth
-from text4d.live import HEADLESS_EXPORTS, UI, drive
+from text4d.live import HEADLESS_EXPORTS, UI, check_front_ends, drive
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig, default_exporters
 from text4d.stages.dynamic import DynamicConfig, DynamicStage
@@ -107,24 +107,34 @@ def animate(config: str | Path | None = None, overrides: list[str] | None = None
     """Run the dynamic stage live (viser) or headless; returns the run folder."""
     console = console or Console()
     cfg = load_animate_config(config, overrides)
+    check_front_ends(ui)
     stage = build_animate_stage(cfg, resolve_device(cfg.device), models)
     run = open_stage_folder(run_dir, cfg.name, cfg.out)
-    run.write_config(to_yaml(cfg))
-    session = Session(stage, run, cfg.session, start_paused=steps is not None,
-                      exporters=default_exporters(video_frames=cfg.video_frames, video_resolution=cfg.video_resolution))
-    console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned, {stage.num_frames} frames)")
-    drive(session, cfg.viewer, ui, steps, console, exports)
-    run.mark_stage_done("dynamic")
+    with run.discard_if_unused():
+        run.write_config(to_yaml(cfg))
+        session = Session(stage, run, cfg.session, start_paused=steps is not None,
+                          exporters=default_exporters(video_frames=cfg.video_frames, video_resolution=cfg.video_resolution))
+        console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned, {stage.num_frames} frames)")
+        drive(session, cfg.viewer, ui, steps, console, exports)
+        run.mark_stage_done("dynamic")
     return run.path
 
 
 def open_stage_folder(path: str | Path | None, name: str, root: str) -> RunFolder:
-    """A fixed folder (one stage of a ``run`` chain) or a new timestamped run under ``root``."""
+    """A fixed folder (one stage of a ``run`` chain, or ``run_dir=``) or a new timestamped run under ``root``.
+
+    Either way the folder counts as new (removed by :meth:`RunFolder.discard_if_unused` when the command fails
+    before writing to it) only if this call created it.
+    """
     if path is None:
         return RunFolder.create(name, root)
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    run = RunFolder(path)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create run folder {path}: {e.strerror or e}; choose a writable folder") from e
+    run = RunFolder(path, new=created)
     if not run.manifest_path.exists():
         run.update_manifest(name=name, stages_done=[])
     return run

@@ -77,10 +77,11 @@ def demo(
     console.print(f"building the sample scene and the dynamic stage on {device} ...")
     stage = build_sample_stage(cfg, device)
     run = RunFolder.create(cfg.name, cfg.out)
-    run.write_config(to_yaml(cfg))
-    session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters=_exporters(cfg))
-    console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
-    drive(session, cfg.viewer, ui, steps, console, exports)
+    with run.discard_if_unused():
+        run.write_config(to_yaml(cfg))
+        session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters=_exporters(cfg))
+        console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
+        drive(session, cfg.viewer, ui, steps, console, exports)
     return run.path
 
 

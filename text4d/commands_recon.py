@@ -79,16 +79,17 @@ def fit_scene(
     console.print(f"{len(scene.train)} training and {len(scene.test) if scene.test is not None else 0} test images from {cfg.data}; building the stage on {device} ...")
     stage = build_recon_stage(cfg, device, scene)
     run = RunFolder.create(cfg.name, cfg.out)
-    run.write_config(to_yaml(cfg))
-    run.update_manifest(kind=RUN_KIND)
-    run.record_input("data", cfg.data)
-    exporters = recon_exporters(cfg, scene.train.cameras)
-    if scene.test is None:
-        exporters.pop("test_video")
-        exports = [e for e in exports if e != "test_video"]
-    session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters=exporters)
-    console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
-    drive(session, cfg.viewer, ui, steps, console, exports)
+    with run.discard_if_unused():
+        run.write_config(to_yaml(cfg))
+        run.update_manifest(kind=RUN_KIND)
+        run.record_input("data", cfg.data)
+        exporters = recon_exporters(cfg, scene.train.cameras)
+        if scene.test is None:
+            exporters.pop("test_video")
+            exports = [e for e in exports if e != "test_video"]
+        session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters=exporters)
+        console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
+        drive(session, cfg.viewer, ui, steps, console, exports)
     return run.path
 
 

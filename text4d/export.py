@@ -12,15 +12,13 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from text4d.errors import InputError
-from text4d.io.atomic import atomic_path
+from text4d.io.atomic import atomic_path, temp_folder
 from text4d.io.ply import save_ply
 from text4d.render.camera import Cameras
 from text4d.stages.base import Stage
@@ -35,15 +33,11 @@ Progress = Callable[[int, int], None]
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary sibling folder that replaces ``path`` when the block succeeds."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    except OSError as e:
-        raise InputError(f"cannot write to {path.parent}: {e.strerror or e}; choose a writable output folder") from e
+    tmp = temp_folder(path)
     try:
         yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = temp_folder(path, ".old")
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -14,6 +14,7 @@ from rich.console import Console
 from text4d.errors import ConfigError, Text4DError
 from text4d.extras import require as require_extra
 from text4d.formatting import format_rate
+from text4d.interrupts import Terminated
 from text4d.recording import record_session_open
 from text4d.session import Session, SessionStats
 from viewer.config import ViewerConfig
@@ -62,7 +63,11 @@ def drive(session: Session, viewer_cfg: ViewerConfig, ui: UI, steps: int | None,
 
 
 def serve(session: Session, viewer_cfg: ViewerConfig, console: Console, fronts: Sequence[str] = ("viser",)) -> None:
-    """Attach the front ends in ``fronts`` to ``session``; return when the desktop window closes, or on Ctrl-C."""
+    """Attach the front ends in ``fronts`` to ``session``; return when the desktop window closes, or on Ctrl-C.
+
+    SIGTERM (:class:`~text4d.interrupts.Terminated`) closes the front ends the same way and propagates, so
+    the caller's ``finally`` saves the session and the process exits as terminated.
+    """
     app = None
     if "viser" in fronts:
         from viewer.viser_app import ViewerApp
@@ -79,8 +84,10 @@ def serve(session: Session, viewer_cfg: ViewerConfig, console: Console, fronts: 
             run_desktop(session, viewer_cfg)
         else:
             threading.Event().wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         console.print("stopping: saving the run ...")
+        if isinstance(e, Terminated):  # Ctrl-C is how a user closes the studio; SIGTERM ends the process (exit 143)
+            raise
     finally:
         if app is not None:
             app.stop()
@@ -113,12 +120,18 @@ def _check_desktop() -> None:
 
 
 def headless(session: Session, console: Console, exports: Sequence[str] = HEADLESS_EXPORTS) -> None:
-    """Show progress until nothing is left to run, then export; a divergence or failure is an error."""
+    """Show progress until nothing is left to run, then export; a divergence or failure is an error.
+
+    A reopened finished run with nothing to train says so, and keeps the exports already taken from its
+    state (:meth:`Session.exported`) instead of rewriting them; missing ones are written.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     session.subscribe(lambda e: console.print(f"[red]{e.message}[/red]") if e.level == "error" else None)
     stats = session.stats()
     target = stats.iteration + stats.steps_left if stats.steps_left else stats.iters
+    if _done(stats) and stats.iteration >= target:
+        console.print(f"nothing to train: {session.run.path} is finished at iteration {stats.iteration} of {stats.iters} (--steps N trains further)")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(stats.stage, total=target, completed=stats.iteration, info="")
         while not _done(stats):
@@ -137,7 +150,8 @@ def headless(session: Session, console: Console, exports: Sequence[str] = HEADLE
         lpips = f"  LPIPS {final['test_lpips']:.4f}" if "test_lpips" in final else ""
         console.print(f"held-out PSNR {final['test_psnr']:.2f} dB  SSIM {final.get('test_ssim', float('nan')):.4f}{lpips}  mask IoU {final.get('test_iou', float('nan')):.4f}")
     for kind in exports:
-        console.print(f"wrote {session.export(kind).result()}")
+        kept = session.exported(kind)  # the same state exports the same files: keep them rather than rewrite them
+        console.print(f"kept {kept} (exported from this very state; `text4d export` writes it again)" if kept else f"wrote {session.export(kind).result()}")
 
 
 def _done(s: SessionStats) -> bool:

@@ -33,7 +33,8 @@ from text4d.fit import resolve_device
 from text4d.guidance.sds import Precision, Zero123Guidance
 from text4d.guidance.zero123 import Zero123Models, load_zero123
 from text4d.io.frames import list_frames
-from text4d.live import UI, drive
+from text4d.live import UI, check_front_ends, drive
+from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
 from text4d.stages.static import StaticConfig, StaticStage, import_ply, save_static
 from text4d.stages.video import DrivingVideoStage, VideoPreview
@@ -64,11 +65,11 @@ class StaticRunConfig(StaticConfig):
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
 
 
-def preprocess_image(path: str | Path, out: str | Path, size: int = 512, border_ratio: float = 0.2,
+def preprocess_image(path: str | Path, size: int = 512, border_ratio: float = 0.2,
                      matting_model: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Recentred RGBA (``rgb`` [H, W, 3], ``alpha`` [H, W, 1]) written to ``out``, as DreamGaussian's process.py."""
+    """Recentred RGBA (``rgb`` [H, W, 3], ``alpha`` [H, W, 1]), as DreamGaussian's process.py."""
     from text4d.video.matting import estimate_alpha, recenter
-    from text4d.video.media import read_image, write_rgba_frames
+    from text4d.video.media import read_image
 
     path = Path(path)
     if not path.is_file():
@@ -77,11 +78,16 @@ def preprocess_image(path: str | Path, out: str | Path, size: int = 512, border_
     rgb = img[..., :3].astype(np.float32)[None] / 255.0
     alpha = img[..., 3].astype(np.float32)[None] / 255.0 if img.shape[-1] == 4 else estimate_alpha(rgb, matting_model)
     rgb, alpha = recenter(rgb, alpha, size=size, border_ratio=border_ratio)
-    out = Path(out)
-    written = write_rgba_frames(out.parent, rgb, alpha)[0]
+    return torch.from_numpy(rgb[0]), torch.from_numpy(alpha[0])[..., None]
+
+
+def write_input_image(out: Path, rgb: torch.Tensor, alpha: torch.Tensor) -> None:
+    """The preprocessed input (:func:`preprocess_image`) as an RGBA png, kept in the run folder beside the model."""
+    from text4d.video.media import write_rgba_frames
+
+    written = write_rgba_frames(out.parent, rgb[None].numpy(), alpha[None, ..., 0].numpy())[0]
     if written != out:
         written.replace(out)
-    return torch.from_numpy(rgb[0]), torch.from_numpy(alpha[0])[..., None]
 
 
 def build_static_stage(cfg: StaticRunConfig, rgb: torch.Tensor, alpha: torch.Tensor, device: torch.device,
@@ -100,24 +106,32 @@ def static(config: str | Path | None = None, overrides: list[str] | None = None,
     """Image -> static Gaussians (or import a .ply). Returns the written ``model.ply``."""
     console = console or Console()
     cfg = load_config(StaticRunConfig, config or CONFIGS / "static" / "dg.yaml", overrides)
-    run = open_stage_folder(run_dir, cfg.name, cfg.out)
-    run.write_config(to_yaml(cfg))
-    out = run.path / "model.ply"
+    # Inputs, models and the stage first: a command that fails on them leaves no run folder behind.
     if cfg.ply:
         model = import_ply(cfg.ply, cfg.ply_radius or None, CANONICAL_RADIUS)
-        save_static(out, model.to_ply(), CANONICAL_RADIUS)
-        console.print(f"imported {cfg.ply} ({model.num} Gaussians) -> {out}")
-        run.mark_stage_done("static")
+        run = open_stage_folder(run_dir, cfg.name, cfg.out)
+        with run.discard_if_unused():
+            run.write_config(to_yaml(cfg))
+            out = run.path / "model.ply"
+            save_static(out, model.to_ply(), CANONICAL_RADIUS)
+            console.print(f"imported {cfg.ply} ({model.num} Gaussians) -> {out}")
+            run.mark_stage_done("static")
         return out
     if not cfg.image:
         raise ConfigError("say what to make 3D: --image PNG, or --ply FILE to import a model")
-    rgb, alpha = preprocess_image(cfg.image, run.path / "input.png", cfg.size, cfg.border_ratio, cfg.matting_model or None)
+    check_front_ends(ui)
+    rgb, alpha = preprocess_image(cfg.image, cfg.size, cfg.border_ratio, cfg.matting_model or None)
     stage = build_static_stage(cfg, rgb, alpha, resolve_device(cfg.device), models)
-    session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters={})
-    console.print(f"static stage: {stage.iters} iterations, run folder [bold]{run.path}[/bold]")
-    run_session(session, cfg.viewer, ui, steps, console, keep_viewer)
-    save_static(out, stage.deformed_raw(0.0), cfg.radius)
-    run.mark_stage_done("static")
+    run = open_stage_folder(run_dir, cfg.name, cfg.out)
+    with run.discard_if_unused():
+        run.write_config(to_yaml(cfg))
+        write_input_image(run.path / "input.png", rgb, alpha)
+        out = run.path / "model.ply"
+        session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters={})
+        console.print(f"static stage: {stage.iters} iterations, run folder [bold]{run.path}[/bold]")
+        run_session(session, cfg.viewer, ui, steps, console, keep_viewer)
+        save_static(out, stage.deformed_raw(0.0), cfg.radius)
+        run.mark_stage_done("static")
     console.print(f"wrote {out}")
     return out
 
@@ -206,14 +220,17 @@ def run(config: str | Path | None = None, overrides: list[str] | None = None, ui
     if sum(sources) != 1:
         raise ConfigError("give exactly one of a prompt, --image or --video")
     models = models or {}
-    from text4d.recording import RunFolder
+    root = open_stage_folder(cfg.run_dir or None, cfg.name, cfg.out)
+    with root.discard_if_unused():  # a chain that fails before any stage wrote something leaves no folder
+        root.write_config(to_yaml(cfg))
+        console.print(f"run folder: [bold]{root.path}[/bold]")
+        _chain(cfg, root, st_over, dyn_over, ui, console, models, on_preview)
+    return root.path
 
-    root = RunFolder(Path(cfg.run_dir)) if cfg.run_dir else RunFolder.create(cfg.name, cfg.out)
-    root.path.mkdir(parents=True, exist_ok=True)
-    if cfg.run_dir and not root.manifest_path.exists():
-        root.update_manifest(name=cfg.name, stages_done=[])
-    root.write_config(to_yaml(cfg))
-    console.print(f"run folder: [bold]{root.path}[/bold]")
+
+def _chain(cfg: RunConfig, root: RunFolder, st_over: list[str], dyn_over: list[str], ui: UI, console: Console,
+           models: dict[str, Any], on_preview: Callable[[VideoPreview], None] | None) -> None:
+    """The stages of :func:`run` in ``root``, each skipped when its output is there (unless in ``redo``)."""
     device = resolve_device(cfg.device)
     redo = set(cfg.redo)
 
@@ -246,7 +263,6 @@ def run(config: str | Path | None = None, overrides: list[str] | None = None, ui
         animate(cfg.dynamic_config, dyn_over, ui=ui, exports=tuple(cfg.export), console=console, run_dir=dynamic,
                 models=models.get("zero123"))
         root.mark_stage_done("dynamic")
-    return root.path
 
 
 def _has_frames(folder: Path) -> bool:
@@ -257,8 +273,6 @@ def _has_frames(folder: Path) -> bool:
 
 
 def _stages_done(folder: Path) -> list[str]:
-    from text4d.recording import RunFolder
-
     return list(RunFolder(folder).manifest().get("stages_done", []))
 
 

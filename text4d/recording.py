@@ -3,7 +3,7 @@
 Layout of ``recordings/<name>-<YYYYmmdd-HHMMSS>/``::
 
     config.yaml        the full resolved config of the run
-    manifest.json      name, created, command, stages done, input fingerprints
+    manifest.json      name, created, command, stages done, input fingerprints, the latest export of each kind
     edits.jsonl        every command applied to the live session, with its iteration; an
                        "open" record each time a front end starts a session on the run (its
                        live config, thread count, device), so ``text4d replay`` can re-execute it
@@ -14,17 +14,25 @@ Layout of ``recordings/<name>-<YYYYmmdd-HHMMSS>/``::
 
 A damaged folder still opens as far as it can: :meth:`RunFolder.health` lists
 what is missing or corrupt, and the JSON-lines logs skip (and report) corrupt
-lines instead of refusing the whole run.
+lines instead of refusing the whole run. A run killed without saving (``kill -9``,
+power loss) reopens at its last checkpoint, and the log records written after
+that checkpoint are dropped (:meth:`RunFolder.drop_lost_records`) so they are
+not counted twice. A command that fails before it trains removes the folder it
+created (:meth:`RunFolder.discard_if_unused`), so no empty runs pile up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("recordings")
 INITIAL = "initial"  # checkpoint tag of the state before the first step
+SETUP_FILES = frozenset({"manifest.json", "config.yaml"})  # what a command writes before it trains
+_MANIFEST_LOCK = threading.Lock()  # the training thread and export threads both update manifests
 
 
 def fingerprint(path: str | os.PathLike) -> str:
@@ -82,8 +92,9 @@ class RunHealth:
 class RunFolder:
     """One run's folder. Creating one never overwrites an existing run."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, new: bool = False):
         self.path = Path(path)
+        self.new = new  # created by this command: removed again if it fails before writing anything (discard_if_unused)
 
     @classmethod
     def create(cls, name: str, root: str | os.PathLike = DEFAULT_ROOT) -> RunFolder:
@@ -99,7 +110,7 @@ class RunFolder:
                 continue
             except OSError as e:
                 raise InputError(f"cannot create run folder under {root}: {e.strerror or e}; pass a writable --out") from e
-        run = cls(path)
+        run = cls(path, new=True)
         atomic.write_json(run.manifest_path, {"name": safe, "created": _dt.datetime.now().isoformat(timespec="seconds"), "stages_done": []})
         return run
 
@@ -156,20 +167,39 @@ class RunFolder:
         return manifest
 
     def update_manifest(self, **fields: Any) -> None:
-        manifest = self.manifest()
-        manifest.update(fields)
-        atomic.write_json(self.manifest_path, manifest)
+        self.change_manifest(lambda manifest: manifest.update(fields))
+
+    def change_manifest(self, change: Callable[[dict[str, Any]], object]) -> None:
+        """Apply ``change`` to the manifest in place and write it back (atomically; not at all if nothing changed).
+
+        One read-modify-write at a time in this process, so the training thread
+        marking a stage done and an export thread recording its file cannot lose
+        each other's update.
+        """
+        with _MANIFEST_LOCK:
+            manifest = self.manifest()
+            before = json.dumps(manifest, sort_keys=True)
+            change(manifest)
+            if not self.manifest_path.exists() or json.dumps(manifest, sort_keys=True) != before:
+                atomic.write_json(self.manifest_path, manifest)
 
     def mark_stage_done(self, stage: str) -> None:
-        done = list(self.manifest().get("stages_done", []))
-        if stage not in done:
-            done.append(stage)
-        self.update_manifest(stages_done=done)
+        def add(manifest: dict[str, Any]) -> None:
+            done = list(manifest.get("stages_done", []))
+            manifest["stages_done"] = done + ([stage] if stage not in done else [])
+
+        self.change_manifest(add)
+
+    def record_export(self, kind: str, iteration: int, path: str | os.PathLike, state: str) -> None:
+        """Note the latest export of ``kind``: its iteration, file (relative to the run) and the session state it shows."""
+        path = Path(path)
+        where = str(path.relative_to(self.path)) if path.is_relative_to(self.path) else str(path)
+        entry = {"iteration": iteration, "path": where, "state": state}
+        self.change_manifest(lambda manifest: manifest.setdefault("exports", {}).update({kind: entry}))
 
     def record_input(self, key: str, path: str | os.PathLike) -> None:
-        inputs = dict(self.manifest().get("inputs", {}))
-        inputs[key] = {"path": str(path), "sha256": fingerprint(path)}
-        self.update_manifest(inputs=inputs)
+        entry = {"path": str(path), "sha256": fingerprint(path)}
+        self.change_manifest(lambda manifest: manifest.setdefault("inputs", {}).update({key: entry}))
 
     # -- logs ----------------------------------------------------------------
     def write_config(self, yaml_text: str) -> None:
@@ -180,6 +210,45 @@ class RunFolder:
 
     def log_edit(self, record: dict[str, Any]) -> None:
         atomic.append_jsonl(self.edits_path, record)
+
+    def log_sizes(self) -> dict[str, int]:
+        """Bytes in each JSON-lines log now; a checkpoint keeps them to know which records it has seen."""
+        return {p.name: p.stat().st_size if p.exists() else 0 for p in (self.metrics_path, self.edits_path)}
+
+    def drop_lost_records(self, iteration: int, sizes: dict[str, int] | None = None) -> dict[str, int]:
+        """Drop the log records written after the checkpoint being reopened; returns how many per log.
+
+        A run killed without saving (``kill -9``, a power cut) goes on from its
+        last checkpoint: the metrics and edits logged after it describe
+        iterations that were lost and will be trained again, so plots would show
+        them twice and a replay would follow edits that no longer happened.
+        ``sizes`` are the logs' byte lengths the checkpoint recorded
+        (:meth:`log_sizes`): each log is cut back to that length. Without them
+        (checkpoints from before they were recorded) records whose iteration is
+        past ``iteration`` are dropped. A torn last line goes too. The shortened
+        log is written atomically (a crash now leaves the old or the new file).
+        """
+        dropped = {}
+        for path in (self.metrics_path, self.edits_path):
+            if not path.exists():
+                continue
+            data = path.read_bytes()
+            size = (sizes or {}).get(path.name)
+            if size is not None and len(data) <= size:
+                continue
+            if size is not None and (size == 0 or data[:size].endswith(b"\n")):
+                kept, lost = data[:size], data[size:].splitlines()
+            else:  # no recorded length (or one that no longer falls on a line): keep what is not past ``iteration``
+                lines = data.splitlines(keepends=True)
+                past = [_after(line, iteration, last=i == len(lines) - 1) for i, line in enumerate(lines)]
+                kept = b"".join(line for line, gone in zip(lines, past) if not gone)
+                lost = [line for line, gone in zip(lines, past) if gone]
+            if kept == data:
+                continue
+            with atomic.atomic_write(path) as f:
+                f.write(kept)
+            dropped[path.name] = sum(1 for line in lost if line.strip())
+        return dropped
 
     def metrics(self) -> list[dict]:
         """Metric records; corrupt lines are skipped with a warning (the rest still opens)."""
@@ -244,6 +313,29 @@ class RunFolder:
                     report.problems.append(f"checkpoints/{tag}.json is corrupt ({what})")
         return report
 
+    # -- failed commands -------------------------------------------------------
+    def is_unused(self) -> bool:
+        """Nothing in the folder (or its stage sub-folders) but the manifest and config a command writes before training."""
+        return all(p.name in SETUP_FILES for p in self.path.rglob("*") if not p.is_dir())
+
+    @contextlib.contextmanager
+    def discard_if_unused(self) -> Iterator[RunFolder]:
+        """Remove this folder if the block fails while it is unused and this command created it.
+
+        A command that fails before it trains (a bad model path, a missing input,
+        a refused front end, Ctrl-C while loading) must not leave an empty run
+        behind for ``text4d list`` to report; a folder holding anything a run
+        wrote (checkpoints, logs, frames, exports) is kept, and so is one the
+        user named (``run_dir=...``).
+        """
+        try:
+            yield self
+        except BaseException:
+            if self.new and self.path.is_dir() and self.is_unused():
+                shutil.rmtree(self.path, ignore_errors=True)
+                log.info("removed %s: the command failed before writing anything to it", self.path)
+            raise
+
     # -- checkpoints -----------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], tag: str = "latest") -> Path:
         return save_checkpoint(state, self.checkpoint_dir / tag)
@@ -256,14 +348,25 @@ class RunFolder:
         return load_checkpoint(self.checkpoint_dir / tag, device=device)
 
 
+def _after(line: bytes, iteration: int, last: bool) -> bool:
+    """Whether a log line is a record past ``iteration`` (a torn last line counts; other unreadable lines stay)."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return last and not line.endswith(b"\n")
+    return isinstance(record, dict) and isinstance(record.get("iteration"), int) and record["iteration"] > iteration
+
+
 def record_session_open(session: Session) -> None:
     """Log what a replay needs when a front end starts ``session``: an "open" edit record and the initial state.
 
     The record holds the live stage config (a reopened run restores it from the
     checkpoint, and ``text4d view`` may add overrides), the session cadence
-    (snapshots and NaN recovery depend on it), and the CPU thread count and
-    device (multi-threaded CPU kernels may sum in a different order, so a
-    bit-exact CPU replay uses the same thread count). On a fresh run it also
+    (snapshots and NaN recovery depend on it), the CPU thread count and
+    device (a CPU reduction split over another number of threads sums in
+    another order, so a bit-exact CPU replay uses the same thread count), and
+    whether training uses deterministic kernels (CPU sessions do: see
+    :func:`text4d.session.deterministic_algorithms`). On a fresh run it also
     checkpoints the state before the first step as ``checkpoints/initial``:
     parts of a stage (network weights) are initialised from torch's global
     RNG, so rebuilding from config.yaml alone would not reproduce them.
@@ -278,7 +381,7 @@ def record_session_open(session: Session) -> None:
         "cfg": cfg_values(stage.cfg),
         "session_cfg": asdict(session.cfg) if is_dataclass(session.cfg) else {},
         "threads": torch.get_num_threads(),
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic": session.deterministic or torch.are_deterministic_algorithms_enabled(),
         "device": str(device),
         "torch": torch.__version__,
     }

@@ -14,12 +14,14 @@ are compared with the original's ``checkpoints/latest`` and the metric logs are
 compared iteration by iteration.
 
 Exactness: on CPU with the same thread count a replay is bit-exact (checked by
-the tests). Multi-threaded CPU kernels may sum in an order that varies from
-run to run (grid_sample's backward parallelises its scatter-add), so a run
-recorded with several threads can drift by rounding; replays therefore use the
-recorded thread count by default, and ``OMP_NUM_THREADS=1 text4d demo ...``
-records a run that always replays bit-exactly. On GPU, atomics make kernels
-non-deterministic: the result must agree within ``atol``.
+the tests, multi-threaded runs made through ``text4d demo``/``fit`` included).
+CPU sessions train with deterministic kernels
+(:func:`text4d.session.deterministic_algorithms`: without them the backward of
+every indexing gather adds in a racy order once several threads share it), and
+a reduction split over another number of threads sums in another order, so
+replays use the recorded thread count by default. Runs recorded before CPU
+sessions were deterministic replay exactly only if made with one thread. On
+GPU, atomics make kernels non-deterministic: the result must agree within ``atol``.
 """
 
 from __future__ import annotations
@@ -201,15 +203,16 @@ def replay(
         raise InputError(f"{original.path} has no complete checkpoints/{INITIAL} (.json + .safetensors; recorded before replay support, or damaged); it cannot be replayed")
     if not original.has_checkpoint("latest"):
         raise InputError(f"{original.path} has no complete checkpoints/latest; there is no result to replay towards")
-    edits = [e for e in original.edits() if e.get("ok")]
-    if not edits or edits[0].get("command") != "open" or int(edits[0].get("iteration", -1)) != 0:
+    first = next((e for e in original.edits() if e.get("ok")), {})
+    if first.get("command") != "open" or int(first.get("iteration", -1)) != 0:
         raise InputError(f"{original.edits_path} does not start with the session's 'open' record at iteration 0; this run cannot be replayed")
-    opened = edits[0]["args"]
+    opened = first["args"]
     n_threads = int(threads or opened.get("threads") or torch.get_num_threads())
     notes: list[str] = [f"{p}" for p in health.problems]
 
     with torch_threads(n_threads):
         base, cfg = open_run(original.path, [f"device={device}"] if device else None)
+        edits = [e for e in original.edits() if e.get("ok")]  # read after reopening: it drops what a crash lost
         stage = base.stage
         expected = clone_state(stage.state_dict())  # the original's latest checkpoint
         target = stage.iteration
@@ -266,8 +269,6 @@ def replay(
                 progress(target, target)
         finally:
             session.stop()
-        if stage.iteration >= stage.iters:
-            run.mark_stage_done(stage.name)
         exact, worst, mismatched = compare_states(expected, clone_state(stage.state_dict()))
     count, metric_diff, first = compare_metrics(original.metrics(), run.metrics())
     on_cpu = str(getattr(stage, "device", "cpu")).startswith("cpu")
@@ -288,8 +289,12 @@ def replay(
         seconds=time.perf_counter() - started,
         notes=notes,
     )
-    if not exact and on_cpu and n_threads != int(opened.get("threads") or n_threads):
-        result.notes.append(f"recorded with {opened.get('threads')} CPU threads, replayed with {n_threads}: rounding may differ")
+    recorded_threads = int(opened.get("threads") or n_threads)
+    if not exact and on_cpu and n_threads != recorded_threads:
+        result.notes.append(f"recorded with {recorded_threads} CPU threads, replayed with {n_threads}: rounding may differ")
+    if not exact and on_cpu and recorded_threads > 1 and not opened.get("deterministic"):
+        result.notes.append(f"recorded with {recorded_threads} CPU threads and non-deterministic kernels (before text4d made CPU sessions "
+                            "deterministic): the original itself would not repeat bit-exactly")
     atomic.write_json(run.path / "replay.json", {**asdict(result), "reproduced": result.reproduced})
     return result
 

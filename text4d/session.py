@@ -26,6 +26,7 @@ is *not* session state: two tabs may look at different times of the same run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import inspect
@@ -34,8 +35,9 @@ import math
 import queue
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +48,7 @@ import torch
 from torch import Tensor
 
 from text4d.config import editable_fields, set_value
-from text4d.errors import ConfigError, Text4DError
+from text4d.errors import ConfigError, InputError, Text4DError
 from text4d.extras import user_error
 from text4d.recording import RunFolder
 from text4d.render.camera import Cameras
@@ -162,6 +164,30 @@ def cfg_values(cfg: Any) -> dict[str, Any]:
     return {key: _jsonable(value) for key, _, value in editable_fields(cfg)}
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Run the block with torch's deterministic kernels (when ``enabled``), then restore the previous setting.
+
+    Why: on CPU with several threads, torch accumulates the backward of advanced
+    indexing (``x[idx]``, i.e. ``index_put_(accumulate=True)``, which every
+    rasteriser gather goes through) with parallel atomic adds once a call has
+    32768 elements; the order of those float adds changes from run to run, so
+    two identical multi-threaded runs drift apart by rounding within a few
+    iterations and a replay cannot be bit-exact. Deterministic mode makes those
+    kernels serial. ``warn_only``: an op without a deterministic CPU kernel
+    warns instead of failing the run. The setting is process-wide.
+    """
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def default_exporters(video_frames: int = 60, video_resolution: int = 256) -> dict[str, Exporter]:
     """The exports the viewers offer: a per-frame 3DGS .ply sequence, orbit videos (.mp4, and .gif for docs), a viser scene recording."""
     from text4d.export import export_orbit_video, export_ply_sequence
@@ -192,6 +218,10 @@ class Session:
         cfg: logging / snapshot / autosave cadence.
         start_paused: begin paused (``text4d view`` reopens runs this way).
         exporters: ``kind -> exporter``; defaults to :func:`default_exporters`.
+
+    A stage on CPU trains with deterministic kernels (``deterministic``, see
+    :func:`deterministic_algorithms`), so the same run with the same thread
+    count gives the same bits and ``text4d replay`` can reproduce it exactly.
     """
 
     def __init__(
@@ -206,6 +236,7 @@ class Session:
         self.run = run
         self.cfg = cfg or SessionConfig()
         self.exporters = exporters if exporters is not None else default_exporters()
+        self.deterministic = _stage_device(stage).type == "cpu"  # GPU kernels (atomics) are not reproducible anyway
         # One lock around every stage.step() and stage.render(): renders see whole iterations.
         self.lock = threading.RLock()
         self._commands: queue.Queue[_Command | None] = queue.Queue()
@@ -229,6 +260,10 @@ class Session:
         self._metrics: dict[str, float] = {}
         self._exports: list[threading.Thread] = []
         self._last_autosave = (time.monotonic(), stage.iteration)
+        self._save_after_command: str | None = None  # a checkpoint a command asked for, written once its edit is logged
+        # Identifies the stage's state: new on every step or edit, kept in checkpoints, recorded with each export, so
+        # a run reopened with nothing to train knows which exports were taken from exactly this state (exported()).
+        self._state_id = uuid.uuid4().hex
         self._stats = self._make_stats()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -244,12 +279,22 @@ class Session:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise Text4DError(f"the checkpoint in {run.checkpoint_dir} does not fit this text4d's {stage.name} stage ({first}); "
                               "it was probably written by another version: fit again, or reopen it with the version that wrote it") from e
-        for key, value in state.get("session", {}).get("cfg", {}).items():
+        saved = state.get("session", {})
+        for key, value in saved.get("cfg", {}).items():
             try:
                 set_value(stage.cfg, key, value)
             except ConfigError as e:  # a key the current code no longer has: keep the default, say so
                 log.warning("not restoring %s from %s: %s", key, run.path, e)
+        try:  # records logged after this checkpoint belong to iterations a crash lost
+            dropped = run.drop_lost_records(stage.iteration, saved.get("logs"))
+        except (OSError, InputError) as e:
+            log.warning("%s: could not drop the log records written after its checkpoint (%s)", run.path, e)
+        else:
+            if dropped:
+                lost = " and ".join(f"{n} record(s) of {name}" for name, n in dropped.items())
+                log.warning("%s stopped without saving after iteration %d: dropped %s logged after that checkpoint", run.path, stage.iteration, lost)
         session = cls(stage, run, cfg, start_paused=True, **kwargs)
+        session._state_id = saved.get("state_id") or session._state_id
         session._history.extend(r for r in run.metrics() if "loss" in r)
         return session
 
@@ -353,6 +398,19 @@ class Session:
         """Metric records (one per ``log_every`` iterations), oldest first, for loss plots."""
         return list(self._history)
 
+    def exported(self, kind: str) -> Path | None:
+        """The file of the last ``kind`` export if it was taken from exactly the current state and is still there.
+
+        Exports are named by iteration, so exporting the same state again would
+        rewrite identical files (and replace files people may be using): a
+        headless run with nothing to train keeps them instead (text4d.live.headless).
+        """
+        entry = self.run.manifest().get("exports", {}).get(kind)
+        if not isinstance(entry, dict) or entry.get("state") != self._state_id or not entry.get("path"):
+            return None
+        path = self.run.path / entry["path"]
+        return path if path.exists() else None
+
     def wait(self, predicate: Callable[[SessionStats], bool], timeout: float = 60.0) -> SessionStats:
         """Block until ``predicate(stats)`` holds; raise ``TimeoutError`` after ``timeout`` seconds."""
         with self._progress:
@@ -380,6 +438,10 @@ class Session:
         return self._state != "error" and (self._steps_left > 0 or (self._state == "running" and self.stage.iteration < self.stage.iters))
 
     def _loop(self) -> None:
+        with deterministic_algorithms(self.deterministic):
+            self._run_loop()
+
+    def _run_loop(self) -> None:
         while not self._stop.is_set():
             self._drain_commands(block=not self._should_train())
             if self._stop.is_set():
@@ -409,6 +471,7 @@ class Session:
         started = time.perf_counter()
         with self._render_cv:  # let waiting renders in first, but never stall training for long
             self._render_cv.wait_for(lambda: self._render_waiters == 0, timeout=self.cfg.render_priority_ms / 1000.0)
+        self._changed()
         try:
             with self.lock:
                 losses = self.stage.step()
@@ -439,7 +502,13 @@ class Session:
             record = {"iteration": it, "time": time.time(), "it_per_s": self._it_per_s(), "gaussians": self.stage.num_gaussians, **losses, **self._metrics}
             self._history.append(record)
             self.run.log_metrics(record)
+        if last:  # whatever drove it there: resume, --steps, step commands
+            self.run.mark_stage_done(self.stage.name)
         self._publish()
+
+    def _changed(self) -> None:
+        """The stage's state (or a setting its renders depend on) changed: earlier exports no longer show it."""
+        self._state_id = uuid.uuid4().hex
 
     def _it_per_s(self) -> float:
         """Speed over the recent back-to-back iterations, else the session's average (see :class:`SessionStats`)."""
@@ -455,6 +524,7 @@ class Session:
         good_it, state = self._last_good
         with self.lock:
             self.stage.load_state_dict(clone_state(state))
+        self._changed()
         self._steps_left = 0
         self._recent_steps.clear()
         bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
@@ -489,6 +559,9 @@ class Session:
             cmd.future.set_exception(e)
             return
         self.run.log_edit({"iteration": it, "time": _now(), "command": cmd.name, "args": _jsonable(cmd.args), "ok": True, "message": message})
+        if self._save_after_command is not None:  # after the edit, so the checkpoint's log sizes include it
+            reason, self._save_after_command = self._save_after_command, None
+            self._autosave(reason)
         self._emit("applied", message, data={"command": cmd.name, "args": _jsonable(cmd.args)})
         if cmd.name == "export":  # its future resolves when the files are written
             result(cmd.future)
@@ -501,7 +574,7 @@ class Session:
         self._steps_left = 0
         if self._state == "running":
             self._set_state("paused", f"paused at iteration {self.stage.iteration}")
-            self._autosave("pause")
+            self._save_after_command = "pause"
         return None, f"paused at iteration {self.stage.iteration}"
 
     def _cmd_resume(self) -> tuple[None, str]:
@@ -529,6 +602,7 @@ class Session:
             stored = set_value(self.stage.cfg, key, value)
         except ConfigError as e:
             raise CommandRefused(f"{e}; kept {key} = {_current(self.stage.cfg, key)}") from e
+        self._changed()  # a setting can change what an export renders
         return stored, f"{key} = {stored}"
 
     def _cmd_crop(self, lo: Sequence[float], hi: Sequence[float], t: float = 0.0) -> tuple[int, str]:
@@ -555,6 +629,7 @@ class Session:
         if count == total:
             raise CommandRefused(f"that would delete all {total} Gaussians ({what}); nothing was deleted")
         removed = self.stage.remove_gaussians(mask) if count else 0
+        self._changed()
         self._last_good = (self.stage.iteration, clone_state(self.stage.state_dict()))
         return removed, f"deleted {removed} Gaussians {what}; {self.stage.num_gaussians} left"
 
@@ -569,6 +644,7 @@ class Session:
         it, state = self._snapshots[-1]
         with self.lock:
             self.stage.load_state_dict(clone_state(state))
+        self._changed()
         self._last_good = (it, clone_state(state))
         self._recent_steps.clear()
         if self._state in ("finished", "error"):
@@ -578,7 +654,7 @@ class Session:
     def _cmd_export(self, kind: str) -> tuple[Callable[[Future], None], str]:
         if kind not in self.exporters:
             raise CommandRefused(f"unknown export '{kind}'; choose one of {sorted(self.exporters)}")
-        it = self.stage.iteration
+        it, state_id = self.stage.iteration, self._state_id
         with self.lock:
             try:
                 frozen = self.stage.export_copy()  # exports read this copy while training goes on
@@ -586,16 +662,17 @@ class Session:
                 raise CommandRefused(f"cannot take a copy of the {self.stage.name} stage to export from: {e}") from e
 
         def start(future: Future) -> None:
-            thread = threading.Thread(target=self._export_worker, args=(kind, frozen, it, future), name=f"text4d-export-{kind}", daemon=True)
+            thread = threading.Thread(target=self._export_worker, args=(kind, frozen, it, state_id, future), name=f"text4d-export-{kind}", daemon=True)
             self._exports.append(thread)
             thread.start()
 
         self._emit("export_started", f"exporting {kind} at iteration {it} ...", data={"kind": kind})
         return start, f"export {kind} started at iteration {it}"
 
-    def _export_worker(self, kind: str, frozen: Stage, it: int, future: Future) -> None:
+    def _export_worker(self, kind: str, frozen: Stage, it: int, state_id: str, future: Future) -> None:
         try:
             path = self.exporters[kind](frozen, self.run.exports_dir, it)
+            self.run.record_export(kind, it, path, state_id)
         except Exception as e:  # an export failing (disk full, codec missing) must not stop training
             error = user_error(e)
             if isinstance(error, Text4DError):  # the user can fix it: one line, no traceback
@@ -625,7 +702,9 @@ class Session:
         with self.lock:
             state = {
                 "stage": self.stage.state_dict(),
-                "session": {"iteration": self.stage.iteration, "stage": self.stage.name, "reason": reason, "cfg": cfg_values(self.stage.cfg)},
+                "session": {"iteration": self.stage.iteration, "stage": self.stage.name, "reason": reason, "cfg": cfg_values(self.stage.cfg),
+                            "logs": self.run.log_sizes(),  # the records this state has seen (see RunFolder.drop_lost_records)
+                            "state_id": self._state_id},
             }
             path = self.run.save_checkpoint(state, "latest")
         self._last_autosave = (time.monotonic(), self.stage.iteration)
@@ -718,4 +797,5 @@ __all__ = [
     "SessionStats",
     "clone_state",
     "default_exporters",
+    "deterministic_algorithms",
 ]

@@ -3,6 +3,13 @@
 Writes go to a temporary file in the destination folder and are moved into
 place with ``os.replace`` (atomic on POSIX within one filesystem). An
 interrupted run therefore never leaves a truncated checkpoint or export behind.
+
+Temporary files and folders are created with the permissions of any new file
+(0666, 0777 less the umask), not the private 0600/0700 of ``tempfile.mkstemp``
+and ``mkdtemp``: ``os.replace`` keeps the temporary's mode, so a run folder
+shared with other users or served by a web server would otherwise hold
+unreadable ``config.yaml``, manifests, checkpoints and exports among readable
+logs.
 """
 
 from __future__ import annotations
@@ -10,22 +17,56 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO, Any, Iterator
 
 from text4d.errors import InputError
+
+
+def temp_file(path: Path, suffix: str = ".tmp") -> tuple[Path, int]:
+    """A new hidden temporary file beside ``path``, open for writing: (its path, its descriptor).
+
+    Like ``tempfile.mkstemp`` (exclusive creation under a random name), but the
+    kernel applies the umask to 0666 as for any other new file, so the file keeps
+    ordinary permissions once moved into place.
+    """
+    fd = -1
+
+    def create(tmp: Path) -> None:
+        nonlocal fd
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+
+    return _new_sibling(path, suffix, create), fd
+
+
+def temp_folder(path: Path, suffix: str = "") -> Path:
+    """A new hidden temporary folder beside ``path``, 0777 less the umask (``mkdtemp`` makes 0700)."""
+    return _new_sibling(path, suffix, lambda tmp: os.mkdir(tmp, 0o777))
+
+
+def _new_sibling(path: Path, suffix: str, create: Callable[[Path], None]) -> Path:
+    """``create`` an unused ``.<name>.<random><suffix>`` beside ``path``; an unwritable folder is an ``InputError``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+            try:
+                create(tmp)
+                return tmp
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free temporary name beside {path}")
+    except OSError as e:
+        raise InputError(f"cannot write to {path.parent}: {e.strerror or e}; choose a writable output folder") from e
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; move it over ``path`` on success."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise InputError(f"cannot write to {path.parent}: {e.strerror or e}; choose a writable output folder") from e
+    tmp, fd = temp_file(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -46,14 +87,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     extension still works.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    except OSError as e:
-        raise InputError(f"cannot write to {path.parent}: {e.strerror or e}; choose a writable output folder") from e
+    tmp, fd = temp_file(path.with_name(path.stem), suffix=path.suffix)
     os.close(fd)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
