@@ -161,21 +161,30 @@ def _given(**options: object) -> list[str]:
     return [f"{key}={value}" for key, value in options.items() if value is not None and value != ""]
 
 
+def _tiny(tiny: bool | None, device: str | None) -> bool:
+    """``--tiny/--full-size`` as given; by default the CPU smoke size wherever the bench runs on the CPU."""
+    if tiny is not None:
+        return tiny
+    from text4d.fit import resolve_device
+
+    return resolve_device(device or "auto").type != "cuda"
+
+
 def _print_json(result: dict) -> None:
     typer.echo(json.dumps(result, indent=2))
 
 
 @bench_app.command("rasterizer")
 def bench_rasterizer(
-    backend: str = typer.Option("auto", help="auto | torch | gsplat | inria"),
+    backend: str = typer.Option("auto", help="auto | torch | cpu | gsplat | inria"),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)"),
-    resolution: int = typer.Option(512),
-    sizes: str = typer.Option("10000,100000,1000000", help="comma-separated Gaussian counts"),
+    resolution: Optional[int] = typer.Option(None, help="default 512 on a GPU, 128 on CPU"),
+    sizes: Optional[str] = typer.Option(None, help="comma-separated Gaussian counts (default 10k,100k,1M on a GPU; 1k,10k,100k on CPU)"),
 ) -> None:
     """Render ms (fwd, fwd+bwd) per Gaussian count, and batched vs per-view calls."""
     from text4d.bench.rasterizer import run
 
-    _print_json(run(sizes=tuple(int(s) for s in sizes.split(",")), resolution=resolution, backend=backend, device=device))
+    _print_json(run(sizes=tuple(int(s) for s in sizes.split(",")) if sizes else None, resolution=resolution, backend=backend, device=device))
 
 
 @bench_app.command("dynamic")
@@ -189,6 +198,19 @@ def bench_dynamic(
     from text4d.bench.dynamic import run
 
     _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr))
+
+
+@bench_app.command("cpu-demo")
+def bench_cpu_demo(
+    target_psnr: float = typer.Option(24.0, help="Held-out PSNR the studio should show."),
+    watch: float = typer.Option(180.0, help="Report the PSNR shown this many seconds into training."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's, i.e. the cores)."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """The demo and fit --sample on CPU with the preset they pick: set-up s, s to the target PSNR, PSNR at --watch s, it/s, fit s."""
+    from text4d.bench.cpu_demo import run
+
+    _print_json(run(target_psnr=target_psnr, watch_seconds=watch, overrides=overrides, threads=threads))
 
 
 @bench_app.command("viewer")
@@ -212,18 +234,18 @@ def bench_recon(
     target_psnr: float = typer.Option(30.0),
     data: Optional[Path] = typer.Option(None, help="A D-NeRF-layout scene instead of the exported built-in sample."),
     compare_init: bool = typer.Option(False, help="Fit once per initialisation (hull, random) and compare."),
-    tiny: bool = typer.Option(False, help="CPU smoke size (48 px, 40 views)."),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="CPU smoke size (48 px, 40 views); default: tiny when the bench runs on the CPU."),
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Reconstruct the sample exported as D-NeRF (400x400, 100 views): seconds to the target test PSNR, final PSNR/SSIM, it/s, fps at 800x800."""
     from text4d.bench.recon import run
 
-    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=tiny))
+    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=_tiny(tiny, device)))
 
 
 @bench_app.command("motion")
 def bench_motion(
-    tiny: bool = typer.Option(False, help="Tiny random models (a CPU smoke test), not the ZeroScope size."),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny random models (a CPU smoke test), not the ZeroScope size; default: tiny when the bench runs on the CPU."),
     device: Optional[str] = typer.Option(None),
     compile: bool = typer.Option(False, help="Also time torch.compile'd inference."),
     train: bool = typer.Option(True, help="Time the training steps."),
@@ -232,7 +254,7 @@ def bench_motion(
     """MotionDirector-style training step, inference and inversion timings (ZeroScope architecture, random weights)."""
     from text4d.bench.motion import run
 
-    _print_json(run(tiny=tiny, device=device, compile=compile, train=train, infer=infer))
+    _print_json(run(tiny=_tiny(tiny, device), device=device, compile=compile, train=train, infer=infer))
 
 
 @app.command("static")
@@ -299,21 +321,21 @@ def run_cmd(
 def bench_static(
     config: str = typer.Option("dg", help="comma-separated configs under configs/static/"),
     device: Optional[str] = typer.Option(None),
-    tiny: bool = typer.Option(False, help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size."),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size; default: tiny when the bench runs on the CPU."),
     iters: int = typer.Option(20, help="measured iterations per resolution phase"),
     full: bool = FullRunOpt,
 ) -> None:
     """Static stage s/iteration per resolution phase, total and peak GiB (full-size random Zero123)."""
     from text4d.bench.static import run
 
-    _print_json(run(configs=tuple(config.split(",")), device=device, tiny=tiny, measure_iters=iters, full=full))
+    _print_json(run(configs=tuple(config.split(",")), device=device, tiny=_tiny(tiny, device), measure_iters=iters, full=full))
 
 
 @bench_app.command("animate")
 def bench_animate(
     config: str = typer.Option("4d,4d_demo", help="comma-separated configs under configs/dynamic/"),
     device: Optional[str] = typer.Option(None),
-    tiny: bool = typer.Option(False, help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size."),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size; default: tiny when the bench runs on the CPU."),
     iters: int = typer.Option(20, help="measured iterations per resolution phase"),
     full: bool = FullRunOpt,
     overrides: Optional[list[str]] = OverridesArg,
@@ -321,7 +343,7 @@ def bench_animate(
     """Dynamic stage with Zero123 SDS: s/iteration, total for the config's iters, peak GiB (full-size random Zero123)."""
     from text4d.bench.animate import run
 
-    _print_json(run(configs=tuple(config.split(",")), device=device, tiny=tiny, measure_iters=iters, overrides=overrides, full=full))
+    _print_json(run(configs=tuple(config.split(",")), device=device, tiny=_tiny(tiny, device), measure_iters=iters, overrides=overrides, full=full))
 
 
 @app.command("export")
@@ -350,13 +372,13 @@ def bench_export(
     resolution: int = typer.Option(128),
     texture: int = typer.Option(1024),
     repeats: int = typer.Option(3),
-    tiny: bool = typer.Option(False, help="Tiny sizes: a CPU smoke run."),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny sizes: a CPU smoke run; default: tiny when the bench runs on the CPU."),
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Seconds for an OBJ sequence + GLB (target <= 10 s for 14 frames at 128^3 on an H100), mesh-vs-Gaussian IoU/PSNR."""
     from text4d.bench.export import run
 
-    _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution, texture=texture, repeats=repeats, tiny=tiny, overrides=overrides))
+    _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution, texture=texture, repeats=repeats, tiny=_tiny(tiny, device), overrides=overrides))
 
 
 @app.command("batch")
@@ -389,14 +411,14 @@ def batch_cmd(
 @bench_app.command("batch")
 def bench_batch(
     jobs: int = typer.Option(8, help="Identical sample-fit jobs per run."),
-    tiny: bool = typer.Option(False, help="CPU smoke size (32 px, a few iterations)."),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="CPU smoke size (32 px, a few iterations); default: tiny when the bench runs on the CPU."),
     devices: Optional[int] = typer.Option(None, help="GPUs (or CPU workers) for the 'all' run; default: every GPU, or 2 CPU workers."),
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """N identical sample fits on 1 vs all GPUs through text4d batch: throughput ratio, scheduling overhead per job."""
     from text4d.bench.batch import run
 
-    _print_json(run(jobs=jobs, tiny=tiny, devices=devices, overrides=overrides))
+    _print_json(run(jobs=jobs, tiny=_tiny(tiny, None), devices=devices, overrides=overrides))
 
 
 def main() -> None:

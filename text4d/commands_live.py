@@ -32,7 +32,8 @@ from text4d.recording import RunFolder
 from text4d.session import Exporter, Session, SessionConfig, default_exporters
 from viewer.config import ViewerConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dynamic" / "sample.yaml"
+PRESETS = Path(__file__).resolve().parents[1] / "configs" / "dynamic"
+GPU_PRESET, CPU_PRESET = PRESETS / "sample.yaml", PRESETS / "sample_cpu.yaml"
 
 
 @dataclass
@@ -44,9 +45,27 @@ class LiveConfig(FitConfig):
 
 
 def load_live_config(config: str | Path | None, overrides: list[str] | None, host: str | None = None, port: int | None = None) -> LiveConfig:
-    """Defaults <- the sample's tuned config (when present) or ``config`` <- overrides <- --host/--port."""
-    path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    return load_config(LiveConfig, path, list(overrides or []) + viewer_overrides(host, port))
+    """Defaults <- ``config`` (or the preset for the device, see :func:`sample_preset`) <- overrides <- --host/--port."""
+    extra = list(overrides or []) + viewer_overrides(host, port)
+    return load_config(LiveConfig, config if config is not None else sample_preset(extra), extra)
+
+
+def sample_preset(overrides: list[str]) -> Path:
+    """The sample's tuned config for the device the run will use: ``sample.yaml`` on a GPU, ``sample_cpu.yaml`` on CPU.
+
+    The GPU preset renders 70 images of 256 px a step; on a 2-core CPU that is seconds a step, so
+    a CPU run gets smaller images, fewer views, fewer Gaussians and a smaller field, chosen so the
+    studio shows a recognisable creature within minutes (``text4d bench cpu-demo`` measures it).
+    """
+    device = load_config(LiveConfig, GPU_PRESET, overrides).device
+    return GPU_PRESET if resolve_device(device).type == "cuda" else CPU_PRESET
+
+
+def preset_note(cfg: LiveConfig) -> str:
+    """One line saying what the CPU preset chose, for the console and the studio."""
+    return (f"CPU preset ({CPU_PRESET.name}): {cfg.ref_size} px, {cfg.batch_size} + {cfg.batch_size * cfg.n_views} views a step, "
+            f"at most {cfg.densify.max_gaussians:,} Gaussians, {cfg.static_iters + cfg.iters} iterations; "
+            f"--config {GPU_PRESET.relative_to(PRESETS.parents[1])} for the full-size fit")
 
 
 def demo(
@@ -74,11 +93,16 @@ def demo(
     check_front_ends(ui)
     cfg = load_live_config(config, overrides, host, port)
     device = resolve_device(cfg.device)
+    notes = [preset_note(cfg)] if config is None and device.type == "cpu" else []
+    for note in notes:
+        console.print(f"[cyan]{note}[/cyan]")
     console.print(f"building the sample scene and the dynamic stage on {device} ...")
     stage = build_sample_stage(cfg, device)
     run = RunFolder.create(cfg.name, cfg.out)
     with run.discard_if_unused():
         run.write_config(to_yaml(cfg))
+        if notes:
+            run.update_manifest(notes=notes)
         session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters=_exporters(cfg))
         console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
         drive(session, cfg.viewer, ui, steps, console, exports)

@@ -237,6 +237,8 @@ class Session:
         self.cfg = cfg or SessionConfig()
         self.exporters = exporters if exporters is not None else default_exporters()
         self.deterministic = _stage_device(stage).type == "cpu"  # GPU kernels (atomics) are not reproducible anyway
+        # What the command chose for the user (e.g. the CPU preset), from the run's manifest: front ends show it.
+        self.notes: tuple[str, ...] = tuple(str(n) for n in run.manifest().get("notes", []))
         # One lock around every stage.step() and stage.render(): renders see whole iterations.
         self.lock = threading.RLock()
         self._commands: queue.Queue[_Command | None] = queue.Queue()

@@ -330,6 +330,8 @@ class DesktopApp:
                 dpg.add_button(label="Snapshot", tag="t4d.snapshot", width=120, callback=lambda *_: self.session.snapshot())
                 dpg.add_button(label="Roll back", tag="t4d.rollback", width=120, callback=lambda *_: self.session.rollback())
                 dpg.add_text("", tag="t4d.snapshots")
+            for note in self.session.notes:
+                dpg.add_text(note, wrap=SIDE_WIDTH - 30, color=LEVEL_COLORS["info"])
         with dpg.collapsing_header(label="Loss curves", default_open=True):
             self._build_plot("loss", "log10 loss terms", 190)
             with dpg.group(horizontal=True):

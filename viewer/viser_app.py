@@ -403,6 +403,7 @@ class ViewerApp:
         status = self.session.stage.status()  # e.g. "generating driving video: step 3/25"
         if status:
             lines.insert(1, status)
+        lines += [f"*{note}*" for note in self.session.notes]
         self.stats_md.content = "  \n".join(lines)
         self.progress.value = 100.0 * min(1.0, s.iteration / max(s.iters, 1))
         self.pause_btn.disabled = not s.training  # pausing also cancels queued steps

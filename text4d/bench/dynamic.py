@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 
 from text4d.bench.timing import device_name, peak_gib, reset_peak, time_ms, timed_fit
+from text4d.commands_live import sample_preset
 from text4d.config import load_config
 from text4d.fit import FitConfig, build_sample_stage, resolve_device
 from text4d.render.camera import Cameras
 from text4d.render.splat import render
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dynamic" / "sample.yaml"
 
 
 def run(
@@ -29,8 +28,10 @@ def run(
     eval_every: int = 50,
     render_resolution: int = 512,
 ) -> dict:
-    """Fit the sample once, timing it; returns a JSON-able dict."""
-    cfg = load_config(FitConfig, config or DEFAULT_CONFIG, overrides)
+    """Fit the sample once, timing it; returns a JSON-able dict. Without ``config``, the demo's preset for the device."""
+    overrides = list(overrides or []) + ([f"device={device}"] if device else [])
+    config = config or sample_preset(overrides)
+    cfg = load_config(FitConfig, config, overrides)
     dev = resolve_device(device or cfg.device)
     stage = build_sample_stage(cfg, dev)
     reset_peak(dev)
@@ -46,7 +47,7 @@ def run(
     return {
         "benchmark": "dynamic",
         "device": device_name(dev),
-        "config": str(config or DEFAULT_CONFIG),
+        "config": str(config),
         "overrides": list(overrides or []),
         "iterations": stage.iteration,
         "gaussians": stage.num_gaussians,

@@ -42,7 +42,6 @@ from viewer.config import ViewerConfig
 from viewer.frames import FrameRenderer
 from viewer.render_worker import Reason, RenderWorker, ViewRequest, WorkerConfig
 
-CPU_OVERRIDES = ["sample.resolution=64", "sample.num_frames=6", "sample.supersample=1", "ref_size=64", "batch_size=2", "n_views=1", "init_points=1000"]
 FOVY = math.radians(49.1)
 
 
@@ -119,11 +118,9 @@ def run(
 ) -> dict:
     """Measure and return a JSON-able dict (see the module docstring)."""
     # Training must outlast the phases: a finished session would measure nothing.
-    overrides = ["iters=1000000"] + list(overrides or [])
-    cfg = load_live_config(config, overrides)
-    dev = resolve_device(device or cfg.device)
-    if dev.type == "cpu":
-        cfg = load_live_config(config, CPU_OVERRIDES + overrides)
+    overrides = ["iters=1000000"] + list(overrides or []) + ([f"device={device}"] if device else [])
+    cfg = load_live_config(config, overrides)  # without --config, the demo's preset for the device
+    dev = resolve_device(cfg.device)
     resolution = resolution or (512 if dev.type == "cuda" else 128)
     stage = build_sample_stage(cfg, dev)
     quiet = SessionConfig(log_every=50, eval_every=0, autosave_every_iters=0, autosave_every_s=0.0)
@@ -135,7 +132,7 @@ def run(
             result = _measure(session, cfg.viewer, resolution, seconds)
         finally:
             session.stop()
-    result.update(device=device_name(dev), gaussians=stage.num_gaussians, resolution=resolution, seconds_per_phase=seconds, config_overrides=list(overrides or []) + (CPU_OVERRIDES if dev.type == "cpu" else []))
+    result.update(device=device_name(dev), gaussians=stage.num_gaussians, resolution=resolution, seconds_per_phase=seconds, config_overrides=overrides)
     return result
 
 
