@@ -53,6 +53,21 @@ def _bin_tiles(image, x0, x1, y0, y1, images, tiles_x, tiles_y):  # pragma: no c
     return offsets, lists
 
 
+@njit(cache=True, inline="always")
+def _pair(means2d, conics, opac, x0, x1, y0, y1, ids, b, x, y):  # pragma: no cover - compiled
+    """(Gaussian id, dx, dy, exp(power), opacity * exp(power)) of box ``b`` at pixel (x, y); 0s outside its box."""
+    g = ids[b]
+    if x < x0[b] or x >= x1[b] or y < y0[b] or y >= y1[b]:
+        return g, 0.0, 0.0, 0.0, 0.0
+    dx = means2d[g, 0] - (x + 0.5)
+    dy = means2d[g, 1] - (y + 0.5)
+    power = -0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) - conics[g, 1] * dx * dy
+    if power > 0.0:
+        return g, dx, dy, 0.0, 0.0
+    vis = math.exp(power)
+    return g, dx, dy, vis, opac[g] * vis
+
+
 @njit(cache=True, parallel=True)
 def _forward(means2d, conics, opac, feats, ids, x0, x1, y0, y1, offsets, lists, images, width, height, tiles_x, tiles_y, acc, trans, last):  # pragma: no cover - compiled
     per_image = tiles_x * tiles_y
@@ -66,21 +81,11 @@ def _forward(means2d, conics, opac, feats, ids, x0, x1, y0, y1, offsets, lists, 
         for y in range(ty * TILE, min(ty * TILE + TILE, height)):
             for x in range(tx * TILE, min(tx * TILE + TILE, width)):
                 p = (img * height + y) * width + x
-                px = x + 0.5
-                py = y + 0.5
                 T = 1.0
                 done = start
                 for k in range(start, end):
-                    b = lists[k]
-                    if x < x0[b] or x >= x1[b] or y < y0[b] or y >= y1[b]:
-                        continue
-                    g = ids[b]
-                    dx = means2d[g, 0] - px
-                    dy = means2d[g, 1] - py
-                    power = -0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) - conics[g, 1] * dx * dy
-                    if power > 0.0:
-                        continue
-                    a = min(opac[g] * math.exp(power), ALPHA_MAX)
+                    g, dx, dy, vis, raw = _pair(means2d, conics, opac, x0, x1, y0, y1, ids, lists[k], x, y)
+                    a = min(raw, ALPHA_MAX)
                     if a < ALPHA_MIN:
                         continue
                     after = T * (1.0 - a)
@@ -109,23 +114,11 @@ def _backward(means2d, conics, opac, feats, ids, x0, x1, y0, y1, offsets, lists,
             for y in range(ty * TILE, min(ty * TILE + TILE, height)):
                 for x in range(tx * TILE, min(tx * TILE + TILE, width)):
                     p = (img * height + y) * width + x
-                    px = x + 0.5
-                    py = y + 0.5
                     final = trans[p]
                     T = final
                     behind = g_trans[p] * final  # d loss / d alpha of everything behind, times (1 - alpha)
                     for k in range(last[p] - 1, start - 1, -1):
-                        b = lists[k]
-                        if x < x0[b] or x >= x1[b] or y < y0[b] or y >= y1[b]:
-                            continue
-                        g = ids[b]
-                        dx = means2d[g, 0] - px
-                        dy = means2d[g, 1] - py
-                        power = -0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) - conics[g, 1] * dx * dy
-                        if power > 0.0:
-                            continue
-                        vis = math.exp(power)
-                        raw = opac[g] * vis
+                        g, dx, dy, vis, raw = _pair(means2d, conics, opac, x0, x1, y0, y1, ids, lists[k], x, y)
                         a = min(raw, ALPHA_MAX)
                         if a < ALPHA_MIN:
                             continue
