@@ -10,9 +10,9 @@ from typing import Optional
 
 import typer
 
+from text4d.app.video import motion_app, video_app
 from text4d.errors import Text4DError
 from text4d.extras import user_error
-from text4d.video.commands import motion_app, video_app
 
 app = typer.Typer(help="text4d: text / image / video -> animated 3D Gaussians, with a live studio.", no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Benchmarks that print JSON.", no_args_is_help=True)
@@ -48,11 +48,11 @@ def fit(
     if sample == (data is not None):
         raise Text4DError("say what to fit: --sample for the built-in animated sample, or --data path/to/scene for a D-NeRF-layout capture")
     if data is not None:
-        from text4d.commands_recon import fit_scene
+        from text4d.app.recon import fit_scene
 
         fit_scene(data, ui=ui, host=host, port=port, steps=steps, config=config, overrides=overrides)
         return
-    from text4d.commands_live import demo
+    from text4d.app.sample import demo
 
     demo(host=host, port=port, ui=ui, steps=steps, config=config, overrides=overrides)
 
@@ -67,7 +67,7 @@ def demo_cmd(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Live session on the built-in animated sample: watch, scrub, orbit, pause/edit/resume, export."""
-    from text4d.commands_live import demo
+    from text4d.app.sample import demo
 
     demo(host=host, port=port, ui=ui, steps=steps, config=config, overrides=overrides)
 
@@ -82,9 +82,9 @@ def view(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Reopen a finished or interrupted run (paused) to look, resume or export."""
-    from text4d.commands_live import view as view_run
+    from text4d.app.kinds import view as view_run
 
-    view_run(run_dir, host=host, port=port, ui=ui, steps=steps, overrides=overrides)
+    view_run(run_dir, ui=ui, host=host, port=port, steps=steps, overrides=overrides)
 
 
 @sample_app.command("export")
@@ -115,17 +115,18 @@ def replay(
     exports: bool = typer.Option(False, "--exports", help="Also redo the recorded exports."),
     atol: Optional[float] = typer.Option(None, "--atol", help="Accepted parameter difference when not bit-exact (default 0 on CPU, 1e-3 on GPU)."),
 ) -> None:
-    """Re-execute a run with the same edits at the same iterations and compare with the original."""
-    from text4d.replay import replay as replay_run
+    """Re-execute a run (a chain: each of its stages) with the same edits at the same iterations and compare with the original."""
+    from text4d.app.replay import replay_runs
 
-    result = replay_run(run_dir, out=out, threads=threads, device=device, exports=exports, atol=atol)
-    verdict = "bit-exact" if result.bit_exact else f"max |diff| {result.max_abs_diff:.3g} (atol {result.atol:g})"
-    typer.echo(f"replayed {result.edits_applied} edits to iteration {result.iteration} in {result.seconds:.1f} s on {result.device} ({result.threads} threads): {verdict}")
-    typer.echo(f"metrics: {result.metrics_compared} logged iterations compared, max |diff| {result.metrics_max_abs_diff:.3g}" + (f", first differs at {result.first_metric_divergence}" if result.first_metric_divergence is not None else ""))
-    for note in result.notes:
-        typer.echo(f"note: {note}")
-    typer.echo(f"replay run folder: {result.replay}  (details in replay.json)")
-    if not result.reproduced:
+    results = replay_runs(run_dir, out=out, threads=threads, device=device, exports=exports, atol=atol)
+    for result in results:
+        verdict = "bit-exact" if result.bit_exact else f"max |diff| {result.max_abs_diff:.3g} (atol {result.atol:g})"
+        typer.echo(f"{result.original}: replayed {result.edits_applied} edits to iteration {result.iteration} in {result.seconds:.1f} s on {result.device} ({result.threads} threads): {verdict}")
+        typer.echo(f"metrics: {result.metrics_compared} logged iterations compared, max |diff| {result.metrics_max_abs_diff:.3g}" + (f", first differs at {result.first_metric_divergence}" if result.first_metric_divergence is not None else ""))
+        for note in result.notes:
+            typer.echo(f"note: {note}")
+        typer.echo(f"replay run folder: {result.replay}  (details in replay.json)")
+    if not all(r.reproduced for r in results):
         raise typer.Exit(1)
 
 
@@ -134,7 +135,7 @@ def list_runs(root: Path = typer.Option(Path("recordings"), "--root", help="Fold
     """The runs under recordings/: name, date, stages done, iteration, best metric, problems."""
     from rich.console import Console
 
-    from text4d.runs import find_runs, print_runs
+    from text4d.app.runs import find_runs, print_runs
 
     runs = find_runs(root)
     print_runs(runs, f"{len(runs)} run(s) in {root}", Console())
@@ -147,10 +148,12 @@ def record_scene(
     fps: float = typer.Option(12.0, "--fps", min=0.1),
 ) -> None:
     """Save the run's 4D result as a viser scene recording: scene.html plays in any browser, no text4d needed."""
-    from text4d.commands_live import open_run
-    from viewer.scene_recording import export_viser_scene
+    from text4d.app.kinds import open_run
+    from text4d.export.scene import export_viser_scene
+    from text4d.extras import require as require_extra
 
-    session, _ = open_run(run_dir)
+    require_extra("viewer")
+    session = open_run(run_dir).session
     stage = session.stage
     target = out or session.run.exports_dir / f"scene-it{stage.iteration:06d}"
     typer.echo(f"wrote {export_viser_scene(stage, target, fps=fps)}")
@@ -165,7 +168,7 @@ def _tiny(tiny: bool | None, device: str | None) -> bool:
     """``--tiny/--full-size`` as given; by default the CPU smoke size wherever the bench runs on the CPU."""
     if tiny is not None:
         return tiny
-    from text4d.fit import resolve_device
+    from text4d.devices import resolve_device
 
     return resolve_device(device or "auto").type != "cuda"
 
@@ -182,7 +185,7 @@ def bench_rasterizer(
     sizes: Optional[str] = typer.Option(None, help="comma-separated Gaussian counts (default 10k,100k,1M on a GPU; 1k,10k,100k on CPU)"),
 ) -> None:
     """Render ms (fwd, fwd+bwd) per Gaussian count, and batched vs per-view calls."""
-    from text4d.bench.rasterizer import run
+    from text4d.app.bench.rasterizer import run
 
     _print_json(run(sizes=tuple(int(s) for s in sizes.split(",")) if sizes else None, resolution=resolution, backend=backend, device=device))
 
@@ -195,7 +198,7 @@ def bench_dynamic(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Fit the sample: iterations/s, seconds to the target held-out PSNR, deformation overhead."""
-    from text4d.bench.dynamic import run
+    from text4d.app.bench.dynamic import run
 
     _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr))
 
@@ -208,7 +211,7 @@ def bench_cpu_demo(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """The demo and fit --sample on CPU with the preset they pick: set-up s, s to the target PSNR, PSNR at --watch s, it/s, fit s."""
-    from text4d.bench.cpu_demo import run
+    from text4d.app.bench.cpu_demo import run
 
     _print_json(run(target_psnr=target_psnr, watch_seconds=watch, overrides=overrides, threads=threads))
 
@@ -222,7 +225,7 @@ def bench_viewer(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Viewer frames/s while training, training it/s with and without a viewer, scrub latency."""
-    from text4d.bench.viewer import run
+    from text4d.app.bench.viewer import run
 
     _print_json(run(config=config, overrides=overrides, device=device, resolution=resolution, seconds=seconds))
 
@@ -238,7 +241,7 @@ def bench_recon(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Reconstruct the sample exported as D-NeRF (400x400, 100 views): seconds to the target test PSNR, final PSNR/SSIM, it/s, fps at 800x800."""
-    from text4d.bench.recon import run
+    from text4d.app.bench.recon import run
 
     _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=_tiny(tiny, device)))
 
@@ -252,7 +255,7 @@ def bench_motion(
     infer: bool = typer.Option(True, help="Time inference and the DDIM inversion."),
 ) -> None:
     """MotionDirector-style training step, inference and inversion timings (ZeroScope architecture, random weights)."""
-    from text4d.bench.motion import run
+    from text4d.app.bench.motion import run
 
     _print_json(run(tiny=_tiny(tiny, device), device=device, compile=compile, train=train, infer=infer))
 
@@ -269,7 +272,7 @@ def static_cmd(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Image -> static 3D Gaussians (DreamGaussian + Zero123 SDS), or import a .ply; writes model.ply in a run folder."""
-    from text4d.pipeline import static
+    from text4d.app.static import static
 
     extra = _given(image=image, ply=ply, ply_radius=radius, zero123=zero123)
     static(config, extra + list(overrides or []), ui=ui, steps=steps)
@@ -289,7 +292,7 @@ def animate_cmd(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Dynamic stage: deform the static Gaussians to follow the driving video, Zero123 SDS on novel views."""
-    from text4d.animate import animate
+    from text4d.app.animate import animate
 
     if frames and video:
         raise Text4DError("give --frames or --video, not both")
@@ -311,7 +314,7 @@ def run_cmd(
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="key=value; static.KEY / dynamic.KEY go to that stage."),
 ) -> None:
     """The whole chain; every stage's output is kept in the run folder (re-run with run_dir=... redo=[static])."""
-    from text4d.pipeline import run
+    from text4d.app.chain import run
 
     extra = _given(prompt=prompt, image=image, video=video, t2v=t2v, motion=motion, svd=svd, zero123=zero123)
     typer.echo(str(run(config, extra + list(overrides or []), ui=ui)))
@@ -326,7 +329,7 @@ def bench_static(
     full: bool = FullRunOpt,
 ) -> None:
     """Static stage s/iteration per resolution phase, total and peak GiB (full-size random Zero123)."""
-    from text4d.bench.static import run
+    from text4d.app.bench.static import run
 
     _print_json(run(configs=tuple(config.split(",")), device=device, tiny=_tiny(tiny, device), measure_iters=iters, full=full))
 
@@ -341,7 +344,7 @@ def bench_animate(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Dynamic stage with Zero123 SDS: s/iteration, total for the config's iters, peak GiB (full-size random Zero123)."""
-    from text4d.bench.animate import run
+    from text4d.app.bench.animate import run
 
     _print_json(run(configs=tuple(config.split(",")), device=device, tiny=_tiny(tiny, device), measure_iters=iters, overrides=overrides, full=full))
 
@@ -349,7 +352,7 @@ def bench_animate(
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder under recordings/."),
-    format: str = typer.Option(..., "--format", "-f", help="obj-seq | glb | ply-seq | mp4"),
+    format: str = typer.Option(..., "--format", "-f", help="ply-seq | mp4 | gif | viser | obj-seq | glb | test-video"),
     frames: Optional[str] = typer.Option(None, "--frames", help="obj-seq/glb frames: 0:14, 0:14:2 or 0,3,7 (default all)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Density grid points per axis (default 128)."),
     texture: Optional[int] = typer.Option(None, "--texture", help="Texture size in texels (default 1024)."),
@@ -357,8 +360,8 @@ def export_cmd(
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
-    """Export a run: mesh OBJ sequence (Blender Stop-motion-OBJ), animated GLB, 3DGS .ply sequence or orbit mp4."""
-    from text4d.mesh.commands import export_run
+    """Export a run of any kind: 3DGS .ply sequence, orbit mp4/gif, viser scene, mesh OBJ sequence or animated GLB, test video."""
+    from text4d.app.export import export_run
 
     export_run(run_dir, format, frames=frames, resolution=resolution, texture=texture, out=out, config=config, overrides=overrides)
 
@@ -376,7 +379,7 @@ def bench_export(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Seconds for an OBJ sequence + GLB (target <= 10 s for 14 frames at 128^3 on an H100), mesh-vs-Gaussian IoU/PSNR."""
-    from text4d.bench.export import run
+    from text4d.app.bench.export import run
 
     _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution, texture=texture, repeats=repeats, tiny=_tiny(tiny, device), overrides=overrides))
 
@@ -394,7 +397,7 @@ def batch_cmd(
     new: bool = typer.Option(False, "--new", help="Start a new batch folder instead of resuming this jobs file's last one."),
 ) -> None:
     """Many assets over all GPUs of a machine or a Ray cluster; re-running skips finished jobs and resumes interrupted ones."""
-    from text4d.batch import print_status, run_batch
+    from text4d.app.batch import print_status, run_batch
 
     if status is not None:
         print_status(status)
@@ -416,14 +419,14 @@ def bench_batch(
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """N identical sample fits on 1 vs all GPUs through text4d batch: throughput ratio, scheduling overhead per job."""
-    from text4d.bench.batch import run
+    from text4d.app.bench.batch import run
 
     _print_json(run(jobs=jobs, tiny=_tiny(tiny, None), devices=devices, overrides=overrides))
 
 
 def main() -> None:
     """Console entry point: user-fixable errors print one line and exit 2, no traceback; Ctrl-C and SIGTERM stop and save."""
-    from text4d.interrupts import interrupted_exit_code, stop_on_sigterm
+    from text4d.app.interrupts import interrupted_exit_code, stop_on_sigterm
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stop_on_sigterm()

@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from text4d.render.camera import Cameras
+from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.splat import Splats, backend_available, render
 
 TOLERANCES = {
@@ -53,7 +53,7 @@ def random_scene(n: int, batch: tuple[int, ...], cameras: int, resolution: int, 
     splats = Splats(means, torch.randn(*shape, 4, generator=g), scales, torch.rand(*shape, generator=g) * 0.9 + 0.05, sh)
     elevation = torch.empty(*batch, cameras).uniform_(-40.0, 40.0, generator=g)
     azimuth = torch.empty(*batch, cameras).uniform_(0.0, 360.0, generator=g)
-    cams = Cameras.orbit(elevation, azimuth, 2.5, 49.1, resolution, resolution)
+    cams = Cameras.orbit(elevation, azimuth, 2.5, DEFAULT_FOVY, resolution, resolution)
     return Splats(*(x.to(device) for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh))), cams.to(device)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from text4d.commands_live import open_run
+from text4d.app.kinds import open_run
 from viewer.viser_app import ViewerApp
 
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -46,7 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    session, cfg = open_run(args.run_dir, ["viewer.port=0"])
+    opened = open_run(args.run_dir, ["viewer.port=0"])
+    session, cfg = opened.session, opened.cfg
     session.start()
     try:
         gif = session.export("gif").result()

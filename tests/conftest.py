@@ -10,6 +10,16 @@ import torch
 NODE_TOOLS = Path(__file__).resolve().parents[1] / "scripts" / "node"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests skip, saying so, where there is no CUDA; desktop-window tests (the ``xvfb`` fixture) are ``display`` tests."""
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on one by hand and reported; CI has none)")
+    for item in items:
+        if "xvfb" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.display)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
 @pytest.fixture
 def one_thread():
     """Bit-exact comparisons need one CPU thread: multi-threaded kernels (e.g. grid_sample's backward) sum in varying order."""
@@ -34,3 +44,45 @@ def gltf_validator():
         return res.stdout.splitlines()[0]
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def svd_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("diffusers")
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("svd") / "svd"
+    UNetSpatioTemporalConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=8, out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), cross_attention_dim=32,
+        num_attention_heads=(2, 4), projection_class_embeddings_input_dim=96, addition_time_embed_dim=32,
+    ).save_pretrained(d / "unet")
+    AutoencoderKLTemporalDecoder(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                                 down_block_types=["DownEncoderBlock2D"] * 2).save_pretrained(d / "vae")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4, image_size=224,
+        intermediate_size=37, patch_size=32)).save_pretrained(d / "image_encoder")
+    EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
+                           interpolation_type="linear", sigma_max=700.0, sigma_min=0.002, steps_offset=1,
+                           timestep_spacing="leading", timestep_type="continuous",
+                           use_karras_sigmas=True).save_pretrained(d / "scheduler")
+    CLIPImageProcessor(crop_size=224, size=224).save_pretrained(d / "feature_extractor")
+    (d / "model_index.json").write_text('{"_class_name": "StableVideoDiffusionPipeline", '
+                                        '"unet": ["diffusers", "UNetSpatioTemporalConditionModel"], '
+                                        '"vae": ["diffusers", "AutoencoderKLTemporalDecoder"], '
+                                        '"image_encoder": ["transformers", "CLIPVisionModelWithProjection"], '
+                                        '"scheduler": ["diffusers", "EulerDiscreteScheduler"], '
+                                        '"feature_extractor": ["transformers", "CLIPImageProcessor"]}')
+    return d

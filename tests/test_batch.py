@@ -8,8 +8,8 @@ import json
 import pytest
 from rich.console import Console
 
-from text4d import batch
-from text4d.batch import Job, load_jobs, run_job, run_progress
+from text4d.app import batch
+from text4d.app.batch import Job, load_jobs, run_job, run_progress
 from text4d.errors import ConfigError, InputError, Text4DError
 from text4d.recording import RunFolder
 
@@ -24,7 +24,7 @@ def test_yaml_jobs_with_defaults_names_overrides_and_exports(tmp_path):
     path = write(tmp_path, "jobs.yaml", """
 defaults:
   overrides: [iters=30]
-  exports: [ply]
+  exports: [ply-seq]
 jobs:
   - sample: true
     name: tiny
@@ -42,7 +42,7 @@ jobs:
     tiny = jobs[0]
     assert tiny.id == "tiny" and tiny.input == ""
     assert tiny.overrides == ("device=cpu", "iters=30", "ref_size=32", "densify.start=5")  # command line, defaults, job
-    assert tiny.exports == ("ply",) and jobs[1].exports == ("mp4",)
+    assert tiny.exports == ("ply-seq",) and jobs[1].exports == ("mp4",)
     assert jobs[1].input == "scenes/jumping" and jobs[1].id.startswith("jumping-")
     assert jobs[2].input == "a cat: running" and jobs[2].id.startswith("a-cat-running-")
     assert jobs[4].config == "configs/run.yaml" and jobs[5].id.startswith("rose-")
@@ -91,8 +91,8 @@ def test_a_kind_whose_module_is_missing_fails_as_not_available(tmp_path, monkeyp
     monkeypatch.setitem(batch.JOB_KINDS, "prompt", batch.JobKind("text4d.no_such_module:run", batch._run_chain))
     with pytest.raises(Text4DError, match="job kind 'prompt' is not available in this install"):
         run_job(Job("p", "prompt", "a cat"), tmp_path, Console(quiet=True))
-    monkeypatch.setitem(batch.JOB_KINDS, "video", batch.JobKind("text4d.batch:no_such_entry", batch._run_chain))
-    with pytest.raises(Text4DError, match=r"not available in this install \(text4d.batch.no_such_entry is missing\)"):
+    monkeypatch.setitem(batch.JOB_KINDS, "video", batch.JobKind("text4d.app.batch:no_such_entry", batch._run_chain))
+    with pytest.raises(Text4DError, match=r"not available in this install \(text4d.app.batch.no_such_entry is missing\)"):
         run_job(Job("v", "video", "frames/"), tmp_path, Console(quiet=True))
 
 

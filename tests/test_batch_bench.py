@@ -11,7 +11,7 @@ def test_bench_batch_tiny_reports_throughput_and_overhead(tmp_path, monkeypatch)
     if ray.is_initialized():
         pytest.skip("bench batch starts its own Ray instances")
     monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path / "cache"))  # workers inherit it at ray.init
-    from text4d.bench.batch import run
+    from text4d.app.bench.batch import run
 
     out = run(jobs=2, tiny=True, devices=1)
     one = out["one"]

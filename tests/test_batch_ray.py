@@ -19,7 +19,7 @@ from rich.console import Console
 
 ray = pytest.importorskip("ray")
 
-from text4d.batch import read_rows, run_batch
+from text4d.app.batch import read_rows, run_batch
 from text4d.recording import RunFolder
 
 TINY = [
@@ -45,7 +45,7 @@ def local_ray(tmp_path_factory):
 
 def jobs_file(tmp_path, jobs):
     path = tmp_path / "jobs.yaml"
-    path.write_text(json.dumps({"defaults": {"exports": ["ply"]}, "jobs": jobs}))  # JSON is YAML
+    path.write_text(json.dumps({"defaults": {"exports": ["ply-seq"]}, "jobs": jobs}))  # JSON is YAML
     return path
 
 

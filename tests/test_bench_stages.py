@@ -2,7 +2,7 @@
 
 import pytest
 
-from text4d.bench import animate, static
+from text4d.app.bench import animate, static
 
 
 @pytest.mark.parametrize("bench,config", [(static, "dg"), (animate, "4d")])

@@ -6,18 +6,18 @@ import threading
 import pytest
 import torch
 
+from text4d.accel.cuda_graphs import GraphCache, StepGraphs
+from text4d.app.sample import SampleRun, build_sample_stage
 from text4d.config import load_config
-from text4d.cuda_graphs import GraphCache, StepGraphs
-from text4d.fit import FitConfig, build_sample_stage
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+needs_cuda = pytest.mark.gpu
 
 TINY = ["sample.resolution=64", "sample.num_frames=4", "sample.supersample=1", "ref_size=64", "batch_size=2", "n_views=1",
         "init_points=2000", "static_iters=2", "iters=40", "densify.start=5", "densify.interval=5", "densify.end=30", "densify.grad_threshold=0"]
 
 
 def _stage():
-    cfg = load_config(FitConfig, None, TINY + ["device=cuda"])
+    cfg = load_config(SampleRun, None, TINY + ["device=cuda"])
     stage = build_sample_stage(cfg, torch.device("cuda"))
     for _ in range(4):
         stage.step()

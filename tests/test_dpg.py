@@ -1,15 +1,12 @@
 """The desktop studio under Xvfb + Mesa on the built-in sample, driven through its widget callbacks.
 
-Skipped only when Xvfb or DearPyGui is absent (``scripts/ci_install_xvfb.sh`` installs both).
+Skipped only when Xvfb or DearPyGui is absent (``scripts/test.sh`` installs both).
 The missing-display and --ui parsing tests need neither.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,50 +14,21 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
-from toy_stage import ToyStage, tiny_sample_stage
 
+from tests.support.display import xvfb_display
+from tests.support.sample import small_exporters, tiny_sample_stage
+from tests.support.toy_stage import ToyStage
+from text4d.app.live import drive, parse_ui
 from text4d.errors import Text4DError
-from text4d.live import drive, parse_ui
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
 from viewer.config import ViewerConfig
-
-
-def free_display() -> int:
-    for n in range(90, 200):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            return n
-    raise RuntimeError("no free X display number")
 
 
 @pytest.fixture(scope="module")
 def xvfb():
     with xvfb_display() as display:
         yield display
-
-
-@contextlib.contextmanager
-def xvfb_display():
-    """A private Xvfb server as $DISPLAY for the block (skips the test when Xvfb or DearPyGui is missing)."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (scripts/ci_install_xvfb.sh)")
-    pytest.importorskip("dearpygui.dearpygui", reason="DearPyGui is not installed (pip install -e '.[dpg]')")
-    n = free_display()
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1440x900x24", "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not Path(f"/tmp/.X11-unix/X{n}").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"Xvfb :{n} did not start")
-        time.sleep(0.05)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("DISPLAY", f":{n}")
-    try:
-        yield f":{n}"
-    finally:
-        patch.undo()
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +42,7 @@ def studio(xvfb, tmp_path_factory):
     patch.setenv("TEXT4D_CACHE", str(tmp_path_factory.mktemp("cache")))
     stage, _ = tiny_sample_stage(["static_iters=0", "iters=100000", "lr_grid=0.05", "lr_deform=0.005"])
     run = RunFolder.create("dpg", tmp_path_factory.mktemp("recordings"))
-    session = Session(stage, run, SessionConfig(log_every=1, eval_every=5)).start()
+    session = Session(stage, run, SessionConfig(log_every=1, eval_every=5), exporters=small_exporters(stage)).start()
     app = DesktopApp(session, ViewerConfig(resolution=256, max_fps=60, train_update_fps=30, plot_every_s=0.2, stats_hz=30, edit_debounce_s=0.1), width=1100, height=720).build()
     yield app
     app.close()
@@ -190,10 +158,10 @@ def test_slider_edit_reaches_the_session_and_the_log(studio):
 
 def test_export_writes_files_and_shows_the_path(studio):
     app = studio
-    click("t4d.export.ply")
+    click("t4d.export.ply-seq")
     tick_until(app, lambda: bool(app.exported))
     kind, path = app.exported[-1].split(": ", 1)
-    assert kind == "ply"
+    assert kind == "ply-seq"
     files = sorted(Path(path).glob("*.ply"))
     assert len(files) == app.num_frames and all(f.stat().st_size > 1000 for f in files)
 
@@ -289,7 +257,7 @@ def test_every_ui_option_offers_every_front_end():
     import typer
 
     from cli import UI_HELP, app
-    from text4d.live import FRONT_ENDS
+    from text4d.app.live import FRONT_ENDS
 
     def commands(group: click.Group, prefix: str = ""):
         for name, cmd in group.commands.items():

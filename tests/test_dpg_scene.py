@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from toy_stage import ToyStage
 
+from tests.support.toy_stage import ToyStage
 from text4d.render.sh import SH_C0
 
 viser = pytest.importorskip("viser", reason="viewer extra not installed")
@@ -25,7 +25,7 @@ def decode(data: bytes) -> dict:
 
 
 def test_scene_recording_holds_every_frame_and_plays_them_in_turn(tmp_path):
-    from viewer.scene_recording import export_viser_scene
+    from text4d.export.scene import export_viser_scene
 
     stage = ToyStage(num_frames=4)
     html = export_viser_scene(stage, tmp_path / "scene", fps=8.0, loops=2)
@@ -53,7 +53,7 @@ def test_scene_recording_holds_every_frame_and_plays_them_in_turn(tmp_path):
 
 
 def test_splat_arrays_match_the_model():
-    from viewer.scene_recording import splat_arrays
+    from text4d.export.scene import splat_arrays
 
     g = ToyStage().deformed_raw(0.5)
     centers, covs, rgbs, opacities = splat_arrays(g)

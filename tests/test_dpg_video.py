@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_dpg import xvfb_display
+
+from tests.support.display import xvfb_display
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +63,9 @@ finally:
     session.stop()
     stage.close()
 """
+
+
+pytestmark = pytest.mark.display
 
 
 @pytest.fixture(scope="module")

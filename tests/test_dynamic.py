@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from text4d.app.sample import SampleRun, build_sample_stage
 from text4d.config import load_config
-from text4d.export import export_orbit_video, export_ply_sequence
-from text4d.fit import FitConfig, build_sample_stage
+from text4d.export.ply import export_ply_sequence
+from text4d.export.video import export_orbit_video
 from text4d.io.ply import load_ply
 from text4d.render.camera import Cameras
 
@@ -27,7 +28,7 @@ TINY = [
 
 
 def tiny_stage(*extra: str):
-    cfg = load_config(FitConfig, None, TINY + list(extra))
+    cfg = load_config(SampleRun, None, TINY + list(extra))
     return build_sample_stage(cfg)
 
 
@@ -133,7 +134,7 @@ def test_bad_config_is_refused(bad):
     from text4d.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        load_config(FitConfig, None, TINY + bad)
+        load_config(SampleRun, None, TINY + bad)
 
 
 def test_field_learning_rates_decay_over_the_dynamic_phase(tmp_path, monkeypatch):

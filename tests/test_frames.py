@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.support.media import write_clip
 from text4d.errors import InputError
-from text4d.io.frames import GroundTruthLayout, frames_to_views, list_frames, read_frames, read_ground_truth
-
-
-def write_clip(folder, n, size=16, fmt="{}.png", skip=(), rgba=True):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        if i in skip:
-            continue
-        img = np.zeros((size, size, 4 if rgba else 3), np.uint8)
-        img[..., 0] = 10 * i
-        img[4:12, 4:12, 1] = 200
-        if rgba:
-            img[4:12, 4:12, 3] = 255
-        Image.fromarray(img).save(folder / fmt.format(i))
-    return folder
+from text4d.io.frames import (
+    GroundTruthLayout,
+    frames_to_views,
+    list_frames,
+    read_frames,
+    read_ground_truth,
+)
 
 
 def test_numbered_frames_in_order_and_downsampled(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text4d.fused_blocks import (
+from text4d.accel.fused_blocks import (
     BiasLaterConv2d,
     FusedDownsample,
     FusedGEGLU,
@@ -18,12 +18,11 @@ from text4d.fused_blocks import (
     add_residual,
     fuse_model,
 )
-from text4d.fused_norm import FusedGroupNorm, triton_available
+from text4d.accel.fused_norm import FusedGroupNorm, triton_available
 from text4d.guidance.random_models import build_zero123
 from text4d.guidance.sds import SDSConfig, Zero123Guidance
 
-needs_triton = pytest.mark.skipif(not (torch.cuda.is_available() and triton_available(torch.device("cuda"))),
-                                  reason="the Triton kernels need a GPU")
+needs_triton = pytest.mark.skipif(not triton_available(torch.device("cuda")), reason="the Triton kernels need a GPU")
 
 
 def state_keys(model):
@@ -140,6 +139,7 @@ def test_add_residual_broadcasts_bias_and_scale():
     torch.testing.assert_close(add_residual(h, r, bias, 0.5), (h + r + bias[:, None, None]) / 2)
 
 
+@pytest.mark.gpu
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(2, 96, 17, 9), (3, 320, 8, 8), (1, 4, 33, 33)])
@@ -159,6 +159,7 @@ def test_triton_residual_matches_torch(shape, dtype):
         torch.testing.assert_close(ours.float(), theirs, atol=tol * 10, rtol=tol)
 
 
+@pytest.mark.gpu
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_geglu_matches_torch(dtype):
@@ -192,6 +193,7 @@ def sds_gradients(fused: bool, cuda_graphs: bool, calls: int, precision: str = "
     return grads
 
 
+@pytest.mark.gpu
 @needs_triton
 def test_guidance_gradient_is_the_same_when_fused():
     """One SDS step through the full-size VAE encoder and UNet (fp32, so rounding does not blur it)."""
@@ -200,6 +202,7 @@ def test_guidance_gradient_is_the_same_when_fused():
     assert cos > 0.999, cos
 
 
+@pytest.mark.gpu
 @needs_triton
 def test_graphed_sds_matches_eager_call_for_call():
     """Eager first call, then capture, then replays: the same noise and the same gradients as eager."""
@@ -209,6 +212,7 @@ def test_graphed_sds_matches_eager_call_for_call():
         assert cos > 0.999, cos
 
 
+@pytest.mark.gpu
 @needs_triton
 def test_new_references_are_not_served_by_graphs_of_the_old_ones():
     """set_references() replaces tensors the captured passes read: the next call must use the new ones."""

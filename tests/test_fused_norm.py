@@ -4,10 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text4d.fused_norm import FusedGroupNorm, group_norm_nhwc, triton_available
+from text4d.accel.fused_norm import FusedGroupNorm, group_norm_nhwc, triton_available
 
-needs_triton = pytest.mark.skipif(not (torch.cuda.is_available() and triton_available(torch.device("cuda"))),
-                                  reason="the Triton kernels need a GPU")
+needs_triton = pytest.mark.skipif(not triton_available(torch.device("cuda")), reason="the Triton kernels need a GPU")
 
 
 def reference(x, groups, weight, bias, silu, pre_shift=None):
@@ -59,6 +58,7 @@ def test_frozen_parameters_converted_once_and_again_after_an_edit():
     assert not torch.allclose(norm(x), first)
 
 
+@pytest.mark.gpu
 @needs_triton
 @pytest.mark.parametrize("silu", [False, True])
 @pytest.mark.parametrize("shape,groups", [((4, 128, 64, 64), 32), ((3, 320, 17, 9), 32), ((2, 96, 33, 33), 24), ((1, 512, 8, 8), 32)])

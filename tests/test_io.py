@@ -138,8 +138,7 @@ def umask():
 @pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750), (0o077, 0o600, 0o700)])
 def test_atomic_writes_get_the_permissions_of_any_new_file(tmp_path, umask, mask, file_mode, dir_mode):
     """A shared run folder is readable as the umask allows: atomic writes are not private (mkstemp's 0600)."""
-    from text4d.export import atomic_dir
-    from text4d.io.atomic import atomic_path
+    from text4d.io.atomic import atomic_dir, atomic_path
 
     umask(mask)
     run = RunFolder.create("shared", root=tmp_path)

@@ -65,7 +65,7 @@ def test_bad_input_raises() -> None:
         knn_mean_sq_dist(torch.rand(10, 3), leaf_size=4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_matches_cpu() -> None:
     points = torch.rand(20000, 3, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(knn_mean_sq_dist(points.cuda()).cpu(), knn_mean_sq_dist(points), rtol=1e-5, atol=0)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from text4d.commands_recon import fit_scene
+from text4d.app.recon import ReconRun, fit_scene
 from text4d.config import load_config
 from text4d.errors import ConfigError, ModelFileError
 from text4d.lpips import LPIPS, LpipsConfig, load_lpips
-from text4d.recon import ReconConfig, build_recon_stage, export_sample_dnerf
+from text4d.recon import build_recon_stage, export_sample_dnerf
 
 # torchvision's alexnet().features convs (key, out, in, k), written out here rather than read off text4d.lpips.
 ALEX_CONVS = [("features.0", 64, 3, 11), ("features.3", 192, 64, 5), ("features.6", 384, 192, 3), ("features.8", 256, 384, 3), ("features.10", 256, 256, 3)]
@@ -170,22 +170,22 @@ def scene_dir(tmp_path_factory):
 
 
 def test_recon_evaluation_includes_lpips_only_when_configured(scene_dir, files):
-    plain = build_recon_stage(load_config(ReconConfig, None, [f"data={scene_dir}", *TINY]))
+    plain = build_recon_stage(load_config(ReconRun, None, [f"data={scene_dir}", *TINY]))
     assert set(plain.evaluate()) == {"psnr", "ssim", "iou"}
     overrides = [f"data={scene_dir}", *TINY, f"lpips.backbone={files[0]}", f"lpips.lin={files[1]}"]
-    stage = build_recon_stage(load_config(ReconConfig, None, overrides))
+    stage = build_recon_stage(load_config(ReconRun, None, overrides))
     scores = stage.evaluate()
     assert set(scores) == {"psnr", "ssim", "iou", "lpips"} and scores["lpips"] > 0
     assert scores["psnr"] == pytest.approx(plain.evaluate()["psnr"])  # the same stage otherwise
     with pytest.raises(ModelFileError, match="lpips.backbone"):
-        build_recon_stage(load_config(ReconConfig, None, [f"data={scene_dir}", *TINY, "lpips.backbone=nowhere/alexnet.pth"]))
+        build_recon_stage(load_config(ReconRun, None, [f"data={scene_dir}", *TINY, "lpips.backbone=nowhere/alexnet.pth"]))
 
 
 def test_headless_fit_logs_and_prints_lpips(scene_dir, files, tmp_path, monkeypatch):
     monkeypatch.chdir(files[0].parent)  # relative paths are resolved when the config is loaded
     console = Console(record=True, width=200)
     overrides = [*TINY, f"out={tmp_path}", "session.eval_every=2", "session.log_every=2", f"lpips.backbone={files[0].name}", f"lpips.lin={files[1].name}"]
-    run_path = fit_scene(scene_dir, ui="none", overrides=overrides, exports=(), console=console)
+    run_path = fit_scene(scene_dir, ui="none", overrides=[*overrides, "exports=[]"], console=console)
     records = [json.loads(line) for line in (run_path / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r for r in records if "test_psnr" in r]
     assert evaluated and all("test_lpips" in r and r["test_lpips"] > 0 for r in evaluated)

@@ -17,10 +17,17 @@ import pytest
 import torch
 
 from text4d.errors import ConfigError, InputError
+from text4d.export.mesh import export_glb, export_obj_sequence
 from text4d.mesh.compare import compare
-from text4d.mesh.export import export_glb, export_obj_sequence
 from text4d.mesh.obj import sequence_files
-from text4d.mesh.sequence import MeshConfig, MeshSequence, build_sequence, gaussian_renderer, glb_data, write_obj_files
+from text4d.mesh.sequence import (
+    MeshConfig,
+    MeshSequence,
+    build_sequence,
+    gaussian_renderer,
+    glb_data,
+    write_obj_files,
+)
 from text4d.mesh.surface import SurfaceGaussians
 from text4d.render.camera import Cameras
 
@@ -123,6 +130,6 @@ def test_glb_needs_shared_topology(seq):
 
 
 def test_session_offers_mesh_exports():
-    from text4d.session import default_exporters
+    from text4d.export import ExportSettings, exporters
 
-    assert {"obj-seq", "glb"} <= set(default_exporters())
+    assert {"obj-seq", "glb"} <= set(exporters(ExportSettings(), has_ground_truth=False))

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from text4d.errors import ConfigError, InputError
-from text4d.mesh.extract import clean, density_grid, marching_cubes, signed_volume, vertex_normals
+from text4d.mesh.extract import (
+    clean,
+    density_grid,
+    marching_cubes,
+    signed_volume,
+    vertex_normals,
+)
 from text4d.mesh.follow import bind, follow
 from text4d.mesh.sequence import parse_frames
 from text4d.mesh.surface import matrix_to_quat

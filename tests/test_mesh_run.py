@@ -8,18 +8,18 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.support.sample import TINY_SAMPLE
+from text4d.app.export import export_run
 from text4d.errors import ConfigError, InputError
-from text4d.mesh.commands import export_run
-from toy_stage import TINY_SAMPLE
 
 pytest.importorskip("xatlas")
 FAST = ["--resolution", "32", "--texture", "64", "bake_resolution=32", "bake_views=2", "max_faces=2000"]
 
 
 def _train(root, steps: int, static_iters: int):
-    from text4d.commands_live import demo
+    from text4d.app.sample import demo
 
-    return demo(ui="none", steps=steps, overrides=TINY_SAMPLE + [f"out={root}", f"static_iters={static_iters}", "iters=10", "name=mesh"], exports=(), console=Console(quiet=True))
+    return demo(ui="none", steps=steps, overrides=TINY_SAMPLE + [f"out={root}", f"static_iters={static_iters}", "iters=10", "name=mesh", "exports=[]"], console=Console(quiet=True))
 
 
 @pytest.fixture(scope="module")

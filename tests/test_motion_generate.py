@@ -14,9 +14,9 @@ pytest.importorskip("peft")
 
 from typer.testing import CliRunner  # noqa: E402
 
+from text4d.app.video import motion_app  # noqa: E402
 from text4d.errors import InputError  # noqa: E402
 from text4d.video import generate as gen  # noqa: E402
-from text4d.video.commands import motion_app  # noqa: E402
 from text4d.video.lora import DualLoRA, target_modules  # noqa: E402
 from text4d.video.models import encode_prompts, load_t2v  # noqa: E402
 from text4d.video.random_models import build_t2v, save_t2v  # noqa: E402
@@ -151,7 +151,7 @@ def test_cli_convert_then_generate_gives_the_same_video(model_dir, models, tmp_p
 
 
 def test_bench_motion_tiny_smoke():
-    from text4d.bench.motion import run
+    from text4d.app.bench.motion import run
 
     res = run(tiny=True, device="cpu")
     assert res["train"]["multi_video"]["spatial_adapters"] == 4

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from text4d.errors import InputError, ModelFileError
+from text4d.io.media import read_video, write_video
 from text4d.video.matting import estimate_alpha, foreground, recenter
-from text4d.video.media import read_video, write_video
 
 
 def _box_frames(n: int = 3, h: int = 40, w: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -72,45 +70,11 @@ def test_video_round_trip_and_unreadable_video(tmp_path):
         read_video(tmp_path / "b.mp4")
 
 
-@pytest.fixture(scope="module")
-def svd_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("diffusers")
-    import torch
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("svd") / "svd"
-    UNetSpatioTemporalConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=8, out_channels=4,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), cross_attention_dim=32,
-        num_attention_heads=(2, 4), projection_class_embeddings_input_dim=96, addition_time_embed_dim=32,
-    ).save_pretrained(d / "unet")
-    AutoencoderKLTemporalDecoder(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
-                                 down_block_types=["DownEncoderBlock2D"] * 2).save_pretrained(d / "vae")
-    CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4, image_size=224,
-        intermediate_size=37, patch_size=32)).save_pretrained(d / "image_encoder")
-    EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
-                           interpolation_type="linear", sigma_max=700.0, sigma_min=0.002, steps_offset=1,
-                           timestep_spacing="leading", timestep_type="continuous",
-                           use_karras_sigmas=True).save_pretrained(d / "scheduler")
-    CLIPImageProcessor(crop_size=224, size=224).save_pretrained(d / "feature_extractor")
-    (d / "model_index.json").write_text('{"_class_name": "StableVideoDiffusionPipeline", '
-                                        '"unet": ["diffusers", "UNetSpatioTemporalConditionModel"], '
-                                        '"vae": ["diffusers", "AutoencoderKLTemporalDecoder"], '
-                                        '"image_encoder": ["transformers", "CLIPVisionModelWithProjection"], '
-                                        '"scheduler": ["diffusers", "EulerDiscreteScheduler"], '
-                                        '"feature_extractor": ["transformers", "CLIPImageProcessor"]}')
-    return d
-
-
 def test_svd_image_to_video_from_a_local_folder(svd_dir, tmp_path):
     from PIL import Image
     from typer.testing import CliRunner
 
-    from text4d.video.commands import video_app
+    from text4d.app.video import video_app
 
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[10:30, 12:28] = (30, 160, 40, 255)

@@ -13,8 +13,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from text4d.errors import ConfigError, InputError, ModelFileError  # noqa: E402
+from text4d.io.media import write_video  # noqa: E402
 from text4d.video.config import load_train_config  # noqa: E402
-from text4d.video.media import write_video  # noqa: E402
 from text4d.video.models import load_t2v  # noqa: E402
 from text4d.video.random_models import build_t2v, save_t2v  # noqa: E402
 from text4d.video.train import (  # noqa: E402
@@ -110,7 +110,7 @@ def test_resume_continues_bit_exactly(base_models, box_video, tmp_path):
     assert not list((tmp_path / "b").glob(".checkpoint-*")), "no partial checkpoint may be left behind"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.gpu
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_cuda_graph_steps_match_eager_steps(base_models, box_video, tmp_path, checkpointing):
     runs = {}

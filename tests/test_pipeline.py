@@ -9,11 +9,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from text4d.animate import build_animate_stage, load_animate_config
+from tests.support.media import write_clip
+from text4d.app.animate import KIND as ANIMATE
+from text4d.app.animate import apply_paper, build_animate_stage
+from text4d.app.chain import ChainRun, _driving_video, run
+from text4d.app.runkind import load
 from text4d.guidance.random_models import build_zero123, save_zero123
-from text4d.pipeline import run
-from tests.test_frames import write_clip
-from tests.test_motion_media import svd_dir  # noqa: F401  (the tiny Stable Video Diffusion folder fixture)
 
 TINY_DYN = ["ref_size=16", "resolutions=[8,16,16]", "batch_size=2", "n_views=1", "iters=2", "init_points=100", "sds.image_size=16", "backend=torch", "device=cpu"]
 
@@ -26,8 +27,8 @@ def zero123_dir(tmp_path_factory):
 @pytest.mark.parametrize("name", ["4d", "4d_low", "4d_demo", "4d_c4d"])
 def test_dynamic_configs_run_with_zero123(name, tmp_path, zero123_dir):
     clip = write_clip(tmp_path / "clip", 6)
-    cfg = load_animate_config(f"configs/dynamic/{name}.yaml", TINY_DYN + [f"frames={clip}", f"zero123={zero123_dir}"])
-    stage = build_animate_stage(cfg)
+    cfg = load(ANIMATE, f"configs/dynamic/{name}.yaml", TINY_DYN + [f"frames={clip}", f"zero123={zero123_dir}"])
+    stage = build_animate_stage(cfg, torch.device("cpu"))
     assert stage.num_frames == (3 if name == "4d_demo" else 6)  # 4d_demo downsamples time by 2
     assert stage.novel.guidance.models.variant == "stable"
     for _ in range(2):
@@ -36,7 +37,7 @@ def test_dynamic_configs_run_with_zero123(name, tmp_path, zero123_dir):
 
 
 def test_paper_switch_freezes_gaussians_and_caps_noise(tmp_path):
-    cfg = load_animate_config("configs/dynamic/4d.yaml", ["paper=true", f"frames={tmp_path}"])
+    cfg = apply_paper(load(ANIMATE, "configs/dynamic/4d.yaml", ["paper=true", f"frames={tmp_path}"]))
     assert cfg.train_gaussians is False and cfg.sds.max_noise == 0.5
 
 
@@ -44,8 +45,8 @@ def test_consistent4d_clip_is_evaluated(tmp_path):
     clip = write_clip(tmp_path / "blooming_rose", 4)
     for k in range(2):
         write_clip(clip / f"eval_{k}", 4)
-    cfg = load_animate_config("configs/dynamic/4d_c4d.yaml", TINY_DYN + [f"frames={clip}", "ground_truth.azimuths=[90,270]"])
-    stage = build_animate_stage(cfg)
+    cfg = load(ANIMATE, "configs/dynamic/4d_c4d.yaml", TINY_DYN + [f"frames={clip}", "ground_truth.azimuths=[90,270]"])
+    stage = build_animate_stage(cfg, torch.device("cpu"))
     stage.step()
     metrics = stage.evaluate()
     assert set(metrics) == {"psnr", "ssim", "iou"} and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
@@ -88,8 +89,8 @@ def test_consistent4d_clip_is_scored_with_clip(tmp_path, clip_dir):
     clip = write_clip(tmp_path / "blooming_rose", 4)
     for k in range(2):
         write_clip(clip / f"eval_{k}", 4)
-    cfg = load_animate_config("configs/dynamic/4d_c4d.yaml", TINY_DYN + [f"frames={clip}", "ground_truth.azimuths=[90,270]", f"clip_model={clip_dir}"])
-    stage = build_animate_stage(cfg)
+    cfg = load(ANIMATE, "configs/dynamic/4d_c4d.yaml", TINY_DYN + [f"frames={clip}", "ground_truth.azimuths=[90,270]", f"clip_model={clip_dir}"])
+    stage = build_animate_stage(cfg, torch.device("cpu"))
     stage.step()
     metrics = stage.evaluate()
     assert {"psnr", "ssim", "iou", "clip"} <= set(metrics) and -1.0 <= metrics["clip"] <= 1.0 + 1e-6
@@ -108,9 +109,9 @@ def test_wrong_clip_folder_names_the_path_and_key(tmp_path, zero123_dir):
     clip = write_clip(tmp_path / "rose", 2)
     write_clip(clip / "eval_0", 2)
     missing = tmp_path / "no-such-clip"
-    cfg = load_animate_config("configs/dynamic/4d_c4d.yaml", TINY_DYN + [f"frames={clip}", "ground_truth.azimuths=[90]", f"clip_model={missing}"])
+    cfg = load(ANIMATE, "configs/dynamic/4d_c4d.yaml", TINY_DYN + [f"frames={clip}", "ground_truth.azimuths=[90]", f"clip_model={missing}"])
     with pytest.raises(ModelFileError, match="clip_model") as err:
-        build_animate_stage(cfg)
+        build_animate_stage(cfg, torch.device("cpu"))
     assert str(missing) in str(err.value)
     with pytest.raises(ModelFileError, match="'UNet2DConditionModel' model, not CLIP"):  # a folder of another model
         load_clip(zero123_dir / "unet")
@@ -127,7 +128,7 @@ def test_text_to_4d_chain_end_to_end(tmp_path, zero123_dir):
     t2v = save_t2v(build_t2v(tiny=True), tmp_path / "t2v")
     overrides = [
         "prompt=a red ball bouncing", f"t2v={t2v}", f"zero123={zero123_dir}", "num_frames=4", "video_size=16", "video_steps=2",
-        f"out={tmp_path / 'runs'}", "device=cpu", "export=[ply]",
+        f"out={tmp_path / 'runs'}", "device=cpu", "exports=[ply-seq]",
         "static.iters=2", "static.ref_size=16", "static.resolutions=[16,16,16]", "static.sds.image_size=16", "static.num_pts=100",
         "static.backend=torch", "static.size=32",
     ] + [f"dynamic.{o}" for o in TINY_DYN]
@@ -182,13 +183,13 @@ def test_driving_video_stage_pauses_steps_and_shows_in_the_viewer(tmp_path, tiny
     pytest.importorskip("viser", reason="viewer extra not installed")
     from text4d.errors import Text4DError
     from text4d.recording import RunFolder
+    from text4d.render.camera import orbit_c2w
     from text4d.session import Session, SessionConfig
     from text4d.stages.video import DrivingVideoStage
     from viewer.config import ViewerConfig
     from viewer.frames import FrameRenderer
     from viewer.render_worker import ViewRequest
     from viewer.viser_app import ViewerApp
-    from text4d.render.camera import orbit_c2w
 
     previews = []
     stage = DrivingVideoStage(_t2v_job(tiny_t2v), steps=3, num_frames=3, on_preview=previews.append)
@@ -244,12 +245,11 @@ def test_driving_video_errors_reach_the_user_as_themselves(tmp_path, tiny_t2v):
 def test_image_run_previews_the_svd_video(tmp_path, svd_dir):  # noqa: F811
     from PIL import Image
 
-    from text4d.pipeline import RunConfig, _driving_video
 
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[10:30, 12:28] = (30, 160, 40, 255)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "in.png")
-    cfg = RunConfig(image=str(tmp_path / "in.png"), svd=str(svd_dir), num_frames=2, video_size=32, video_steps=2, device="cpu")
+    cfg = ChainRun(image=str(tmp_path / "in.png"), svd=str(svd_dir), num_frames=2, video_size=32, video_steps=2, device="cpu")
     previews = []
     _driving_video(cfg, tmp_path / "video", torch.device("cpu"), {}, Console(quiet=True), on_preview=previews.append)
     assert len(list((tmp_path / "video" / "frames").glob("*.png"))) == 2

@@ -12,13 +12,19 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from text4d.commands_live import open_run
-from text4d.commands_recon import fit_scene
+from text4d.app.kinds import open_run
+from text4d.app.recon import ReconRun, fit_scene
 from text4d.config import load_config
 from text4d.errors import ConfigError
+from text4d.export.video import side_by_side_frames
 from text4d.gaussians.hull import project, scene_sphere, visual_hull
 from text4d.io.dnerf import read_dnerf
-from text4d.recon import ReconConfig, sample_for_rendering, build_recon_stage, export_sample_dnerf, sample_splits, side_by_side_frames
+from text4d.recon import (
+    build_recon_stage,
+    export_sample_dnerf,
+    sample_for_rendering,
+    sample_splits,
+)
 from text4d.render.camera import Cameras
 
 SCENE = {"n_train": 24, "n_val": 2, "n_test": 3, "resolution": 32}
@@ -80,17 +86,17 @@ def test_config_defaults_presets_and_overrides():
     paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "recon").glob("*.yaml"))
     assert len(paths) >= 2  # dnerf.yaml and its fast preset
     for path in paths:
-        cfg = load_config(ReconConfig, path, ["static_iters=7", "densify.end=11"])
+        cfg = load_config(ReconRun, path, ["static_iters=7", "densify.end=11"])
         assert cfg.static_iters == 7 and cfg.densify.end == 11 and cfg.static_frames == "all" and cfg.bg == "white"
         assert cfg.n_views == 0 and cfg.densify.enabled
     with pytest.raises(ConfigError, match="nosuch"):
-        load_config(ReconConfig, None, ["nosuch=1"])
+        load_config(ReconRun, None, ["nosuch=1"])
 
 
 def test_stage_fills_bounds_and_size_from_the_data_and_learns(scene_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
     # Random init starts far off (hull init starts near the masks; see the next test), so progress shows in a few steps.
-    cfg = load_config(ReconConfig, None, [f"data={scene_dir}", *TINY, "init=random", "static_iters=8", "iters=6", "batch_size=4", "densify.start=8", "densify.interval=8"])
+    cfg = load_config(ReconRun, None, [f"data={scene_dir}", *TINY, "init=random", "static_iters=8", "iters=6", "batch_size=4", "densify.start=8", "densify.interval=8"])
     stage = build_recon_stage(cfg)
     assert cfg.deform.bound == 0.0 and cfg.ref_size == 0  # the config keeps "auto" ...
     radius = 2.0 * math.sin(math.radians(49.1 / 2))
@@ -107,14 +113,14 @@ def test_stage_fills_bounds_and_size_from_the_data_and_learns(scene_dir, tmp_pat
 def test_hull_init_starts_closer_than_random(scene_dir):
     scores = {}
     for init in ("hull", "random"):
-        cfg = load_config(ReconConfig, None, [f"data={scene_dir}", *TINY, f"init={init}"])
+        cfg = load_config(ReconRun, None, [f"data={scene_dir}", *TINY, f"init={init}"])
         stage = build_recon_stage(cfg)
         scores[init] = stage.evaluate()
     assert scores["hull"]["iou"] > scores["random"]["iou"] + 0.2, scores
 
 
 def test_test_video_is_prediction_beside_ground_truth(scene_dir):
-    cfg = load_config(ReconConfig, None, [f"data={scene_dir}", *TINY])
+    cfg = load_config(ReconRun, None, [f"data={scene_dir}", *TINY])
     stage = build_recon_stage(cfg)
     frames = side_by_side_frames(stage, stage.test)
     assert frames.shape == (3, 32, 64, 3)
@@ -126,7 +132,7 @@ def test_test_video_is_prediction_beside_ground_truth(scene_dir):
 
 def test_headless_fit_writes_metrics_and_test_video_then_reopens(scene_dir, tmp_path):
     overrides = [*TINY, f"out={tmp_path}", "session.eval_every=5", "session.log_every=5"]
-    run_path = fit_scene(scene_dir, ui="none", overrides=overrides, exports=("test_video",), console=Console(quiet=True))
+    run_path = fit_scene(scene_dir, ui="none", overrides=[*overrides, "exports=[test-video]"], console=Console(quiet=True))
     records = [json.loads(line) for line in (run_path / "metrics.jsonl").read_text().splitlines()]
     last = records[-1]
     assert last["iteration"] == 10 and {"test_psnr", "test_ssim", "test_iou"} <= set(last)
@@ -134,10 +140,11 @@ def test_headless_fit_writes_metrics_and_test_video_then_reopens(scene_dir, tmp_
     video = next((run_path / "exports").glob("test-it*.mp4"))
     frames = iio.imread(video)
     assert frames.shape[0] == 3 and frames.shape[1:3] == (32, 64)
-    session, cfg = open_run(run_path)
-    assert session.stage.iteration == 10 and cfg.data == str(scene_dir.resolve())
+    opened = open_run(run_path)
+    session, cfg = opened.session, opened.cfg
+    assert opened.kind.name == "recon" and session.stage.iteration == 10 and cfg.data == str(scene_dir.resolve())
     assert type(session.stage).__name__ == "DynamicStage" and len(session.stage.reference) == 24
-    assert set(session.exporters) == {"test_video", "mp4", "ply"}
+    assert {"test-video", "mp4", "ply-seq", "glb"} <= set(session.exporters)
 
 
 def test_cli_sample_export_and_fit_arguments(tmp_path):
@@ -163,7 +170,7 @@ def test_sample_splits_are_deterministic():
 
 
 def test_bench_tiny_reports_the_numbers(tmp_path):
-    from text4d.bench.recon import run
+    from text4d.app.bench.recon import run
 
     overrides = ["backend=torch", "static_iters=2", "iters=2", "init_points=200", "hull_resolution=16"]
     result = run(overrides=overrides, device="cpu", target_psnr=5.0, eval_every=1, resolution=24, n_train=8, n_test=2, render_resolution=32)

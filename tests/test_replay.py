@@ -8,16 +8,17 @@ import shutil
 
 import pytest
 import torch
-from toy_stage import TINY_SAMPLE
 from typer.testing import CliRunner
 
-import text4d.fit
-from text4d.commands_live import load_live_config, open_run
+import text4d.app.sample
+from tests.support.sample import TINY_SAMPLE
+from text4d.app.kinds import open_run
+from text4d.app.replay import compare_metrics, compare_states, replay
+from text4d.app.runkind import load
+from text4d.app.runs import find_runs, summarize
 from text4d.config import to_yaml
 from text4d.errors import InputError
-from text4d.recording import INITIAL, RunFolder, record_session_open
-from text4d.replay import compare_metrics, compare_states, replay
-from text4d.runs import find_runs, summarize
+from text4d.recording import INITIAL, RunFolder
 from text4d.session import Session
 
 OVERRIDES = ["static_iters=2", "iters=8", "densify.start=3", "densify.interval=3", "session.log_every=1", "session.eval_every=4", "session.good_snapshot_every=2"]
@@ -44,13 +45,13 @@ def recorded(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("TEXT4D_CACHE", str(tmp_path_factory.mktemp("cache")))
     # The sample's creature takes seconds to build; every stage built in this module shares one.
-    patch.setattr(text4d.fit, "load_sample", shared(text4d.fit.load_sample))
+    patch.setattr(text4d.app.sample, "load_sample", shared(text4d.app.sample.load_sample))
     try:
-        cfg = load_live_config(None, TINY_SAMPLE + OVERRIDES + [f"out={root}"])
+        cfg = load(text4d.app.sample.KIND, None, TINY_SAMPLE + OVERRIDES + [f"out={root}"])
         run = RunFolder.create("scripted", root)
         run.write_config(to_yaml(cfg))
-        session = Session(text4d.fit.build_sample_stage(cfg, torch.device("cpu")), run, cfg.session, start_paused=True)
-        record_session_open(session)
+        run.update_manifest(kind="sample")
+        session = Session(text4d.app.sample.build_sample_stage(cfg, torch.device("cpu")), run, cfg.session, start_paused=True)
         session.start()
         try:
             session.step(2).result(30)
@@ -70,8 +71,7 @@ def recorded(tmp_path_factory):
         finally:
             session.stop()
         # A later session on the same run (what `text4d view` does), with an override and more edits.
-        reopened, _ = open_run(run.path, ["lambda_novel=5000"])
-        record_session_open(reopened)
+        reopened = open_run(run.path, ["lambda_novel=5000"]).session
         reopened.start()
         try:
             reopened.set("lambda_rgb", 5000.0).result(30)
@@ -153,7 +153,7 @@ def test_damaged_run_is_reported_and_what_is_intact_still_opens(recorded, tmp_pa
     with pytest.raises(InputError, match=f"no complete checkpoints/{INITIAL}"):
         replay(damaged.path, out=tmp_path / "out")
     # The latest checkpoint is intact, so the run still reopens (with the loss curve minus the bad line).
-    session, _ = open_run(damaged.path)
+    session = open_run(damaged.path).session
     assert session.stats().iteration == 8 and len(session.history()) == len(lines) - 1
 
 

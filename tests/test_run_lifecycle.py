@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rich.console import Console
-from toy_stage import TINY_SAMPLE
 from typer.testing import CliRunner
 
+from tests.support.sample import TINY_SAMPLE
 from text4d.errors import Text4DError
 
 
@@ -22,7 +22,7 @@ def invoke(*args):
 
 def rgba_frames(folder, count=2, size=24):
     """A tiny driving video: a coloured disc on transparency, ``000.png``, ``001.png``..."""
-    from text4d.video.media import write_rgba_frames
+    from text4d.io.media import write_rgba_frames
 
     yy, xx = np.mgrid[:size, :size]
     disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2).astype(np.float32)
@@ -67,8 +67,8 @@ def test_a_command_failing_before_training_leaves_no_run_folder(inputs, tmp_path
 @pytest.mark.parametrize("kind", ["sample", "dnerf"])
 def test_a_failure_after_the_folder_exists_removes_it_until_training_wrote_something(tmp_path, monkeypatch, cache, kind):
     """A job's bad export list (text4d batch passes it through) fails in the session driver, after the folder was made."""
-    from text4d.commands_live import demo
-    from text4d.commands_recon import fit_scene
+    from text4d.app.recon import fit_scene
+    from text4d.app.sample import demo
     from text4d.recon import export_sample_dnerf
 
     monkeypatch.setenv("TEXT4D_CACHE", str(cache))
@@ -76,11 +76,11 @@ def test_a_failure_after_the_folder_exists_removes_it_until_training_wrote_somet
     quiet = Console(quiet=True)
     with pytest.raises(Text4DError, match="unknown export"):
         if kind == "sample":
-            demo(ui="none", overrides=[*TINY_SAMPLE, "iters=2", "static_iters=0", f"out={out}"], exports=["nope"], console=quiet)
+            demo(ui="none", overrides=[*TINY_SAMPLE, "iters=2", "static_iters=0", f"out={out}", "exports=[nope]"], console=quiet)
         else:
             scene = export_sample_dnerf(tmp_path / "scene", n_train=3, n_val=0, n_test=1, resolution=16)
             fit_scene(scene, overrides=["device=cpu", "backend=torch", "init_points=50", "hull_resolution=8", "iters=2", "static_iters=0",
-                                        f"out={out}"], exports=["nope"], console=quiet)
+                                        f"out={out}", "exports=[nope]"], console=quiet)
     assert leftovers(out) == []
 
 
@@ -122,7 +122,7 @@ def test_sigterm_saves_the_run_as_ctrl_c_does(cache, tmp_path, ui):
     import time
     from pathlib import Path
 
-    from text4d.commands_live import open_run
+    from text4d.app.kinds import open_run
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1",
@@ -146,6 +146,6 @@ def test_sigterm_saves_the_run_as_ctrl_c_does(cache, tmp_path, ui):
     (run,) = out.iterdir()
     saved = json.loads((run / "checkpoints" / "latest.json").read_text())["session"]
     assert saved["reason"] == "stop" and saved["iteration"] >= 3, output
-    session, _ = open_run(run)
+    session = open_run(run).session
     assert session.stats().iteration == saved["iteration"] and session.stats().state == "paused"
     assert [r["iteration"] for r in session.history()] == list(range(1, saved["iteration"] + 1))

@@ -6,13 +6,18 @@ import threading
 
 import pytest
 import torch
-from toy_stage import ToyStage
 
+from tests.support.toy_stage import ToyStage
 from text4d.errors import ConfigError, Text4DError
 from text4d.recording import RunFolder
 from text4d.render.camera import Cameras
-from text4d.session import CommandRefused, Session, SessionConfig, SessionEvent, clone_state
-
+from text4d.session import (
+    CommandRefused,
+    Session,
+    SessionConfig,
+    SessionEvent,
+    clone_state,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the machine is shared; one thread is plenty for 48 blobs
 
@@ -70,7 +75,8 @@ def test_commands_apply_in_order_between_iterations(run):
         session.wait(lambda s: s.iteration == 1)
     finally:
         session.stop()
-    edits = [e for e in run.edits() if e["ok"]]
+    opened, *edits = [e for e in run.edits() if e["ok"]]
+    assert opened["command"] == "open"  # the session records its own opening first
     assert [(e["command"], e["args"].get("value"), e["iteration"]) for e in edits[:4]] == [
         ("set", 2.0, 0),
         ("set", 3.0, 0),
@@ -219,7 +225,7 @@ def test_a_stage_run_to_its_iteration_count_is_marked_done(run):
 
     from rich.console import Console
 
-    from text4d.live import drive
+    from text4d.app.live import drive
     from viewer.config import ViewerConfig
 
     stage = ToyStage()
@@ -378,14 +384,14 @@ def test_export_runs_beside_training(run):
 
     def slow_ply(stage, out, it):
         release.wait(30)
-        from text4d.export import export_ply_sequence
+        from text4d.export.ply import export_ply_sequence
 
         return export_ply_sequence(stage, out / f"ply-it{it:06d}")
 
-    session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), exporters={"ply": slow_ply}).start()
+    session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), exporters={"ply-seq": slow_ply}).start()
     try:
         session.wait(lambda s: s.iteration >= 2)
-        future = session.export("ply")
+        future = session.export("ply-seq")
         started = session.wait(lambda s: s.exports_running == 1).iteration
         session.wait(lambda s: s.iteration >= started + 3)  # training continues while the export waits
         release.set()
@@ -397,11 +403,14 @@ def test_export_runs_beside_training(run):
     assert sorted(p.name for p in path.iterdir()) == ["frame_000.ply", "frame_001.ply", "frame_002.ply"]
 
 
-def test_default_exports_write_ply_sequence_and_video(run):
-    session = make_session(run, paused=True)
+def test_standard_exports_write_ply_sequence_and_video(run):
+    from text4d.export import ExportSettings, exporters
+
+    session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), start_paused=True,
+                      exporters=exporters(ExportSettings(video_frames=4, video_resolution=32), has_ground_truth=True)).start()
     try:
         session.step(2).result(10)
-        paths = [session.export(kind).result(120) for kind in ("ply", "mp4")]
+        paths = [session.export(kind).result(120) for kind in ("ply-seq", "mp4")]
     finally:
         session.stop()
     assert len(list(paths[0].glob("*.ply"))) == 3
@@ -413,12 +422,14 @@ def test_headless_drive_runs_steps_then_exports(run):
 
     from rich.console import Console
 
-    from text4d.live import drive
+    from text4d.app.live import drive
+    from text4d.export import ExportSettings, exporters
     from viewer.config import ViewerConfig
 
     out = io.StringIO()
-    session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), start_paused=True)
-    drive(session, ViewerConfig(), "none", 7, Console(file=out, width=200))
+    session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), start_paused=True,
+                      exporters=exporters(ExportSettings(video_frames=4, video_resolution=32), has_ground_truth=True))
+    drive(session, ViewerConfig(), "none", 7, Console(file=out, width=200), exports=("ply-seq", "mp4"))
     assert session.stats().iteration == 7 and session.stats().state == "paused"
     assert run.load_checkpoint()["session"]["iteration"] == 7  # saved on stop
     assert len(list(run.exports_dir.glob("ply-it000007/*.ply"))) == 3
@@ -431,7 +442,7 @@ def test_headless_drive_reports_a_divergence(run):
 
     from rich.console import Console
 
-    from text4d.live import drive
+    from text4d.app.live import drive
     from viewer.config import ViewerConfig
 
     stage = ToyStage()
@@ -454,7 +465,7 @@ def test_reopening_a_checkpoint_of_another_layout_says_so(run):
 
 
 def test_real_stage_snapshot_rollback_and_reopen_are_exact(run):
-    from toy_stage import tiny_sample_stage
+    from tests.support.sample import tiny_sample_stage
 
     stage, _ = tiny_sample_stage()
     session = make_session(run, stage, paused=True)
@@ -513,8 +524,8 @@ def test_the_rate_is_measured_from_the_first_step_and_kept_when_the_run_ends(run
 
     from rich.console import Console
 
-    from text4d.live import drive
-    from toy_stage import ToyConfig
+    from tests.support.toy_stage import ToyConfig
+    from text4d.app.live import drive
     from viewer.config import ViewerConfig
 
     session = make_session(run, paused=True)
@@ -537,37 +548,37 @@ def test_headless_view_of_a_finished_run_keeps_its_exports(run):
 
     from rich.console import Console
 
-    from text4d.live import drive
-    from text4d.session import default_exporters
+    from text4d.app.live import drive
+    from text4d.export import ExportSettings, exporters
     from viewer.config import ViewerConfig
 
     def session(stage, *opened):
         cfg = SessionConfig(log_every=1, eval_every=0)
-        exporters = default_exporters(video_frames=4, video_resolution=32)
-        return Session.reopen(stage, run, cfg, exporters=exporters) if opened else Session(stage, run, cfg, start_paused=True, exporters=exporters)
+        exporters_ = exporters(ExportSettings(video_frames=4, video_resolution=32), has_ground_truth=True)
+        return Session.reopen(stage, run, cfg, exporters=exporters_) if opened else Session(stage, run, cfg, start_paused=True, exporters=exporters_)
 
     stage = ToyStage()
     stage.cfg.iters = 4
-    drive(session(stage), ViewerConfig(), "none", 4, Console(file=io.StringIO()), exports=("ply",))
+    drive(session(stage), ViewerConfig(), "none", 4, Console(file=io.StringIO()), exports=("ply-seq",))
     ply = run.exports_dir / "ply-it000004"
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [ply, *ply.iterdir()]}
 
     out = io.StringIO()
     viewed = session(ToyStage(), "reopened")
-    drive(viewed, ViewerConfig(), "none", None, Console(file=out, width=300), exports=("ply", "mp4"))
+    drive(viewed, ViewerConfig(), "none", None, Console(file=out, width=300), exports=("ply-seq", "mp4"))
     text = out.getvalue()
     assert "nothing to train" in text and "is finished at iteration 4 of 4" in text
     assert f"kept {ply}" in text and {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [ply, *ply.iterdir()]} == before
     assert f"wrote {run.exports_dir / 'orbit-it000004.mp4'}" in text  # a missing export is still written
 
     trained = session(ToyStage(), "reopened")
-    drive(trained, ViewerConfig(), "none", 1, Console(file=io.StringIO()), exports=("ply",))
+    drive(trained, ViewerConfig(), "none", 1, Console(file=io.StringIO()), exports=("ply-seq",))
     assert (run.exports_dir / "ply-it000005").is_dir()  # a new state exports anew
 
     edited = session(ToyStage(), "reopened").start()
     try:
-        assert edited.exported("ply") == run.exports_dir / "ply-it000005"
+        assert edited.exported("ply-seq") == run.exports_dir / "ply-it000005"
         edited.set("radius", 0.2).result(10)  # a setting the renders depend on: not the same exports any more
-        assert edited.exported("ply") is None
+        assert edited.exported("ply-seq") is None
     finally:
         edited.stop()

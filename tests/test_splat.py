@@ -149,10 +149,8 @@ def test_depth_of_single_gaussian_is_its_z_and_zero_outside() -> None:
     assert (out.depth[..., 0][~covered] == 0).all()
 
 
-@pytest.mark.parametrize("backend", ["torch", "gsplat"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("gsplat", marks=pytest.mark.gpu)])
 def test_skipping_depth_keeps_colour_and_alpha(backend) -> None:
-    if backend == "gsplat" and not torch.cuda.is_available():
-        pytest.skip("gsplat needs a GPU")
     dev = "cuda" if backend == "gsplat" else "cpu"
     splats = make_splats([[0.1, 0.0, 3.0], [-0.2, 0.1, 4.0]], 0.3, 0.7, [0.2, 0.6, 1.0])
     splats = Splats(*(getattr(splats, k).to(dev) for k in ("means", "quats", "scales", "opacities", "sh")))
@@ -420,7 +418,8 @@ def test_dc_colour_round_trip() -> None:
     torch.testing.assert_close(SH_C0 * rgb_to_sh(rgb) + 0.5, rgb)
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and backend_available("gsplat")), reason="needs CUDA and gsplat")
+@pytest.mark.gpu
+@pytest.mark.skipif(not backend_available("gsplat"), reason="gsplat does not load here (the cuda extra)")
 def test_gsplat_matches_torch_reference() -> None:
     spec = importlib.util.spec_from_file_location("gpu_check_rasterizer", ROOT / "scripts" / "gpu_check_rasterizer.py")
     module = importlib.util.module_from_spec(spec)
@@ -430,7 +429,7 @@ def test_gsplat_matches_torch_reference() -> None:
 
 
 def test_rasterizer_benchmark_runs_small_on_cpu() -> None:
-    from text4d.bench.rasterizer import run
+    from text4d.app.bench.rasterizer import run
 
     report = run(sizes=(200,), resolution=32, repeats=1, times=2, views=2, device="cpu")
     assert report["backend"] == "cpu" and report["device"] == "cpu"

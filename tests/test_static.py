@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 import torch
 
+from text4d.app.static import CANONICAL_RADIUS, StaticRun, static_stage
 from text4d.config import load_config
 from text4d.gaussians.model import GaussianModel
 from text4d.guidance.random_models import build_zero123
 from text4d.guidance.sds import Zero123Guidance
 from text4d.io.ply import save_ply
-from text4d.pipeline import CANONICAL_RADIUS, StaticRunConfig, build_static_stage
-from text4d.stages.static import StaticConfig, StaticStage, import_ply, ply_radius, save_static
+from text4d.stages.static import (
+    StaticConfig,
+    StaticStage,
+    import_ply,
+    ply_radius,
+    save_static,
+)
 
 TINY = ["ref_size=16", "resolutions=[16,16,16]", "sds.image_size=16", "num_pts=100", "init_radius=0.4", "backend=torch", "device=cpu"]
 
@@ -29,8 +35,8 @@ def _image():
 
 @pytest.mark.parametrize("name", ["dg", "dghd"])
 def test_configs_load_and_run(name):
-    cfg = load_config(StaticRunConfig, f"configs/static/{name}.yaml", TINY + ["iters=2", "batch_size=2"])
-    stage = build_static_stage(cfg, *_image(), torch.device("cpu"), models=build_zero123(tiny=True))
+    cfg = load_config(StaticRun, f"configs/static/{name}.yaml", TINY + ["iters=2", "batch_size=2"])
+    stage = static_stage(cfg, *_image(), torch.device("cpu"), build_zero123(tiny=True))
     for _ in range(2):
         losses = stage.step()
     assert {"rgb", "alpha", "zero123", "loss"} <= losses.keys() and math.isfinite(losses["loss"])
@@ -38,7 +44,7 @@ def test_configs_load_and_run(name):
 
 
 def test_fit_improves_reference_and_densifies():
-    cfg = load_config(StaticRunConfig, "configs/static/dg.yaml", TINY + [
+    cfg = load_config(StaticRun, "configs/static/dg.yaml", TINY + [
         "iters=12", "densify.start=5", "densify.interval=5", "densify.grad_threshold=0.0", "densify.opacity_reset_interval=0"])
     guidance = Zero123Guidance(build_zero123(tiny=True), cfg.sds)
     stage = StaticStage(cfg, *_image(), guidance=guidance)

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from toy_stage import ToyStage
 
+from tests.support.toy_stage import ToyStage
 from text4d.recording import RunFolder
 from text4d.render.camera import orbit_c2w
 from text4d.session import Session, SessionConfig

@@ -1,7 +1,7 @@
 """The web viewer in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 One viewer serves a live Session on the real dynamic stage (built-in sample at
-32 px) for the whole module; each test opens its own tab. ``scripts/ci_install_browser.sh`` installs
+32 px) for the whole module; each test opens its own tab. ``scripts/test.sh`` installs
 Chromium and Playwright in CI (no browser download: we launch the system
 Chromium through ``executable_path``).
 """
@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
+pytestmark = pytest.mark.browser
 pytest.importorskip("viser", reason="viewer extra not installed (pip install -e '.[viewer]')")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (bash scripts/ci_install_browser.sh)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (bash scripts/test.sh installs it)")
 CHROMIUM = os.environ.get("TEXT4D_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian chromium not installed (bash scripts/ci_install_browser.sh)", allow_module_level=True)
+    pytest.skip("Debian chromium not installed (bash scripts/test.sh installs it)", allow_module_level=True)
 
-from toy_stage import tiny_sample_stage  # noqa: E402
-
+from tests.support.sample import small_exporters, tiny_sample_stage  # noqa: E402
 from text4d.recording import RunFolder  # noqa: E402
 from text4d.session import Session, SessionConfig  # noqa: E402
 from viewer.viser_app import ViewerApp, ViewerConfig  # noqa: E402
@@ -48,7 +48,7 @@ def studio(tmp_path_factory) -> Iterator[tuple[Session, ViewerApp]]:
     torch.set_num_threads(1)
     run = RunFolder.create("browser", tmp_path_factory.mktemp("recordings"))
     stage, _ = tiny_sample_stage(["iters=1000000", "static_iters=10"])
-    session = Session(stage, run, SessionConfig(log_every=5, eval_every=20)).start()
+    session = Session(stage, run, SessionConfig(log_every=5, eval_every=20), exporters=small_exporters(stage)).start()
     app = ViewerApp(session, ViewerConfig(port=0, resolution=160, edit_debounce_s=0.2)).start()
     yield session, app
     app.stop()
@@ -144,7 +144,7 @@ def test_export_button_writes_files_while_training(studio, page):
     ensure_running(session)
     start = session.stats().iteration
     page.get_by_role("button", name="Export .ply sequence").click()
-    page.get_by_text("exported ply:").first.wait_for(timeout=60_000)
+    page.get_by_text("exported ply-seq:").first.wait_for(timeout=60_000)
     folders = sorted(session.run.exports_dir.glob("ply-it*"))
     assert folders and len(list(folders[-1].glob("*.ply"))) == session.stage.num_frames == 3
     session.wait(lambda s: s.iteration > start, timeout=20)
@@ -195,7 +195,7 @@ def test_ground_truth_and_model_both_show_beside_the_panel(studio, browser, tmp_
 
 def test_an_open_tab_follows_the_chain_to_the_next_stage(browser, tmp_path):
     """``text4d run`` serves each stage from its own viewer on the same port: an open tab reconnects to the next one."""
-    from toy_stage import ToyStage
+    from tests.support.toy_stage import ToyStage
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

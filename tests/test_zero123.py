@@ -152,16 +152,17 @@ def _resume_matches(build, tmp_path) -> None:
 
 
 def test_animate_resume_continues_sds_bit_exactly(tmp_path, one_thread):
-    from tests.test_frames import write_clip
-    from text4d.animate import build_animate_stage, load_animate_config
+    from tests.support.media import write_clip
+    from text4d.app.animate import KIND, build_animate_stage
+    from text4d.app.runkind import load
 
     clip = write_clip(tmp_path / "clip", 3)
     models = build_zero123(tiny=True)
     # schedule=random makes the timestep generator matter too, not only the SDS noise.
     over = ["ref_size=16", "resolutions=[8,16,16]", "batch_size=2", "n_views=2", "iters=8", "init_points=60", "sds.image_size=16", "sds.schedule=random",
             "backend=torch", "device=cpu", f"frames={clip}"]
-    cfg = load_animate_config("configs/dynamic/4d.yaml", over)
-    _resume_matches(lambda: build_animate_stage(cfg, torch.device("cpu"), models), tmp_path)
+    cfg = load(KIND, "configs/dynamic/4d.yaml", over)
+    _resume_matches(lambda: build_animate_stage(cfg, torch.device("cpu"), None, {"zero123": models}), tmp_path)
 
 
 def test_static_resume_continues_sds_bit_exactly(tmp_path, one_thread):

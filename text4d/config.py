@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,8 @@ from omegaconf.errors import OmegaConfBaseException
 from text4d.errors import ConfigError
 
 T = TypeVar("T")
+# The presets shipped with text4d (configs/dynamic/4d.yaml, configs/recon/dnerf.yaml, ...): one place that knows where.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 _ABSENT = object()
 
 
@@ -175,6 +178,15 @@ def set_value(cfg: Any, key: str, value: Any) -> Any:
 def get_value(cfg: Any, key: str) -> Any:
     obj, field = _field(cfg, key)
     return getattr(obj, field.name)
+
+
+def field_type(cfg: Any, key: str) -> Any:
+    """The declared type of the (dotted) config ``key`` (a front end picks its widget by it)."""
+    owner = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        owner = getattr(owner, part)
+    return typing.get_type_hints(type(owner))[parts[-1]]
 
 
 def editable_fields(cfg: Any, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:

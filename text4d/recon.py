@@ -27,23 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from text4d.errors import ConfigError
-from text4d.export import export_orbit_video, export_ply_sequence, write_video
-from text4d.fit import stage_config
 from text4d.gaussians.deform import DeformConfig
-from text4d.gaussians.hull import random_in_cube, sample_in_voxels, scene_sphere, visual_hull
+from text4d.gaussians.hull import (
+    random_in_cube,
+    sample_in_voxels,
+    scene_sphere,
+    visual_hull,
+)
 from text4d.gaussians.model import GaussianModel
 from text4d.gaussians.strategy import DensifyConfig
 from text4d.io.dnerf import DnerfScene, read_dnerf, write_dnerf
 from text4d.lpips import LpipsConfig, load_lpips
 from text4d.render.camera import Cameras
 from text4d.samples import Sample, SampleConfig, load_sample
-from text4d.session import Exporter
-from text4d.stages.base import Stage
 from text4d.stages.dynamic import DynamicConfig, DynamicStage
 from text4d.views import Views
 
@@ -82,12 +82,6 @@ class ReconConfig(DynamicConfig):
     init: Literal["random", "hull"] = field(default="hull", metadata={"help": "random points in the scene cube, or a visual hull of the masks"})
     hull_resolution: int = field(default=64, metadata={"min": 4, "max": 512})
     scene_radius: float = field(default=0.0, metadata={"min": 0.0, "help": "half size of the scene cube; 0 = from the training cameras"})
-    # -- run --
-    name: str = "recon"
-    out: str = "recordings"
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    video_frames: int = field(default=60, metadata={"min": 1, "help": "orbit video length"})
-    video_resolution: int = field(default=400, metadata={"min": 8})
     test_video_fps: int = field(default=10, metadata={"min": 1})
     # -- evaluation --
     lpips: LpipsConfig = field(default_factory=LpipsConfig)  # LPIPS on the test split from local files; see text4d.lpips.LpipsConfig
@@ -114,7 +108,7 @@ def initial_gaussians(cfg: ReconConfig, train: Views, centre: Tensor, half_size:
 
 def resolved_stage_config(cfg: ReconConfig, train: Views, centre: Tensor, half_size: float) -> DynamicConfig:
     """The stage's knobs with the "from the data" zeros filled in (``ref_size``, ``deform.bound``)."""
-    stage_cfg = stage_config(cfg)
+    stage_cfg = DynamicConfig.of(cfg)
     if stage_cfg.ref_size == 0:
         stage_cfg.ref_size = train.width
     if train.width != train.height:
@@ -141,40 +135,6 @@ def build_recon_stage(cfg: ReconConfig, device: torch.device | str = "cpu", scen
     init = initial_gaussians(cfg, scene.train, centre, half_size, torch.Generator().manual_seed(cfg.seed))
     log.info("scene cube: centre %s, half size %.3f; %d training, %d test images", [round(v, 3) for v in centre.tolist()], half_size, len(scene.train), len(scene.test) if scene.test is not None else 0)
     return DynamicStage(stage_cfg, scene.train, novel=None, init=init, test=scene.test, device=device, lpips=lpips)
-
-
-# -- outputs ---------------------------------------------------------------------------------------
-@torch.no_grad()
-def side_by_side_frames(stage: Stage, views: Views) -> np.ndarray:
-    """uint8 frames [M, H, 2W, 3]: prediction | ground truth on white, test views in time order."""
-    white = torch.ones(3)
-    frames = []
-    for i in torch.argsort(views.times, stable=True).tolist():
-        view = views[i].to("cpu")
-        pred = stage.render(view.cameras, float(view.times[0])).rgb.cpu()
-        pair = torch.cat([pred[0].clamp(0, 1), view.composite(white)[0]], dim=1)
-        frames.append((pair * 255.0).round().to(torch.uint8).numpy())
-    return np.stack(frames)
-
-
-def export_test_video(stage: Stage, path: str | os.PathLike, fps: int = 10) -> Path:
-    """The side-by-side test video (prediction | ground truth) of ``stage``'s held-out views."""
-    views = stage.ground_truth()
-    if views is None:
-        raise ConfigError("this scene has no test split (transforms_test.json) to render a test video from")
-    return write_video(path, side_by_side_frames(stage, views), fps=fps)
-
-
-def recon_exporters(cfg: ReconConfig, train_cameras: Cameras) -> dict[str, Exporter]:
-    """What a reconstruction session exports: the test video, an orbit video framed like the captures, and .ply per frame."""
-    radius = float(train_cameras.centers.norm(dim=-1).mean())
-    K = train_cameras.Ks.reshape(-1, 3, 3)[0]
-    fovy = math.degrees(2.0 * math.atan(0.5 * train_cameras.height / float(K[1, 1])))
-    return {
-        "test_video": lambda stage, out, it: export_test_video(stage, out / f"test-it{it:06d}.mp4", fps=cfg.test_video_fps),
-        "mp4": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.mp4", num_frames=cfg.video_frames, resolution=cfg.video_resolution, radius=radius, fovy=fovy, elevation=20.0),
-        "ply": lambda stage, out, it: export_ply_sequence(stage, out / f"ply-it{it:06d}"),
-    }
 
 
 # -- the built-in sample as a D-NeRF scene -------------------------------------------------------------

@@ -33,16 +33,13 @@ import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from text4d.errors import InputError
 from text4d.io import atomic
 from text4d.io.checkpoint import load_checkpoint, save_checkpoint
-
-if TYPE_CHECKING:
-    from text4d.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +109,24 @@ class RunFolder:
                 raise InputError(f"cannot create run folder under {root}: {e.strerror or e}; pass a writable --out") from e
         run = cls(path, new=True)
         atomic.write_json(run.manifest_path, {"name": safe, "created": _dt.datetime.now().isoformat(timespec="seconds"), "stages_done": []})
+        return run
+
+    @classmethod
+    def at(cls, path: str | os.PathLike, name: str) -> RunFolder:
+        """The fixed folder ``path`` (one stage of a ``text4d run`` chain, or ``run_dir=``), made if missing.
+
+        It counts as new (removed by :meth:`discard_if_unused` when the command fails before writing
+        to it) only if this call made it.
+        """
+        path = Path(path)
+        created = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create run folder {path}: {e.strerror or e}; choose a writable folder") from e
+        run = cls(path, new=created)
+        if not run.manifest_path.exists():
+            run.update_manifest(name=name, stages_done=[])
         return run
 
     @classmethod
@@ -357,41 +372,3 @@ def _after(line: bytes, iteration: int, last: bool) -> bool:
     return isinstance(record, dict) and isinstance(record.get("iteration"), int) and record["iteration"] > iteration
 
 
-def record_session_open(session: Session) -> None:
-    """Log what a replay needs when a front end starts ``session``: an "open" edit record and the initial state.
-
-    The record holds the live stage config (a reopened run restores it from the
-    checkpoint, and ``text4d view`` may add overrides), the session cadence
-    (snapshots and NaN recovery depend on it), the CPU thread count and
-    device (a CPU reduction split over another number of threads sums in
-    another order, so a bit-exact CPU replay uses the same thread count), and
-    whether training uses deterministic kernels (CPU sessions do: see
-    :func:`text4d.session.deterministic_algorithms`). On a fresh run it also
-    checkpoints the state before the first step as ``checkpoints/initial``:
-    parts of a stage (network weights) are initialised from torch's global
-    RNG, so rebuilding from config.yaml alone would not reproduce them.
-    """
-    import torch
-
-    from text4d.session import cfg_values
-
-    stage, run = session.stage, session.run
-    device = getattr(stage, "device", "cpu")
-    args = {
-        "cfg": cfg_values(stage.cfg),
-        "session_cfg": asdict(session.cfg) if is_dataclass(session.cfg) else {},
-        "threads": torch.get_num_threads(),
-        "deterministic": session.deterministic or torch.are_deterministic_algorithms_enabled(),
-        "device": str(device),
-        "torch": torch.__version__,
-    }
-    with session.lock:
-        if stage.iteration == 0 and not run.has_checkpoint(INITIAL):
-            run.save_checkpoint({"stage": stage.state_dict()}, INITIAL)
-        reference = getattr(stage, "reference", None)
-        if reference is not None and hasattr(reference, "rgb"):
-            inputs = dict(run.manifest().get("inputs", {}))
-            inputs.setdefault("reference_views", {"sha256": fingerprint_tensors(reference.rgb, reference.alpha, reference.times)})
-            run.update_manifest(inputs=inputs)
-    now = _dt.datetime.now().isoformat(timespec="milliseconds")
-    run.log_edit({"iteration": stage.iteration, "time": now, "command": "open", "args": args, "ok": True, "source": "session", "message": f"session opened at iteration {stage.iteration}"})

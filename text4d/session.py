@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import datetime as _dt
 import inspect
 import logging
@@ -47,13 +48,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from text4d.config import editable_fields, set_value
+from text4d.config import editable_fields, field_type, get_value, set_value
 from text4d.errors import ConfigError, InputError, Text4DError
+from text4d.export.base import Exporter
 from text4d.extras import user_error
-from text4d.recording import RunFolder
+from text4d.recording import INITIAL, RunFolder, fingerprint_tensors
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput
 from text4d.stages.base import Stage
+from text4d.views import Views
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +65,6 @@ EventKind = Literal["state", "applied", "refused", "nan", "export_started", "exp
 Level = Literal["info", "success", "warning", "error"]
 CommandName = Literal["pause", "resume", "step", "set", "crop", "prune_opacity", "snapshot", "rollback", "export"]
 
-# An exporter writes a (frozen) copy of the stage to files under ``out_dir`` and returns the main path.
-Exporter = Callable[[Stage, Path, int], Path]
 
 
 class CommandRefused(Text4DError):
@@ -127,6 +128,18 @@ class SessionConfig:
     render_priority_ms: float = field(default=50.0, metadata={"min": 0.0, "help": "longest a training step waits for pending renders"})
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One live-editable stage setting, as a front end shows it (see :meth:`Session.settings`)."""
+
+    key: str  # dotted, as ``Session.set`` takes it
+    type: Any  # declared type: bool, int, float, str, a Literal[...] of choices, list[...]
+    value: Any
+    help: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+
 @dataclass
 class _Command:
     name: CommandName
@@ -188,27 +201,6 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
-def default_exporters(video_frames: int = 60, video_resolution: int = 256) -> dict[str, Exporter]:
-    """The exports the viewers offer: a per-frame 3DGS .ply sequence, orbit videos (.mp4, and .gif for docs), a viser scene recording."""
-    from text4d.export import export_orbit_video, export_ply_sequence
-    from text4d.mesh.commands import mesh_exporters  # meshes: an OBJ sequence ("obj-seq") and an animated GLB ("glb")
-
-    return {
-        "ply": lambda stage, out, it: export_ply_sequence(stage, out / f"ply-it{it:06d}"),
-        "mp4": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.mp4", num_frames=video_frames, resolution=video_resolution),
-        "gif": lambda stage, out, it: export_orbit_video(stage, out / f"orbit-it{it:06d}.gif", fps=12, num_frames=max(12, video_frames // 2), resolution=min(video_resolution, 256)),
-        "viser": lambda stage, out, it: _export_viser_scene(stage, out / f"scene-it{it:06d}"),
-        **mesh_exporters(),
-    }
-
-
-def _export_viser_scene(stage: Stage, out: Path) -> Path:
-    """A browser-playable scene recording (needs viser; see viewer/scene_recording.py)."""
-    from viewer.scene_recording import export_viser_scene
-
-    return export_viser_scene(stage, out)
-
-
 class Session:
     """A stage being optimised in a background thread, driven by commands.
 
@@ -217,7 +209,7 @@ class Session:
         run: the run folder that receives edits, metrics, checkpoints and exports.
         cfg: logging / snapshot / autosave cadence.
         start_paused: begin paused (``text4d view`` reopens runs this way).
-        exporters: ``kind -> exporter``; defaults to :func:`default_exporters`.
+        exporters: ``format -> exporter`` (the run kind's, see :func:`text4d.export.exporters`); none by default.
 
     A stage on CPU trains with deterministic kernels (``deterministic``, see
     :func:`deterministic_algorithms`), so the same run with the same thread
@@ -235,7 +227,7 @@ class Session:
         self.stage = stage
         self.run = run
         self.cfg = cfg or SessionConfig()
-        self.exporters = exporters if exporters is not None else default_exporters()
+        self.exporters = dict(exporters or {})
         self.deterministic = _stage_device(stage).type == "cpu"  # GPU kernels (atomics) are not reproducible anyway
         # What the command chose for the user (e.g. the CPU preset), from the run's manifest: front ends show it.
         self.notes: tuple[str, ...] = tuple(str(n) for n in run.manifest().get("notes", []))
@@ -301,12 +293,47 @@ class Session:
         return session
 
     def start(self) -> "Session":
-        """Start the optimiser thread (idempotent)."""
+        """Record the opening in the run's edit log (what a replay needs), then start the optimiser thread (idempotent)."""
         if self._thread is None:
+            self._record_open()
             self._thread = threading.Thread(target=self._loop, name="text4d-session", daemon=True)
             self._thread.start()
             self._emit("state", f"session started ({self._state})", data={"state": self._state})
         return self
+
+    def _record_open(self) -> None:
+        """Log what a replay needs when the session starts: an "open" edit record and the initial state.
+
+        The record holds the live stage config (a reopened run restores it from the
+        checkpoint, and ``text4d view`` may add overrides), the session cadence
+        (snapshots and NaN recovery depend on it), the CPU thread count and
+        device (a CPU reduction split over another number of threads sums in
+        another order, so a bit-exact CPU replay uses the same thread count), and
+        whether training uses deterministic kernels (CPU sessions do: see
+        :func:`deterministic_algorithms`). On a fresh run it also checkpoints the
+        state before the first step as ``checkpoints/initial``: parts of a stage
+        (network weights) are initialised from torch's global RNG, so rebuilding
+        from config.yaml alone would not reproduce them.
+        """
+        stage, run = self.stage, self.run
+        args = {
+            "cfg": cfg_values(stage.cfg),
+            "session_cfg": dataclasses.asdict(self.cfg),
+            "threads": torch.get_num_threads(),
+            "deterministic": self.deterministic or torch.are_deterministic_algorithms_enabled(),
+            "device": str(_stage_device(stage)),
+            "torch": torch.__version__,
+        }
+        with self.lock:
+            if stage.iteration == 0 and not run.has_checkpoint(INITIAL):
+                run.save_checkpoint({"stage": stage.state_dict()}, INITIAL)
+            reference = getattr(stage, "reference", None)
+            if reference is not None and hasattr(reference, "rgb"):
+                inputs = dict(run.manifest().get("inputs", {}))
+                inputs.setdefault("reference_views", {"sha256": fingerprint_tensors(reference.rgb, reference.alpha, reference.times)})
+                run.update_manifest(inputs=inputs)
+        run.log_edit({"iteration": stage.iteration, "time": _now(), "command": "open", "args": args, "ok": True, "source": "session",
+                      "message": f"session opened at iteration {stage.iteration}"})
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the optimiser after the current iteration, wait for exports, and autosave."""
@@ -369,6 +396,30 @@ class Session:
         return self.submit("export", kind=kind)
 
     # -- reading -------------------------------------------------------------------------
+    # -- what front ends show (the stage stays the session's own) ---------------------------------
+    @property
+    def frame_count(self) -> int:
+        """Frames of the clip being fitted (1 for a static object)."""
+        return max(1, int(self.stage.num_frames))
+
+    def ground_truth(self) -> Views | None:
+        """Held-out views with their times, to compare renders against (None when the run has none)."""
+        return self.stage.ground_truth()
+
+    def status_line(self) -> str:
+        """A stage's own progress line (e.g. "generating driving video: step 3/25"); empty for most stages."""
+        return self.stage.status()
+
+    def settings(self) -> list[Setting]:
+        """The stage's live-editable settings with their current values (``set`` changes them)."""
+        cfg = self.stage.cfg
+        return [Setting(key, field_type(cfg, key), value, f.metadata.get("help"), f.metadata.get("min"), f.metadata.get("max"))
+                for key, f, value in editable_fields(cfg)]
+
+    def value(self, key: str) -> Any:
+        """The current value of setting ``key``."""
+        return get_value(self.stage.cfg, key)
+
     def render(self, cameras: Cameras, t: float) -> RenderOutput:
         """Render the current model; waits for the current iteration, then goes before the next."""
         with self._render_cv:
@@ -405,7 +456,7 @@ class Session:
 
         Exports are named by iteration, so exporting the same state again would
         rewrite identical files (and replace files people may be using): a
-        headless run with nothing to train keeps them instead (text4d.live.headless).
+        headless run with nothing to train keeps them instead (text4d.app.live.headless).
         """
         entry = self.run.manifest().get("exports", {}).get(kind)
         if not isinstance(entry, dict) or entry.get("state") != self._state_id or not entry.get("path"):
@@ -759,8 +810,6 @@ def _now() -> str:
 
 
 def _current(cfg: Any, key: str) -> Any:
-    from text4d.config import get_value
-
     try:
         return get_value(cfg, key)
     except ConfigError:
@@ -791,13 +840,12 @@ def _stage_device(stage: Stage) -> torch.device:
 
 __all__ = [
     "CommandRefused",
-    "Exporter",
     "Session",
     "SessionConfig",
     "SessionEvent",
     "SessionState",
     "SessionStats",
+    "Setting",
     "clone_state",
-    "default_exporters",
     "deterministic_algorithms",
 ]

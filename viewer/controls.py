@@ -6,7 +6,7 @@ Front-end agnostic on purpose: the desktop studio must not need viser installed.
 from __future__ import annotations
 
 import math
-import typing
+from collections.abc import Iterable
 from typing import Any
 
 from viewer.render_worker import RenderMode
@@ -29,15 +29,6 @@ def edit_group(key: str) -> str:
     return "Training settings"
 
 
-def field_type(cfg: Any, key: str) -> Any:
-    """The declared type of the (dotted) config ``key``: picks the widget (checkbox, number, text)."""
-    owner = cfg
-    parts = key.split(".")
-    for part in parts[:-1]:
-        owner = getattr(owner, part)
-    return typing.get_type_hints(type(owner))[parts[-1]]
-
-
 def format_value(value: Any) -> str:
     """A config value as a text field shows it."""
     if isinstance(value, float):
@@ -55,3 +46,22 @@ def count_axis(name: str, peak: float) -> tuple[float, str]:
         if peak >= divisor:
             return divisor, f"{name} ({unit})"
     return 1.0, name
+
+
+# What each export button says (one per format the session offers, in this order; see text4d.export.FORMATS).
+EXPORT_LABELS = {
+    "ply-seq": ".ply sequence",
+    "mp4": "orbit .mp4",
+    "gif": "orbit .gif",
+    "viser": "viser scene",
+    "obj-seq": "mesh .obj sequence",
+    "glb": "animated .glb",
+    "test-video": "test video",
+}
+
+
+def export_buttons(offered: Iterable[str]) -> list[tuple[str, str]]:
+    """(format, label) for the formats a session offers, known ones first in :data:`EXPORT_LABELS` order."""
+    offered = list(offered)
+    return [(f, f"Export {EXPORT_LABELS.get(f, f)}") for f in sorted(offered, key=lambda f: list(EXPORT_LABELS).index(f) if f in EXPORT_LABELS else len(EXPORT_LABELS))]
+

@@ -41,10 +41,15 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 import torch
 
-from text4d.config import editable_fields, get_value
 from text4d.formatting import format_rate
-from text4d.render.camera import look_at, orbit_position
-from text4d.session import Session, SessionEvent, SessionStats
+from text4d.render.camera import (
+    DEFAULT_FOVY,
+    FIRST_VIEW,
+    look_at,
+    orbit_position,
+    viewing_distance,
+)
+from text4d.session import Session, SessionEvent, SessionStats, Setting
 from text4d.timing import frame_to_t
 from viewer.config import ViewerConfig
 from viewer.controls import (
@@ -54,7 +59,7 @@ from viewer.controls import (
     STRUCTURAL_KEYS,
     count_axis,
     edit_group,
-    field_type,
+    export_buttons,
     format_value,
 )
 from viewer.display import require_display
@@ -83,11 +88,11 @@ LEVEL_COLORS = {"info": (200, 200, 200), "success": (105, 219, 124), "warning": 
 class OrbitCamera:
     """A turntable camera around ``target``; angles in degrees, ``fovy`` in radians."""
 
-    elevation: float = 15.0
-    azimuth: float = 20.0
-    radius: float = 2.5
+    elevation: float = FIRST_VIEW[0]
+    azimuth: float = FIRST_VIEW[1]
+    radius: float = FIRST_VIEW[2]
     target: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
-    fovy: float = math.radians(49.1)
+    fovy: float = math.radians(DEFAULT_FOVY)
 
     def c2w(self) -> np.ndarray:
         """OpenCV camera-to-world [4, 4] (y-up world, as every text4d camera)."""
@@ -144,9 +149,9 @@ class DesktopApp:
         self.cfg = cfg or ViewerConfig()
         self.size = (width, height)
         self.frames = FrameRenderer(session)
-        self.num_frames = max(1, session.stage.num_frames)
+        self.num_frames = session.frame_count
         gt = self.frames.ground_truth
-        self.camera = OrbitCamera(radius=float(gt.cameras.centers.norm(dim=-1).mean()) if gt is not None else 2.5)
+        self.camera = OrbitCamera(radius=viewing_distance(gt.cameras if gt is not None else None))
         self.frame_index = 0
         self.mode: RenderMode = "rgb"
         self.playing = False
@@ -345,11 +350,11 @@ class DesktopApp:
             dpg.add_input_float(label="opacity below", tag="t4d.prune_thr", default_value=0.05, min_value=0.0, max_value=1.0, step=0.01, width=-120)
             dpg.add_button(label="Delete faint Gaussians", tag="t4d.prune", callback=lambda *_: self.session.prune_opacity(float(dpg.get_value("t4d.prune_thr"))))
         with dpg.collapsing_header(label="Export", default_open=True):
-            kinds = list(self.session.exporters)
-            for row in range(0, len(kinds), 3):
+            buttons = export_buttons(self.session.exporters)
+            for row in range(0, len(buttons), 2):
                 with dpg.group(horizontal=True):
-                    for kind in kinds[row : row + 3]:
-                        dpg.add_button(label=f"Export {kind}", tag=f"t4d.export.{kind}", width=(SIDE_WIDTH - 40) // 3, callback=lambda _s, _a, kind: self.export(kind), user_data=kind)
+                    for kind, label in buttons[row : row + 2]:
+                        dpg.add_button(label=label, tag=f"t4d.export.{kind}", width=(SIDE_WIDTH - 40) // 2, callback=lambda _s, _a, kind: self.export(kind), user_data=kind)
             with dpg.group(horizontal=True, tag="t4d.export_busy", show=False):
                 dpg.add_loading_indicator(radius=1.6, style=1, color=ACCENT)
                 dpg.add_text("", tag="t4d.export_status")
@@ -364,24 +369,23 @@ class DesktopApp:
             dpg.add_plot_axis(dpg.mvYAxis, tag=f"t4d.plot.{name}.y", no_label=True)
 
     def _build_edit_panels(self) -> None:
-        cfg = self.session.stage.cfg
-        groups: dict[str, list[tuple[str, Any, Any]]] = {}
-        for key, f, value in editable_fields(cfg):
-            if not key.startswith(STRUCTURAL_KEYS):
-                groups.setdefault(edit_group(key), []).append((key, f, value))
+        groups: dict[str, list[Setting]] = {}
+        for setting in self.session.settings():
+            if not setting.key.startswith(STRUCTURAL_KEYS):
+                groups.setdefault(edit_group(setting.key), []).append(setting)
         for name in ("Loss weights", "Learning rates", "Densification", "Training settings"):
             if name in groups:
                 with dpg.collapsing_header(label=name, default_open=name in SLIDER_GROUPS):
-                    for key, f, value in groups[name]:
-                        self._edit_widget(key, f, value, slider=name in SLIDER_GROUPS)
+                    for setting in groups[name]:
+                        self._edit_widget(setting, slider=name in SLIDER_GROUPS)
 
-    def _edit_widget(self, key: str, f: Any, value: Any, slider: bool) -> None:
-        """One widget per config field; values go through ``session.set`` (validated there, never clamped here)."""
+    def _edit_widget(self, setting: Setting, slider: bool) -> None:
+        """One widget per setting; values go through ``session.set`` (validated there, never clamped here)."""
+        key, kind, value = setting.key, setting.type, setting.value
         tag = f"t4d.edit.{key}"
-        kind = field_type(self.session.stage.cfg, key)
         label = key.split(".")[-1] if key.startswith("lr.") else key
         common = {"label": label, "tag": tag, "width": -170, "user_data": key}
-        hint = f.metadata.get("help")
+        hint = setting.help
         if kind is bool:
             dpg.add_checkbox(default_value=bool(value), callback=self._on_edit, **{k: v for k, v in common.items() if k != "width"})
         elif typing.get_origin(kind) is typing.Literal:
@@ -389,8 +393,8 @@ class DesktopApp:
         elif kind is int:
             dpg.add_input_int(default_value=int(value), on_enter=True, step=0, callback=self._on_edit, **common)
         elif slider:  # drag to explore, Ctrl+click to type any value (the session validates it)
-            top = float(f.metadata.get("max", 10.0 * float(value) if value else 1.0))
-            dpg.add_slider_float(default_value=float(value), min_value=float(f.metadata.get("min", 0.0)), max_value=top, format="%.4g", callback=self._on_slider, **common)
+            top = float(setting.max if setting.max is not None else (10.0 * float(value) if value else 1.0))
+            dpg.add_slider_float(default_value=float(value), min_value=float(setting.min or 0.0), max_value=top, format="%.4g", callback=self._on_slider, **common)
         else:
             dpg.add_input_text(default_value=format_value(value), on_enter=True, callback=self._on_edit, **common)
         if hint:
@@ -538,7 +542,7 @@ class DesktopApp:
         tag = f"t4d.edit.{key}"
         if not dpg.does_item_exist(tag) or key in self._pending_edits:
             return
-        value = get_value(self.session.stage.cfg, key)
+        value = self.session.value(key)
         shown = dpg.get_value(tag)
         if isinstance(shown, str) and not isinstance(value, str):
             try:
@@ -592,7 +596,7 @@ class DesktopApp:
         ]
         if "loss" in s.losses:
             parts.append(f"loss {s.losses['loss']:.4g}")
-        status = self.session.stage.status()  # e.g. "generating driving video: step 3/25"
+        status = self.session.status_line()  # e.g. "generating driving video: step 3/25"
         if status:
             parts.insert(1, status)
         if psnr is not None:

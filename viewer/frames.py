@@ -69,7 +69,7 @@ class FrameRenderer:
     def __init__(self, session: Session):
         self.session = session
         with session.lock:
-            gt = session.stage.ground_truth()
+            gt = session.ground_truth()
         self.ground_truth: Views | None = gt.to("cpu") if gt is not None else None
 
     @property

@@ -32,10 +32,9 @@ import numpy as np
 import viser
 import viser.transforms as vtf
 
-from text4d.config import editable_fields, get_value
 from text4d.formatting import format_rate
-from text4d.render.camera import orbit_position
-from text4d.session import Session, SessionEvent
+from text4d.render.camera import FIRST_VIEW, orbit_position, viewing_distance
+from text4d.session import Session, SessionEvent, Setting
 from text4d.timing import frame_to_t
 from viewer.config import ViewerConfig
 from viewer.controls import (
@@ -45,7 +44,7 @@ from viewer.controls import (
     STRUCTURAL_KEYS,
     count_axis,
     edit_group,
-    field_type,
+    export_buttons,
     format_value,
 )
 from viewer.frames import FrameRenderer
@@ -67,12 +66,12 @@ class ClientView:
 
     client: viser.ClientHandle
     worker: RenderWorker
-    frame: Any
-    play: Any
-    fps: Any
-    mode: Any
-    resolution: Any
-    caption: Any
+    frame: viser.GuiSliderHandle[int]
+    play: viser.GuiCheckboxHandle
+    fps: viser.GuiSliderHandle[int]
+    mode: viser.GuiDropdownHandle[str]
+    resolution: viser.GuiSliderHandle[int]
+    caption: viser.GuiMarkdownHandle
     play_origin: tuple[float, int] = (0.0, 0)
     last_iteration: int = -1
     last_update: float = 0.0
@@ -96,13 +95,13 @@ class ViewerApp:
         self._stop = threading.Event()
         self._timers: dict[str, threading.Timer] = {}
         self._timers_lock = threading.Lock()
-        self._edit_widgets: dict[str, Any] = {}
-        self._plots: dict[str, Any] = {}
+        self._edit_widgets: dict[str, viser.GuiCheckboxHandle | viser.GuiDropdownHandle[str] | viser.GuiTextHandle] = {}
+        self._plots: dict[str, viser.GuiUplotHandle] = {}
         self._replot = False
         self.server: viser.ViserServer | None = None
         self._ticker: threading.Thread | None = None
         self._unsubscribe = lambda: None
-        self.num_frames = max(1, session.stage.num_frames)
+        self.num_frames = session.frame_count
         with session.lock:
             self.radius = self._default_radius()
 
@@ -113,7 +112,8 @@ class ViewerApp:
         if server.get_port() != self.cfg.port:
             log.warning("port %d is busy; the viewer uses port %d instead", self.cfg.port, server.get_port())
         server.scene.set_up_direction("+y")
-        server.initial_camera.position = tuple(orbit_position(15.0, 20.0, self.radius).tolist())
+        elevation, azimuth, _ = FIRST_VIEW
+        server.initial_camera.position = tuple(orbit_position(elevation, azimuth, self.radius).tolist())
         server.initial_camera.look_at = (0.0, 0.0, 0.0)
         server.initial_camera.up = (0.0, 1.0, 0.0)
         self._build_shared_gui(server)
@@ -190,34 +190,25 @@ class ViewerApp:
         self.prune_btn.on_click(lambda _: self.session.prune_opacity(self.prune_thr.value))
 
         with gui.add_folder("Export", order=40):
-            self.export_btns = {
-                "ply": gui.add_button("Export .ply sequence", icon=viser.Icon.DOWNLOAD),
-                "mp4": gui.add_button("Export orbit .mp4", icon=viser.Icon.MOVIE),
-            }
-            for kind, label in (("obj-seq", "Export mesh .obj sequence"), ("glb", "Export animated .glb")):
-                if kind in self.session.exporters:
-                    self.export_btns[kind] = gui.add_button(label, icon=viser.Icon.BOX)
+            self.export_btns = {kind: gui.add_button(label, icon=viser.Icon.DOWNLOAD) for kind, label in export_buttons(self.session.exporters)}
         for kind, button in self.export_btns.items():
             button.on_click(lambda _, kind=kind: self.session.export(kind))
 
-    def _build_edit_panels(self, gui: Any) -> None:
-        cfg = self.session.stage.cfg
-        groups: dict[str, list[tuple[str, Any, Any]]] = {}
-        for key, f, value in editable_fields(cfg):
-            if key.startswith(STRUCTURAL_KEYS):
-                continue
-            groups.setdefault(edit_group(key), []).append((key, f, value))
+    def _build_edit_panels(self, gui: viser.GuiApi) -> None:
+        groups: dict[str, list[Setting]] = {}
+        for setting in self.session.settings():
+            if not setting.key.startswith(STRUCTURAL_KEYS):
+                groups.setdefault(edit_group(setting.key), []).append(setting)
         order = {"Loss weights": 20, "Learning rates": 21, "Densification": 22, "Training settings": 23}
         for name in sorted(groups, key=order.get):
             with gui.add_folder(name, order=order[name], expand_by_default=name == "Loss weights"):
-                for key, f, value in groups[name]:
-                    self._edit_widgets[key] = self._edit_widget(gui, key, f, value)
+                for setting in groups[name]:
+                    self._edit_widgets[setting.key] = self._edit_widget(gui, setting)
 
-    def _edit_widget(self, gui: Any, key: str, f: Any, value: Any) -> Any:
-        hint = f.metadata.get("help")
-        bounds = " ".join(f"{k} {f.metadata[k]}" for k in ("min", "max") if k in f.metadata)
-        hint = " · ".join(x for x in (hint, bounds) if x) or None
-        kind = field_type(self.session.stage.cfg, key)
+    def _edit_widget(self, gui: viser.GuiApi, setting: Setting) -> viser.GuiCheckboxHandle | viser.GuiDropdownHandle[str] | viser.GuiTextHandle:
+        key, kind, value = setting.key, setting.type, setting.value
+        bounds = " ".join(f"{name} {limit}" for name, limit in (("min", setting.min), ("max", setting.max)) if limit is not None)
+        hint = " · ".join(x for x in (setting.help, bounds) if x) or None
         if kind is bool:
             handle = gui.add_checkbox(key, bool(value), hint=hint)
             handle.on_update(lambda e, key=key: e.client is not None and self._set(key, e.target.value))
@@ -250,7 +241,7 @@ class ViewerApp:
         handle = self._edit_widgets.get(key)
         if handle is None:
             return
-        value = get_value(self.session.stage.cfg, key)
+        value = self.session.value(key)
         if isinstance(handle.value, str) and not isinstance(value, str):
             try:
                 if float(handle.value) == float(value):
@@ -400,7 +391,7 @@ class ViewerApp:
         ]
         if s.exports_running:
             lines.append(f"exporting ({s.exports_running}) ...")
-        status = self.session.stage.status()  # e.g. "generating driving video: step 3/25"
+        status = self.session.status_line()  # e.g. "generating driving video: step 3/25"
         if status:
             lines.insert(1, status)
         lines += [f"*{note}*" for note in self.session.notes]
@@ -455,10 +446,8 @@ class ViewerApp:
             self._plots[name] = self.server.gui.add_uplot(data, series, title=title, scales={"x": {"time": False}, "y": {"auto": True}}, aspect=1.6, order=len(self._plots))
 
     def _default_radius(self) -> float:
-        gt = self.session.stage.ground_truth()
-        if gt is not None:
-            return float(gt.cameras.centers.norm(dim=-1).mean())
-        return 2.5
+        gt = self.session.ground_truth()
+        return viewing_distance(gt.cameras if gt is not None else None)
 
 
 _TITLES = {

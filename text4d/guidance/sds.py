@@ -7,7 +7,7 @@ Per step (after DreamGaussian's ``train_step``, restructured for speed):
 * renders are VAE-encoded with gradients (the only part of the model that needs a backward
   pass); the UNet runs without autograd, conditional and unconditional halves in **one**
   batch, in bf16 on CUDA;
-* on CUDA (with Triton) both run channels-last, rewritten by :mod:`text4d.fused_blocks`
+* on CUDA (with Triton) both run channels-last, rewritten by :mod:`text4d.accel.fused_blocks`
   (GroupNorm+SiLU kernels, conv biases and time embeddings folded into norms and residual
   adds). Channels-last alone made the VAE encoder 1.6x slower (forward+backward, H100),
   because PyTorch's GroupNorm copies every activation back to NCHW; with the fused norms
@@ -40,15 +40,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from text4d.cuda_graphs import StepGraphs
-from text4d.fused_blocks import fuse_model
-from text4d.fused_norm import triton_available
+from text4d.accel.cuda_graphs import StepGraphs
+from text4d.accel.fused_blocks import fuse_model
+from text4d.accel.fused_norm import triton_available
+from text4d.devices import Precision, pick_dtype
 from text4d.guidance.zero123 import Zero123Models
 from text4d.render.camera import from_dreamgaussian_elevation
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
 
 @dataclass
@@ -86,12 +86,6 @@ def camera_embedding(d_elevation: Tensor, d_azimuth: Tensor, d_radius: Tensor, v
     return torch.stack([d_el_dg, torch.sin(az), torch.cos(az), last], dim=-1)
 
 
-def pick_dtype(precision: Precision, device: torch.device) -> torch.dtype:
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-
-
 class Zero123Guidance:
     """SDS loss of renders against reference images, through a frozen Zero123.
 
@@ -100,7 +94,7 @@ class Zero123Guidance:
         cfg: the SDS knobs (read afresh every call, so live edits apply).
         compile: ``torch.compile`` the UNet and the VAE encoder (shapes are fixed per config, so
             they compile once, at the first steps); inductor then fuses the norms itself.
-        fused: channels-last with :func:`text4d.fused_blocks.fuse_model`'s kernels, where Triton
+        fused: channels-last with :func:`text4d.accel.fused_blocks.fuse_model`'s kernels, where Triton
             runs (CUDA) and ``compile`` is off. Changes the modules of ``models`` in place.
         cuda_graphs: replay each chunk's SDS pass as a CUDA graph (on CUDA, without ``compile``).
     """

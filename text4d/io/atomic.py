@@ -18,8 +18,9 @@ import contextlib
 import json
 import os
 import secrets
-from pathlib import Path
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any, Iterator
 
 from text4d.errors import InputError
@@ -133,3 +134,22 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise InputError(f"{path}: line {i + 1} is not valid JSON; the file is corrupt")
     return records
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling folder that replaces ``path`` when the block succeeds."""
+    path = Path(path)
+    tmp = temp_folder(path)
+    try:
+        yield tmp
+        if path.exists():
+            old = temp_folder(path, ".old")
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -39,9 +39,15 @@ import torch
 from torch import Tensor
 
 from text4d.errors import InputError
-from text4d.export import atomic_dir
-from text4d.io.atomic import atomic_path, write_json
-from text4d.render.camera import Cameras, blender_to_world, intrinsics, opencv_to_opengl, opengl_to_opencv, world_to_blender
+from text4d.io.atomic import atomic_dir, atomic_path, write_json
+from text4d.render.camera import (
+    Cameras,
+    blender_to_world,
+    intrinsics,
+    opencv_to_opengl,
+    opengl_to_opencv,
+    world_to_blender,
+)
 from text4d.views import Views, resize_images
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from text4d.errors import InputError
+from text4d.io.media import IMAGE_EXTS, read_image
 from text4d.render.camera import Cameras
 from text4d.timing import frame_times
-from text4d.video.media import IMAGE_EXTS, read_image
 from text4d.views import Views, resize_images
 
 _NUMBER = re.compile(r"^(.*?)(\d+)$")

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,19 +34,26 @@ import torch
 from torch import Tensor
 
 from text4d.errors import ConfigError, InputError
-from text4d.mesh.extract import Mesh, clean, density_grid, grid_bounds, marching_cubes, vertex_normals
+from text4d.mesh.extract import (
+    Mesh,
+    clean,
+    density_grid,
+    grid_bounds,
+    marching_cubes,
+    vertex_normals,
+)
 from text4d.mesh.follow import Follow, bind, follow
 from text4d.mesh.glb import glb_bytes
 from text4d.mesh.obj import encode_png, frame_stem, write_obj_frame
 from text4d.mesh.texture import RenderFn, bake, unwrap
-from text4d.render.camera import Cameras
+from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.splat import RenderOutput, Splats, render
+from text4d.stages.base import Progress
 from text4d.stages.refine import RefineConfig, RefineStage
 from text4d.timing import frame_to_t
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -67,7 +74,7 @@ class MeshConfig:
     bake_views: int = field(default=26, metadata={"min": 1, "max": 26, "help": "how many of DreamGaussian's 26 baking views to use"})
     bake_frames: int = field(default=3, metadata={"min": 1, "help": "frames (spread over the clip) the shared texture is baked from"})
     camera_radius: float = field(default=0.0, metadata={"min": 0.0, "help": "baking/refinement camera distance; 0 = fit the object"})
-    fovy: float = field(default=49.1, metadata={"min": 10.0, "max": 120.0})
+    fovy: float = field(default=DEFAULT_FOVY, metadata={"min": 10.0, "max": 120.0})
     fps: float = field(default=12.0, metadata={"min": 0.1, "help": "GLB playback rate"})
     name: str = "mesh"
     refine: RefineConfig = field(default_factory=RefineConfig)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from text4d.mesh.extract import vertex_normals
-from text4d.render.camera import Cameras
+from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.mesh_raster import Backend, interpolate, rasterize
 from text4d.render.splat import RenderOutput
 
@@ -72,7 +72,7 @@ def unwrap(verts: Tensor, faces: Tensor, texture_size: int = 1024, padding: int 
     return Atlas(torch.from_numpy(vmap.astype(np.int64)), torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(uv.astype(np.float32)))
 
 
-def bake_cameras(resolution: int, radius: float = 2.0, fovy: float = 49.1, views: int = len(BAKE_ANGLES)) -> Cameras:
+def bake_cameras(resolution: int, radius: float = 2.0, fovy: float = DEFAULT_FOVY, views: int = len(BAKE_ANGLES)) -> Cameras:
     """The first ``views`` of :data:`BAKE_ANGLES` as orbit cameras [C] looking at the origin."""
     angles = BAKE_ANGLES[: max(1, views)]
     el = torch.tensor([a[0] for a in angles])
@@ -122,7 +122,7 @@ def bake(
     size: int = 1024,
     view_resolution: int = 512,
     radius: float = 2.0,
-    fovy: float = 49.1,
+    fovy: float = DEFAULT_FOVY,
     depth_tol: float = 0.01,
     views: int = len(BAKE_ANGLES),
     backend: Backend = "auto",

@@ -30,6 +30,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+# Vertical field of view in degrees: DreamGaussian's and Zero123's cameras. The sample, the studios, the
+# exports and the stage configs use it unless told otherwise.
+DEFAULT_FOVY = 49.1
+# The studios' and scene recordings' first view of an object: elevation, azimuth (degrees), distance.
+FIRST_VIEW = (15.0, 20.0, 2.5)
+
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 # Blender world (z up) -> ours (y up), acting on homogeneous points.
 _BLENDER_TO_WORLD = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
@@ -185,3 +191,35 @@ class Cameras:
     def cat(cams: list["Cameras"]) -> "Cameras":
         first = cams[0]
         return Cameras(torch.cat([c.viewmats for c in cams]), torch.cat([c.Ks for c in cams]), first.width, first.height)
+
+
+@dataclass(frozen=True)
+class Orbit:
+    """How a turntable looks at the object: orbit videos, scene recordings, mesh bakes, the studios' first view.
+
+    One preset for everything made from a generated object (it fits the sample and DreamGaussian's
+    models, which sit in the unit ball); a posed capture gets its own from its cameras
+    (:meth:`from_cameras`) so an orbit frames the scene as the captures did.
+    """
+
+    elevation: float = 10.0
+    radius: float = 2.0
+    fovy: float = DEFAULT_FOVY
+
+    @staticmethod
+    def from_cameras(cameras: Cameras, elevation: float = 20.0) -> Orbit:
+        """An orbit at the cameras' mean distance from the origin with their field of view."""
+        K = cameras.Ks.reshape(-1, 3, 3)[0]
+        fovy = math.degrees(2.0 * math.atan(0.5 * cameras.height / float(K[1, 1])))
+        return Orbit(elevation, float(cameras.centers.norm(dim=-1).mean()), fovy)
+
+    def cameras(self, azimuth: Tensor | float, resolution: int) -> Cameras:
+        """Square cameras on this orbit at ``azimuth`` (degrees), batch shape of ``azimuth`` (at least [1])."""
+        azimuth = torch.as_tensor(azimuth, dtype=torch.float32).reshape(-1)
+        return Cameras.orbit(torch.full_like(azimuth, self.elevation), azimuth, self.radius, self.fovy, resolution, resolution)
+
+
+def viewing_distance(cameras: Cameras | None) -> float:
+    """How far a studio starts from the object: as far as the held-out ``cameras`` are on average, else :data:`FIRST_VIEW`'s."""
+    return float(cameras.centers.norm(dim=-1).mean()) if cameras is not None else FIRST_VIEW[2]
+

@@ -27,7 +27,9 @@ def build_kernels() -> float:
     require_extra("cuda")
     start = time.perf_counter()
     try:
-        from gsplat.cuda import _backend  # compiles on its first import on a machine, loads the cache after
+        from gsplat.cuda import (
+            _backend,  # compiles on its first import on a machine, loads the cache after
+        )
     except (RuntimeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise Text4DError(f"gsplat's CUDA kernels did not build ({first}); "

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from text4d.config import validate
-from text4d.render.camera import Cameras
+from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.samples.cache import cache_key, default_cache_dir, read_arrays, write_arrays
 from text4d.samples.creature import Creature, SampleMesh
 from text4d.timing import frame_times
@@ -52,7 +52,7 @@ class SampleConfig:
     train_views: int = field(default=4, metadata={"min": 1, "help": "training cameras per frame"})
     test_views: int = field(default=4, metadata={"min": 1, "help": "held-out cameras per frame"})
     radius: float = field(default=1.5, metadata={"min": 0.8, "help": "camera distance; the creature fits in 0.65"})
-    fovy: float = field(default=49.1, metadata={"min": 10.0, "max": 120.0})
+    fovy: float = field(default=DEFAULT_FOVY, metadata={"min": 10.0, "max": 120.0})
     seed: int = field(default=0, metadata={"help": "changes colours, spot layout, motion phase and amplitudes"})
     supersample: int = field(default=2, metadata={"min": 1, "max": 4, "help": "samples per pixel per axis (antialiasing)"})
 

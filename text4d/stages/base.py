@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +24,8 @@ from text4d.io.ply import PlyGaussians
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput
 from text4d.views import Views
+
+Progress = Callable[[int, int], None]  # (done, total) of a long operation on a stage: an export, a mesh extraction
 
 
 def stepped_resolution(progress: float, milestones: list[float], resolutions: list[int], default: int) -> int:

@@ -22,14 +22,14 @@ switched off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from text4d.accel.cuda_graphs import GraphCache
 from text4d.clip_score import ClipSimilarity
-from text4d.cuda_graphs import GraphCache
 from text4d.gaussians.deform import DeformConfig, HexPlaneField
 from text4d.gaussians.model import GaussianModel, LearningRates, exp_decay
 from text4d.gaussians.strategy import DensifyConfig, DensifyStrategy
@@ -79,6 +79,11 @@ class DynamicConfig:
     backend: Backend = "auto"
     cuda_graph: bool = field(default=True, metadata={"help": "replay no-grad deformation queries (viewer, evaluation) as one CUDA graph"})
     seed: int = 0
+
+    @classmethod
+    def of(cls, cfg: DynamicConfig) -> DynamicConfig:
+        """The stage's own knobs out of a larger run config (what the studios let users edit)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 class DynamicStage(GaussianStage):

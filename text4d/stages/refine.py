@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from text4d.render.camera import Cameras
+from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.mesh_raster import interpolate, rasterize, texture
 from text4d.render.splat import RenderOutput
 from text4d.timing import t_to_frame
@@ -74,7 +74,7 @@ class RefineStage:
         target: RenderFn,
         cfg: RefineConfig,
         radius: float = 2.0,
-        fovy: float = 49.1,
+        fovy: float = DEFAULT_FOVY,
     ):
         if cfg.min_elevation > cfg.max_elevation:
             raise ValueError(f"min_elevation {cfg.min_elevation} > max_elevation {cfg.max_elevation}")

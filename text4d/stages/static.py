@@ -19,20 +19,20 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from text4d.errors import InputError
 from text4d.gaussians.model import GaussianModel, LearningRates
 from text4d.gaussians.strategy import DensifyConfig, DensifyStrategy
 from text4d.guidance.novel import ViewSampling
 from text4d.guidance.sds import SDSConfig, Zero123Guidance
-from text4d.errors import InputError
 from text4d.io.atomic import write_json
 from text4d.io.ply import PlyGaussians, load_ply, save_ply
-from text4d.render.camera import Cameras
-from text4d.render.splat import Backend, RenderOutput, render, resolve_backend
+from text4d.render.camera import DEFAULT_FOVY, Cameras
+from text4d.render.splat import Backend, RenderOutput, Splats, render, resolve_backend
 from text4d.stages.base import GaussianStage, stepped_resolution
 
 
@@ -51,7 +51,7 @@ class StaticConfig:
     resolution_milestones: list[float] = field(default_factory=lambda: [0.3, 0.6])
     resolutions: list[int] = field(default_factory=lambda: [128, 256, 512])
     radius: float = field(default=2.0, metadata={"min": 0.1, "help": "camera distance"})
-    fovy: float = field(default=49.1, metadata={"min": 5.0, "max": 150.0})
+    fovy: float = field(default=DEFAULT_FOVY, metadata={"min": 5.0, "max": 150.0})
     elevation: float = field(default=0.0, metadata={"help": "reference view elevation (ours: > 0 = above)"})
     num_pts: int = field(default=5000, metadata={"min": 1})
     init_radius: float = field(default=0.5, metadata={"min": 0.0})
@@ -198,6 +198,12 @@ class StaticStage(GaussianStage):
         return render(self.model.splats(), cameras.to(self.device), bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree)
 
     @torch.no_grad()
+    @torch.no_grad()
+    def deformed(self, t: Tensor) -> Splats:
+        """The model at times ``t`` [T] (what mesh exports read): a static object is the same at every time."""
+        s = self.model.splats()
+        return Splats(*(x.detach().unsqueeze(0).expand(len(t), *x.shape) for x in (s.means, s.quats, s.scales, s.opacities, s.sh)))
+
     def gaussian_centers(self, t: float = 0.0) -> Tensor:
         return self.model.means.detach().clone()
 

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from text4d.errors import InputError
 from text4d.io.atomic import atomic_write, write_json
+from text4d.io.media import IMAGE_EXTS, VIDEO_EXTS, read_image, read_video
 from text4d.video.config import TrainDataConfig
-from text4d.video.media import IMAGE_EXTS, VIDEO_EXTS, read_image, read_video
 
 logger = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import torch
 
+from text4d.devices import pick_dtype, resolve_device
 from text4d.errors import InputError
 from text4d.io.atomic import write_json
+from text4d.io.media import VIDEO_EXTS, read_video, write_rgba_frames, write_video
 from text4d.video import data as vdata
 from text4d.video.generate import InversionCache, generate
 from text4d.video.lora import AdapterFile, DualLoRA, read_adapter, resolve_checkpoint
 from text4d.video.matting import foreground
-from text4d.video.media import VIDEO_EXTS, read_video, write_rgba_frames, write_video
 from text4d.video.models import T2VModels, load_t2v, vae_encode
-from text4d.video.train import pick_device, pick_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def make_driving_video(req: DrivingVideoRequest, models: T2VModels | None = None
     """
     if not req.prompt or not req.prompt.strip():
         raise InputError("the prompt is empty; pass --prompt \"what should happen\"")
-    device = pick_device(req.device)
+    device = resolve_device(req.device)
     dtype = pick_dtype(req.precision, device)
     if models is None:
         models = load_t2v(req.model, key="--model", device=device, dtype=dtype)

@@ -95,12 +95,12 @@ def from_image_to_files(image: str | Path, svd: str, output: str | Path, *, num_
     ``callback`` sees every denoising step's latents (see :func:`image_to_video`); the result holds
     the generated frames as ``raw`` too.
     """
+    from text4d.devices import resolve_device
+    from text4d.io.media import read_image, write_rgba_frames, write_video
     from text4d.video.matting import foreground
-    from text4d.video.media import read_image, write_rgba_frames, write_video
-    from text4d.video.train import pick_device
 
     img = read_image(image)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     if pipe is None:
         dtype = torch.float16 if dev.type == "cuda" else torch.float32
         pipe = load_svd(svd, device=dev, dtype=dtype)

@@ -38,39 +38,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from text4d.accel.cuda_graphs import StepGraphs
 from text4d.config import to_yaml
-from text4d.cuda_graphs import StepGraphs
+from text4d.devices import pick_dtype, resolve_device
 from text4d.errors import InputError
 from text4d.io.atomic import append_jsonl, write_text
 from text4d.io.checkpoint import load_checkpoint, save_checkpoint
+from text4d.io.media import write_video
 from text4d.video import data as vdata
 from text4d.video.config import MotionTrainConfig
 from text4d.video.generate import InversionCache, generate
 from text4d.video.lora import DualLoRA, read_adapter_file, save_adapter_file
-from text4d.video.media import write_video
 from text4d.video.models import T2VModels, encode_prompts, load_t2v, vae_encode
 
 logger = logging.getLogger(__name__)
 
 DEBIAS_BETA = 1.0
 DEBIAS_ALPHA = math.sqrt(DEBIAS_BETA**2 + 1.0)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def pick_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
-    """bf16 for the frozen base where supported ("auto"), else fp32."""
-    if mixed_precision == "no" or device.type != "cuda":
-        if mixed_precision == "bf16" and device.type != "cuda":
-            logger.warning("mixed_precision=bf16 needs a CUDA device; training in fp32")
-        return torch.float32
-    if mixed_precision == "auto" and not torch.cuda.is_bf16_supported():
-        return torch.float32
-    return torch.bfloat16
 
 
 _CHECKPOINTED = ("ResnetBlock2D", "TemporalConvLayer", "Transformer2DModel", "TransformerTemporalModel")
@@ -136,7 +120,7 @@ class MotionTrainer:
         self.progress = progress
         self.run_dir = Path(cfg.output_dir).expanduser()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.dtype = pick_dtype(cfg.mixed_precision, self.device)
         # Seeds are applied (the original reads `seed` from its config but never sets it).
         random.seed(cfg.seed)

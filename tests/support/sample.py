@@ -1,0 +1,35 @@
+"""The one tiny configuration of the built-in sample that tests fit (32 px, 3 frames, 300 Gaussians, CPU)."""
+
+from __future__ import annotations
+
+import torch
+
+TINY_SAMPLE = [
+    "sample.num_frames=3",
+    "sample.resolution=32",
+    "sample.train_views=2",
+    "sample.test_views=1",
+    "sample.supersample=1",
+    "ref_size=32",
+    "batch_size=2",
+    "n_views=1",
+    "init_points=300",
+    "device=cpu",
+]
+
+
+def tiny_sample_stage(overrides: list[str] | None = None):
+    """The real dynamic stage on the built-in sample at :data:`TINY_SAMPLE` (plus ``overrides``), and its run config."""
+    from text4d.app.runkind import load
+    from text4d.app.sample import KIND, build_sample_stage
+
+    cfg = load(KIND, None, TINY_SAMPLE + list(overrides or []))
+    return build_sample_stage(cfg, torch.device("cpu")), cfg
+
+
+def small_exporters(stage):
+    """Every export format at test sizes (orbit videos of 4 frames at 32 px), as a run's Session offers them."""
+    from text4d.export import ExportSettings, exporters
+
+    return exporters(ExportSettings(video_frames=4, video_resolution=32), has_ground_truth=stage.ground_truth() is not None)
+
