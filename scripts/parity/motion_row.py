@@ -24,7 +24,8 @@ from report import Report
 from shims import on_path
 
 from text4d.video import lora as ours_lora
-from text4d.video.random_models import unet3d_config
+from text4d.video.models import load_t2v
+from text4d.video.random_models import build_t2v, save_t2v, unet3d_config
 
 ROW = "motion"
 
@@ -50,14 +51,16 @@ def run(report: Report, root: Path, work: Path, tiny: bool, device: torch.device
     from diffusers import UNet3DConditionModel
 
     RefUNet, LoraHandler = _import_reference(root)
-    folder = work / "models" / ("t2v-tiny" if tiny else "zeroscope-random") / "unet"
-    if not (folder / "config.json").is_file():
-        torch.manual_seed(0)
-        # MotionDirector's fork builds transformer_in with 32 norm groups whatever norm_num_groups says: tiny stays a multiple of 32
-        config = {**unet3d_config(tiny), "block_out_channels": (32, 64), "norm_num_groups": 32, "attention_head_dim": 8} if tiny else {}
-        UNet3DConditionModel(**config).save_pretrained(folder)
-    ours = UNet3DConditionModel.from_pretrained(str(folder)).to(device).eval()
-    ref = RefUNet.from_pretrained(str(folder)).to(device).eval()
+    root = work / "models" / ("t2v-tiny" if tiny else "zeroscope-random")
+    if not (root / "model_index.json").is_file():
+        models = build_t2v(tiny=tiny, device=device, seed=0)
+        if tiny:  # MotionDirector's fork builds transformer_in with 32 norm groups whatever norm_num_groups says
+            torch.manual_seed(0)
+            models.unet = UNet3DConditionModel(**{**unet3d_config(True), "block_out_channels": (32, 64), "norm_num_groups": 32, "attention_head_dim": 8})
+        save_t2v(models, root)
+        del models
+    ours = load_t2v(root, device=device).unet.eval()  # the user's path: a zeroscope_v2_576w-layout folder
+    ref = RefUNet.from_pretrained(str(root / "unet")).to(device).eval()
     tol = dict(atol=1e-6, rtol=1e-5) if tiny else dict(atol=1e-5, rtol=1e-4)
     report.compare(ROW, "UNet3D parameter names (MotionDirector's fork vs diffusers')", [sorted(ours.state_dict()) == sorted(ref.state_dict())], [True], atol=0, rtol=0)
     g = torch.Generator().manual_seed(1)
