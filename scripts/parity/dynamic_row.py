@@ -12,6 +12,7 @@ the gradients on the reference RGB, alpha and novel renders.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -36,6 +37,11 @@ CHECK_STEPS = (1, 100, 200, 350, 500)
 
 def pattern(size: int, salt: float) -> torch.Tensor:
     """A fixed image [3, size, size] standing for a render (same on both sides for the same size)."""
+    return _pattern(size, salt).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(size: int, salt: float) -> torch.Tensor:
     y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     return torch.stack([0.5 + 0.4 * torch.sin(6 * x + salt), 0.5 + 0.4 * torch.cos(5 * y - salt), 0.5 + 0.3 * x * y])
 
@@ -102,9 +108,9 @@ def run(report: Report, dg4d: Path, device: torch.device, fixtures: dict) -> Non
             report.compare(ROW, f"gradient on the {name} renders at step {step}", ours["grads"][step][name], ref["grads"][step][name],
                            atol=1e-12, rtol=1e-5)
     fixtures[f"{ROW}/sizes"] = torch.tensor(ref["sizes"]).float()
-    fixtures[f"{ROW}/progress"] = torch.tensor(ref["progress"]).double()
-    fixtures[f"{ROW}/lr_means"] = torch.tensor(ref["lr_means"]).double()
-    fixtures[f"{ROW}/lr_field"] = torch.tensor(ref["lr_field"]).double()
+    fixtures[f"{ROW}/progress"] = torch.tensor(ref["progress"], dtype=torch.float64)
+    fixtures[f"{ROW}/lr_means"] = torch.tensor(ref["lr_means"], dtype=torch.float64)
+    fixtures[f"{ROW}/lr_field"] = torch.tensor(ref["lr_field"], dtype=torch.float64)
     for step in CHECK_STEPS:
         for name in ("rgb", "alpha", "novel"):
             fixtures[f"{ROW}/grad_stats_{name}_{step}"] = grad_stats(ref["grads"][step][name])

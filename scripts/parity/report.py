@@ -90,6 +90,7 @@ class Report:
         for e in self.entries:
             tol = "" if e.atol is None else f"{e.atol:g} + {e.rtol:g}·ref"
             fmt = lambda v: "" if v is None else f"{v:.3g}"  # noqa: E731
-            lines.append(f"| {e.row} | {e.quantity} | {e.kind} | {'yes' if e.ok else '**NO**'} | {fmt(e.max_abs)} | "
-                         f"{fmt(e.ref_max)} | {tol} | {e.dtype} | {e.note} |")
+            cell = lambda text: text.replace("|", "\\|")  # noqa: E731
+            lines.append(f"| {e.row} | {cell(e.quantity)} | {e.kind} | {'yes' if e.ok else '**NO**'} | {fmt(e.max_abs)} | "
+                         f"{fmt(e.ref_max)} | {tol} | {e.dtype} | {cell(e.note)} |")
         (folder / "parity.md").write_text("\n".join(lines) + "\n")
