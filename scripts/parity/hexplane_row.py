@@ -38,7 +38,8 @@ def copy_weights(grids: nn.ModuleList, trunk: list[nn.Linear], heads: list[list[
                 ours.time_planes[s][k].copy_(planes[_PAIRS.index(pair)][0].flip(-1))  # width is space, height time
         own_trunk = [m for m in ours.trunk if isinstance(m, nn.Linear)]
         for a, b in zip(trunk, own_trunk, strict=True):
-            b.weight.copy_(a.weight), b.bias.copy_(b.bias * 0 + a.bias)
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
         w = ours.cfg.width
         hidden, out = ours.heads_hidden[1], ours.heads_out
         out.weight.zero_()
