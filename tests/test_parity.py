@@ -111,3 +111,15 @@ def test_motion_lora_starts_as_motiondirector():
         up = torch.cat([layer.lora_B[adapter].weight.flatten() for layer in lora.layers[path].values()])
         assert down.numel() > 1000 and abs(down.std().item() * 4 - 1.0) < 0.08 and abs(down.mean().item()) < 0.02
         assert up.abs().max() == 0
+
+
+def test_ddim_inversion_matches_motiondirector():
+    from motion_row import harness_t2v
+
+    from text4d.video.generate import ddim_invert
+
+    models = harness_t2v(tiny=True)
+    latents = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(5))[:, :, :2]
+    with torch.no_grad():
+        got = ddim_invert(models, latents, num_steps=10)
+    torch.testing.assert_close(got, _fixture("motion")["inversion_10"], atol=1e-5, rtol=1e-5)

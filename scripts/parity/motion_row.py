@@ -9,8 +9,13 @@ Compared, with MotionDirector's own ``models/unet_3d_condition.py`` and ``utils/
 * a released-format checkpoint (``<step>_unet.pt`` written by its ``save_lora_weights``), loaded by
   ours into the same modules: the UNet output with each path's adapter on.
 
+* DDIM inversion: ``utils/ddim_utils.ddim_inversion`` with the scheduler ``inverse_video`` builds
+  (``DDIMScheduler.from_config(pipe.scheduler.config)``, ``set_timesteps(50)``; the harness builds it
+  the same way, since importing ``MotionDirector_inference`` pulls in the training script's dataset
+  stack) against our ``ddim_invert``, on the same UNet and latents.
+
 Not compared here (yet): the training losses of ``MotionDirector_train.py`` (a closure inside its
-``main``) and ``MotionDirector_inference.py`` (DDIM inversion, noise prior, sampling).
+``main``), the noise-prior mix and sampling of ``MotionDirector_inference.py``.
 """
 
 from __future__ import annotations
@@ -48,19 +53,12 @@ def _import_reference(root: Path):
 
 
 def run(report: Report, root: Path, work: Path, tiny: bool, device: torch.device, fixtures: dict) -> None:
-    from diffusers import UNet3DConditionModel
-
     RefUNet, LoraHandler = _import_reference(root)
-    root = work / "models" / ("t2v-tiny" if tiny else "zeroscope-random")
-    if not (root / "model_index.json").is_file():
-        models = build_t2v(tiny=tiny, device=device, seed=0)
-        if tiny:  # MotionDirector's fork builds transformer_in with 32 norm groups whatever norm_num_groups says
-            torch.manual_seed(0)
-            models.unet = UNet3DConditionModel(**{**unet3d_config(True), "block_out_channels": (32, 64), "norm_num_groups": 32, "attention_head_dim": 8})
-        save_t2v(models, root)
-        del models
-    ours = load_t2v(root, device=device).unet.eval()  # the user's path: a zeroscope_v2_576w-layout folder
-    ref = RefUNet.from_pretrained(str(root / "unet")).to(device).eval()
+    folder = work / "models" / ("t2v-tiny" if tiny else "zeroscope-random")
+    if not (folder / "model_index.json").is_file():
+        save_t2v(harness_t2v(tiny, device), folder)
+    ours = load_t2v(folder, device=device).unet.eval()  # the user's path: a zeroscope_v2_576w-layout folder
+    ref = RefUNet.from_pretrained(str(folder / "unet")).to(device).eval()
     tol = dict(atol=1e-6, rtol=1e-5) if tiny else dict(atol=1e-5, rtol=1e-4)
     report.compare(ROW, "UNet3D parameter names (MotionDirector's fork vs diffusers')", [sorted(ours.state_dict()) == sorted(ref.state_dict())], [True], atol=0, rtol=0)
     g = torch.Generator().manual_seed(1)
@@ -111,6 +109,51 @@ def run(report: Report, root: Path, work: Path, tiny: bool, device: torch.device
         lora.activate(spatial=None, temporal=False)
         ours_lora.remove_adapters(ours)
         _restore_linears(ref)
+    _inversion(report, folder, device, tiny, fixtures)
+
+
+def _inversion(report: Report, t2v_root: Path, device: torch.device, tiny: bool, fixtures: dict) -> None:
+    """50-step DDIM inversion of one clip's latents, MotionDirector's loop vs ours (same UNet, empty prompt)."""
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler
+
+    from text4d.video.generate import ddim_invert
+
+    from utils import ddim_utils  # MotionDirector's utils/ (on sys.path from _import_reference)
+    models = load_t2v(t2v_root, device=device)
+    g = torch.Generator().manual_seed(5)
+    side = 8 if tiny else 40
+    latents = torch.randn(1, 4, 4, side, side, generator=g).to(device)
+    pipe = SimpleNamespace(tokenizer=models.tokenizer, text_encoder=models.text_encoder, unet=models.unet, device=device,
+                           scheduler=models.scheduler)
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)  # inverse_video
+    sched.set_timesteps(50)
+    with torch.no_grad():
+        ref = ddim_utils.ddim_inversion(pipe, sched, video_latent=latents, num_inv_steps=50, prompt="")[-1]
+        ours = ddim_invert(models, latents, num_steps=50)
+    tol = dict(atol=1e-5, rtol=1e-5) if tiny else dict(atol=1e-4, rtol=1e-4)
+    report.compare(ROW, "DDIM inversion (50 steps, empty prompt) of the same latents", ours, ref, **tol)
+    if tiny:  # the CI fixture: 10 steps of 2 frames (the same loop; CI time)
+        small = latents[:, :, :2]
+        sched.set_timesteps(10)
+        with torch.no_grad():
+            fixtures[f"{ROW}/inversion_10"] = ddim_utils.ddim_inversion(pipe, sched, video_latent=small, num_inv_steps=10, prompt="")[-1].cpu()
+
+
+def harness_t2v(tiny: bool, device: torch.device | str = "cpu"):
+    """The row's random text-to-video model: ZeroScope's (full), or tiny with a UNet3D whose widths are
+    multiples of 32 (MotionDirector's fork builds ``transformer_in`` with 32 norm groups whatever
+    ``norm_num_groups`` says)."""
+    from diffusers import UNet3DConditionModel
+
+    models = build_t2v(tiny=tiny, device=device, seed=0)
+    if tiny:
+        torch.manual_seed(0)
+        models.unet = UNet3DConditionModel(**{**unet3d_config(True), "block_out_channels": (32, 64), "norm_num_groups": 32,
+                                              "attention_head_dim": 8}).to(device)
+        models.freeze()
+    return models
 
 
 class _PipeLike:
