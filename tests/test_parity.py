@@ -90,7 +90,7 @@ def test_dynamic_stage_weights_and_schedules_match_main_4d():
     for step in (CHECK_STEPS[0], CHECK_STEPS[-2]):  # the first step and one at 512 px
         stage.iteration = step - 1
         r = run.step()
-        assert r["call"]["size"] == int(fx["sizes"][step - 1])
+        assert r["size"] == int(fx["sizes"][step - 1])
         assert r["call"]["progress"] == pytest.approx(float(fx["progress"][step - 1]), abs=1e-12)
         assert r["bg"] == r["ref_bg"] == 1.0  # 4d.yaml: every view on white
         for name in ("rgb", "alpha", "novel"):

@@ -46,6 +46,13 @@ def _pattern(size: int, salt: float) -> torch.Tensor:
     return torch.stack([0.5 + 0.4 * torch.sin(6 * x + salt), 0.5 + 0.4 * torch.cos(5 * y - salt), 0.5 + 0.3 * x * y])
 
 
+def image_size(requested: int, ref_size: int) -> int:
+    """The stand-in image's size for a render asked at ``requested`` px: full size at the reference size
+    (ours renders reference and novel views in one call there), else a small image (the loss weights
+    do not depend on it; the requested size is recorded separately)."""
+    return requested if requested == ref_size else 32
+
+
 def weights(size: int) -> torch.Tensor:
     """G of the linear SDS stand-in ``sum(images * G)``."""
     return pattern(size, 2.0) - 0.5
@@ -143,7 +150,7 @@ def _reference(dg4d: Path, device: torch.device) -> dict:
             calls = RecordingRenderer.calls
             refs, novel = calls[:FRAMES], calls[FRAMES:]
             g = gui.guidance_zero123.calls[-1]
-            out["sizes"].append(g["size"]), out["n_novel"].append(g["n"]), out["progress"].append(g["step_ratio"])
+            out["sizes"].append(novel[0]["width"]), out["n_novel"].append(g["n"]), out["progress"].append(g["step_ratio"])
             out["vers"] += g["vers"]
             out["hors"] += g["hors"]
             out["radii"] += g["radii"]
@@ -165,7 +172,7 @@ def _reference(dg4d: Path, device: torch.device) -> dict:
 
 
 def _ref_render(cam, bg, ref_size, device):
-    size, salt = cam.image_width, 0.1 * cam.time
+    size, salt = image_size(cam.image_width, ref_size), 0.1 * cam.time
     bgv = 1.0 if bg is None else bg[0]
     image = (pattern(size, salt) * 0.8 + 0.2 * bgv).to(device).requires_grad_(True)
     alpha = pattern(size, salt + 1.0)[:1].to(device).requires_grad_(True)
@@ -193,13 +200,16 @@ class OurRun:
         ordered = self.stage._batch
         self.stage._batch = lambda: ordered().sort().values  # frames in order, as main_4d's loop (the batch holds every frame)
         self.device = device
+        self.ref_size = cfg.ref_size
+        self.sizes: list[int] = []
         self.leaves: list[RenderOutput] = []
         self.bgs: list[float] = []
         self.lrs: list[dict[str, float]] = []
 
     def _render(self, splats, cams, bg, **_):
         b, c = cams.viewmats.shape[:2]
-        size = cams.width
+        self.sizes.append(cams.width)
+        size = image_size(cams.width, self.ref_size)
         img = torch.stack([torch.stack([(pattern(size, 0.1 * i) * 0.8 + 0.2 * float(bg[0])).permute(1, 2, 0)] * c) for i in range(b)])
         alp = torch.stack([torch.stack([pattern(size, 0.1 * i + 1.0)[:1].permute(1, 2, 0)] * c) for i in range(b)])
         out = RenderOutput(img.to(self.device).requires_grad_(True), alp.to(self.device).requires_grad_(True), None, None, None)
@@ -210,7 +220,7 @@ class OurRun:
     def step(self) -> dict:
         """One stage step: what it rendered, gave the SDS term, and the gradients on its renders."""
         stage = self.stage
-        self.leaves.clear(), self.bgs.clear()
+        self.leaves.clear(), self.bgs.clear(), self.sizes.clear()
         step_opt = stage.optimizer.step
         stage.optimizer.step = lambda *a, **k: (self.lrs.append({g["name"]: g["lr"] for g in stage.optimizer.param_groups}), step_opt(*a, **k))[1]
         saved = dynamic_module.render
@@ -221,7 +231,7 @@ class OurRun:
             dynamic_module.render = saved
             stage.optimizer.step = step_opt
         first, last = self.leaves[0], self.leaves[-1]
-        return {"call": self.guidance.calls[-1], "bg": self.bgs[-1], "ref_bg": self.bgs[0],
+        return {"call": self.guidance.calls[-1], "size": self.sizes[-1], "bg": self.bgs[-1], "ref_bg": self.bgs[0],
                 "grads": {"rgb": first.rgb.grad[:, 0].permute(0, 3, 1, 2).cpu(), "alpha": first.alpha.grad[:, 0].permute(0, 3, 1, 2).cpu(),
                           "novel": last.rgb.grad[:, -VIEWS:].permute(0, 1, 4, 2, 3).cpu()}}  # novel: [F, V, 3, H, W]
 
@@ -232,7 +242,7 @@ def _ours(device: torch.device) -> dict:
     for step in range(1, ITERS + 1):
         r = run.step()
         g = r["call"]
-        out["sizes"].append(g["size"]), out["n_novel"].append(g["n"]), out["progress"].append(g["progress"])
+        out["sizes"].append(r["size"]), out["n_novel"].append(g["n"]), out["progress"].append(g["progress"])
         out["vers"] += [-v for v in g["d_el"]]  # in DreamGaussian's sign
         out["hors"] += g["d_az"]
         out["radii"] += g["d_r"]
