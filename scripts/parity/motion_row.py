@@ -101,7 +101,7 @@ def run(report: Report, root: Path, work: Path, tiny: bool, device: torch.device
         handler.save_lora_weights(model=_PipeLike(ref), save_path=str(ckpt / path), step=100)
         released = ours_lora.read_adapter(ckpt, path, ours)
         report.compare(ROW, f"{path} LoRA: released checkpoint file found and read by ours", [released is not None], [True], atol=0, rtol=0,
-                       note=str(sorted((ckpt / path / "lora").glob("*"))))
+                       note=", ".join(str(f.relative_to(ckpt)) for f in sorted((ckpt / path / "lora").glob("*"))))
         lora.load_state(path, released.tensors, released.source)
         lora.activate(spatial=0 if path == "spatial" else None, temporal=path == "temporal")
         with torch.no_grad():
