@@ -146,8 +146,9 @@ def test_field_learning_rates_decay_over_the_dynamic_phase(tmp_path, monkeypatch
         stage._apply_learning_rates()
         lrs[it] = {g["name"]: g["lr"] for g in stage.optimizer.param_groups}
     assert lrs[5]["deform"] == 0.0 and lrs[5]["grid"] == 0.0  # static phase: the field is off
-    assert lrs[10]["deform"] == pytest.approx(stage.cfg.lr_deform) and lrs[10]["grid"] == pytest.approx(stage.cfg.lr_grid)
-    assert lrs[60]["deform"] == pytest.approx(stage.cfg.lr_deform * 0.1**0.5)  # log-linear: halfway is the geometric mean
+    # Step k of the phase (from 1, as the original's update_learning_rate(step)) is at progress k / iters.
+    assert lrs[10]["deform"] == pytest.approx(stage.cfg.lr_deform * 0.1**0.01) and lrs[10]["grid"] == pytest.approx(stage.cfg.lr_grid * 0.1**0.01)
+    assert lrs[60]["deform"] == pytest.approx(stage.cfg.lr_deform * 0.1**0.51)  # log-linear in progress
     assert lrs[110]["grid"] == pytest.approx(stage.cfg.lr_grid * 0.1)
 
 

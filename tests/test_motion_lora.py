@@ -96,7 +96,7 @@ def test_switching_and_scaling_per_path(unet):
         lora.set_scale("temporal", 1.0)
         with lora.merged(spatial=None, temporal=True):
             merged = unet(x, 10, encoder_hidden_states=emb).sample
-        assert torch.allclose(merged, t_out, atol=1e-5)
+        assert torch.allclose(merged, t_out, atol=1e-4)  # W x + B (A x) vs (W + B A) x: fp32 rounding
         lora.activate(spatial=None, temporal=False)
         assert torch.allclose(unet(x, 10, encoder_hidden_states=emb).sample, base, atol=1e-5)
 

@@ -73,7 +73,7 @@ class ReconConfig(DynamicConfig):
     ramp_reference: bool = False
     bg: Literal["white", "black", "random"] = "white"
     init_points: int = field(default=5000, metadata={"min": 1, "help": "initial Gaussians"})
-    deform: DeformConfig = field(default_factory=lambda: DeformConfig(bound=0.0))
+    deform: DeformConfig = field(default_factory=lambda: DeformConfig(bound=0.0, multires=[1, 2], heads="mlp"))  # 4DGaussians' D-NeRF field
     densify: DensifyConfig = field(default_factory=lambda: DensifyConfig(start=200, end=2500, interval=100))
     # -- data --
     data: str = field(default="", metadata={"help": "scene folder in the D-NeRF layout"})

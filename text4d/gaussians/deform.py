@@ -8,6 +8,14 @@ trunk maps the feature to a hidden vector, and three heads predict the
 deltas. The heads' last layers start at zero, so an untrained field is the
 identity: the static model renders unchanged until the field learns motion.
 
+Two head shapes, as the originals (``heads``): ``residual`` is DreamGaussian4D's
+(``use_res: True`` in all its configs): ``out(r + W r)`` with ``r = relu(trunk)``
+and every head layer starting at zero; ``mlp`` is 4DGaussians' ``out(relu(W r))``.
+Linear weights start as both originals start them (Xavier-uniform). The planes
+are sampled at ``xyz / bound``, where both originals sample at ``-xyz / bound``
+(their box is stored max-first); that mirrors the planes and changes nothing
+else (scripts/parity converts their weights by flipping the planes).
+
 Space planes start uniform in [0.1, 0.5] and space-time planes at 1, so the
 product is time-independent at the start (the same initialisation as K-planes).
 
@@ -23,6 +31,7 @@ small field costs launches, not arithmetic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +48,11 @@ class DeformConfig:
     channels: int = field(default=32, metadata={"min": 1})
     resolution: int = field(default=32, metadata={"min": 2, "help": "base spatial plane resolution"})
     time_resolution: int = field(default=12, metadata={"min": 2, "help": "HexPlane T (12 in 4d.yaml)"})
-    multires: list[int] = field(default_factory=lambda: [1, 2])
+    multires: list[int] = field(default_factory=lambda: [1], metadata={"help": "spatial resolution multipliers ([1] in 4d.yaml, [1, 2] in 4DGaussians' D-NeRF configs)"})
     bound: float = field(default=1.6, metadata={"min": 0.0, "help": "planes cover [-bound, bound]^3"})
     width: int = field(default=64, metadata={"min": 1})
     depth: int = field(default=1, metadata={"min": 1, "help": "trunk layers"})
+    heads: Literal["residual", "mlp"] = field(default="residual", metadata={"help": "residual: DreamGaussian4D's zero-started residual heads; mlp: 4DGaussians' two-layer heads"})
 
 
 @dataclass
@@ -91,12 +101,19 @@ class HexPlaneField(nn.Module):
             layers += [nn.ReLU(), nn.Linear(cfg.width, cfg.width)]
         self.trunk = nn.Sequential(*layers)
         w = cfg.width
+        if cfg.heads not in ("residual", "mlp"):
+            raise ValueError(f"heads must be 'residual' or 'mlp', got {cfg.heads!r}")
         # Heads for position (3), log-scale (3), rotation (4): hidden layers side by side,
         # output layer masked to blocks so each head sees only its own hidden units.
         self.heads_hidden = nn.Sequential(nn.ReLU(), nn.Linear(w, len(_HEAD_SIZES) * w), nn.ReLU())
         self.heads_out = nn.Linear(len(_HEAD_SIZES) * w, sum(_HEAD_SIZES))
-        nn.init.zeros_(self.heads_out.weight)
-        nn.init.zeros_(self.heads_out.bias)
+        for layer in (*self.trunk, self.heads_hidden[1]):
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+        zero = (self.heads_out, self.heads_hidden[1]) if cfg.heads == "residual" else (self.heads_out,)
+        for layer in zero:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         mask = torch.block_diag(*(torch.ones(n, w) for n in _HEAD_SIZES))
         self.register_buffer("heads_mask", mask, persistent=False)
         self.register_buffer("space_index", torch.tensor(_SPACE_PAIRS), persistent=False)
@@ -129,7 +146,12 @@ class HexPlaneField(nn.Module):
     def forward(self, xyz: Tensor, t: Tensor) -> Deltas:
         """Deltas for Gaussians at canonical positions ``xyz`` [N, 3] at times ``t`` [T] in [0, 1]."""
         t = torch.as_tensor(t, dtype=xyz.dtype, device=xyz.device).reshape(-1)
-        hidden = self.heads_hidden(self.trunk(self.features(xyz, t)))
+        trunk = self.trunk(self.features(xyz, t))
+        if self.cfg.heads == "residual":
+            r = torch.relu(trunk)
+            hidden = r.repeat(*([1] * (r.ndim - 1)), len(_HEAD_SIZES)) + self.heads_hidden[1](r)
+        else:
+            hidden = self.heads_hidden(trunk)
         out = F.linear(hidden, self.heads_out.weight * self.heads_mask, self.heads_out.bias)
         position, log_scale, rotation = out.split(_HEAD_SIZES, dim=-1)
         return Deltas(position, log_scale, rotation)

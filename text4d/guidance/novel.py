@@ -1,9 +1,10 @@
 """Zero123 SDS as the dynamic (and static) stage's novel-view term.
 
 For each reference image the term draws random orbit cameras around the reference camera
-(Δelevation in [min_ver, max_ver) kept within ±80°, Δazimuth in [-180, 180), Δradius 0, as
+(Δelevation by :func:`elevation_range`, Δazimuth in [-180, 180), Δradius 0, as
 DreamGaussian4D) and scores their renders with Zero123 conditioned on the frame that
-reference image belongs to (per-frame image conditioning).
+reference image belongs to (per-frame image conditioning). The loss is the mean over the
+renders of Zero123's summed SDS loss, as ``main_4d.py`` weights it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ class ViewSampling:
     min_ver: float = field(default=-30.0, metadata={"min": -90.0, "max": 90.0, "help": "Δelevation range (degrees, > 0 = above)"})
     max_ver: float = field(default=30.0, metadata={"min": -90.0, "max": 90.0})
     max_elevation: float = field(default=80.0, metadata={"min": 0.0, "max": 89.0, "help": "absolute elevation limit"})
-    radius_jitter: float = field(default=0.0, metadata={"min": 0.0, "help": "Δradius range ±; 0 as the original"})
+    radius_jitter: float = field(default=0.0, metadata={"min": 0.0, "help": "Δradius range ±; 0 as main_4d.py, 0.5 as dg.py"})
+
+
+def elevation_range(s: ViewSampling, elevation: Tensor | float) -> tuple[Tensor, Tensor]:
+    """The Δelevation interval [lo, hi) around a reference view at ``elevation``, as DreamGaussian(4D):
+    at least [min_ver, max_ver] of *absolute* elevation stays reachable, and no view goes past
+    ±max_elevation ("avoid too large elevation (> 80 or < -80), and make sure it always cover [-30, 30]")."""
+    el = torch.as_tensor(elevation, dtype=torch.float32)
+    lo = torch.maximum(torch.minimum(torch.full_like(el, s.min_ver), s.min_ver - el), -s.max_elevation - el)
+    hi = torch.minimum(torch.maximum(torch.full_like(el, s.max_ver), s.max_ver - el), s.max_elevation - el)
+    return lo, hi
 
 
 def orbit_params(cameras: Cameras) -> tuple[Tensor, Tensor, Tensor]:
@@ -66,8 +77,7 @@ class Zero123Views:
         b, v, s = len(times), self._views(), self.sampling
         ref_cameras = ref_cameras.to("cpu")  # a few 4x4s: inverted on the GPU (cuSOLVER, host syncs) they cost 0.5-2 ms a step
         el0, az0, r0 = orbit_params(ref_cameras)  # [B]
-        lo = torch.maximum(torch.full_like(el0, s.min_ver), -s.max_elevation - el0)
-        hi = torch.minimum(torch.full_like(el0, s.max_ver), s.max_elevation - el0)
+        lo, hi = elevation_range(s, el0)
         u = torch.rand(b, v, generator=generator)
         d_el = torch.floor(lo[:, None] + u * (hi - lo).clamp_min(0)[:, None])  # integer degrees, as randint
         d_az = torch.randint(-180, 180, (b, v), generator=generator).float()
@@ -90,5 +100,6 @@ class Zero123Views:
             raise RuntimeError("cameras() must be called before loss()")
         last = {k: v.reshape(-1) for k, v in self._last.items()}
         images = out.rgb.reshape(-1, *out.rgb.shape[-3:]).permute(0, 3, 1, 2)  # [B*V, 3, H, W]
+        # Zero123's SDS loss is summed over renders; main_4d.py divides it by batch_size * n_views.
         return self.guidance.loss(images, last["frames"], last["d_el"], last["d_az"], last["d_r"], progress,
-                                  ref_elevation=last["ref_el"])
+                                  ref_elevation=last["ref_el"]) / images.shape[0]

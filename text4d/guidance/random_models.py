@@ -43,7 +43,9 @@ def clip_processor(size: int, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[fl
 
 
 def build_zero123(tiny: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  seed: int = 0, variant: str = "stable") -> Zero123Models:
+                  seed: int = 0, variant: str = "stable", vae_scale_factor: int = 2) -> Zero123Models:
+    """Random Zero123 parts (``tiny``: 8/16-channel UNet, 8-channel VAE that downsamples by ``vae_scale_factor``;
+    8 keeps the real model's 256 px -> 32 x 32 latents, which code that hard-codes 256 px needs)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -54,8 +56,11 @@ def build_zero123(tiny: bool = True, device: str | torch.device = "cpu", dtype: 
                 sample_size=8, in_channels=8, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
                 norm_num_groups=4, cross_attention_dim=dim, attention_head_dim=4,
                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-            vae = AutoencoderKL(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4,
-                                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+            levels = vae_scale_factor.bit_length()
+            if vae_scale_factor < 2 or 2 ** (levels - 1) != vae_scale_factor:
+                raise ValueError(f"vae_scale_factor must be a power of two >= 2, got {vae_scale_factor}")
+            vae = AutoencoderKL(block_out_channels=(8,) * levels, layers_per_block=1, norm_num_groups=4, latent_channels=4,
+                                down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels)
         else:
             dim, clip_size = 768, 224
             unet = UNet2DConditionModel(sample_size=32, in_channels=8, out_channels=4, cross_attention_dim=dim)
@@ -69,12 +74,26 @@ def build_zero123(tiny: bool = True, device: str | torch.device = "cpu", dtype: 
     return models.freeze().to(device, dtype)
 
 
+# The projection layer as each conversion names it: (model_index.json entry, config.json, weight key prefix).
+_PROJECTION_LAYOUTS = {
+    "clip_camera_projection": (["zero123", "CLIPCameraProjection"], lambda p: {"_class_name": "CLIPCameraProjection",
+                               "embedding_dim": p.out_features, "additional_embeddings": p.in_features - p.out_features}, "proj"),
+    "cc_projection": (["pipeline_zero1to3", "CCProjection"], lambda p: {"_class_name": "CCProjection",
+                      "in_channel": p.in_features, "out_channel": p.out_features}, "projection"),
+}
+
+
 def save_zero123(models: Zero123Models, folder: str | Path, projection_dir: str = "clip_camera_projection") -> Path:
-    """Write ``models`` as a diffusers-format Zero123 folder (``projection_dir``: the new or old name)."""
+    """Write ``models`` as a diffusers-format Zero123 folder, as the downloads lay it out.
+
+    ``projection_dir``: ``clip_camera_projection`` (ashawkey's zero123-xl / stable-zero123 conversions,
+    whose ``Zero123Pipeline`` DreamGaussian4D loads) or ``cc_projection`` (kxic's / bennyguo's).
+    """
     from diffusers import DDIMScheduler
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    index_entry, config, prefix = _PROJECTION_LAYOUTS[projection_dir]
     models.unet.save_pretrained(folder / "unet")
     models.vae.save_pretrained(folder / "vae")
     models.image_encoder.save_pretrained(folder / "image_encoder")
@@ -84,12 +103,13 @@ def save_zero123(models: Zero123Models, folder: str | Path, projection_dir: str 
     proj = folder / projection_dir
     proj.mkdir(parents=True, exist_ok=True)
     p = models.projection
-    save_file({"proj.weight": p.weight.detach().float().cpu().contiguous(), "proj.bias": p.bias.detach().float().cpu().contiguous()},
+    save_file({f"{prefix}.weight": p.weight.detach().float().cpu().contiguous(), f"{prefix}.bias": p.bias.detach().float().cpu().contiguous()},
               str(proj / "diffusion_pytorch_model.safetensors"))
-    (proj / "config.json").write_text(json.dumps({"_class_name": "CCProjection", "in_channel": p.in_features, "out_channel": p.out_features}))
+    (proj / "config.json").write_text(json.dumps(config(p)))
     (folder / "model_index.json").write_text(json.dumps({
         "_class_name": "Zero123Pipeline", "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"], projection_dir: ["zero123", "CCProjection"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"], projection_dir: index_entry,
         "feature_extractor": ["transformers", "CLIPImageProcessor"], "scheduler": ["diffusers", "DDIMScheduler"],
+        "safety_checker": [None, None], "requires_safety_checker": False,
     }))
     return folder

@@ -61,6 +61,7 @@ class SDSConfig:
     schedule: Literal["anneal", "random"] = field(default="anneal", metadata={"help": "anneal: noise falls linearly with progress"})
     image_size: int = field(default=256, metadata={"min": 8, "help": "Zero123's input resolution"})
     chunk: int = field(default=28, metadata={"min": 0, "help": "renders per VAE+UNet chunk (memory bound); 0 = all at once"})
+    level_reference: bool = field(default=False, metadata={"help": "Stable-Zero123: condition as if the reference view were level (90°) whatever its elevation, as DreamGaussian4D (its main_4d.py / dg.py never pass default_elevation)"})
     seed: int = 0
 
 
@@ -190,6 +191,7 @@ class Zero123Guidance:
             raise RuntimeError("set_references() must be called before loss()")
         m, dev = self.models, self.device
         b = images.shape[0]
+        ref_elevation = 0.0 if self.cfg.level_reference else ref_elevation
         cams = camera_embedding(d_elevation.float(), d_azimuth.float(), d_radius.float(), m.variant, ref_elevation).to(dev)
         t_all = timesteps(self.cfg, progress, b, m.alphas_cumprod.shape[0], self.t_generator).to(dev)
         side = self.cfg.image_size // m.vae_scale_factor

@@ -10,7 +10,8 @@ One step (after DreamGaussian4D's ``main_4d.py``, restructured for speed):
    novel views step through their own resolutions (128 -> 256 -> 512 px, as
    the original; it made one call per view: 70 per step with ``4d.yaml``);
 5. reference RGB + alpha losses (10000 / 1000, ramped by progress, as the
-   original), the novel-view term (not ramped, as the original's SDS), and
+   original), the novel-view term (not ramped, its mean over the novel
+   renders, as the original's SDS / (batch_size * n_views)), and
    the field's regularisers when their weights are > 0 (the original defines
    them and never calls them);
 6. one Adam step over Gaussians and field; densify/prune on schedule.
@@ -65,7 +66,7 @@ class DynamicConfig:
     lambda_time: float = field(default=0.0, metadata={"min": 0.0, "help": "time smoothness of the field"})
     lambda_time_l1: float = field(default=0.0, metadata={"min": 0.0, "help": "sparsity of motion"})
     ramp_reference: bool = field(default=True, metadata={"help": "scale reference losses by training progress (as the original)"})
-    bg: Literal["white", "black", "random"] = "random"
+    bg: Literal["white", "black", "random"] = field(default="white", metadata={"help": "white as 4d.yaml (invert_bg_prob 0: main_4d renders every view on white)"})
     train_gaussians: bool = field(default=True, metadata={"help": "False = frozen static model (the paper's setting)"})
     lr: LearningRates = field(default_factory=LearningRates)
     lr_deform: float = field(default=6.4e-4, metadata={"min": 0.0})
@@ -146,10 +147,11 @@ class DynamicStage(GaussianStage):
 
     def _apply_learning_rates(self) -> None:
         cfg = self.cfg
-        progress = self.iteration / max(self.iters, 1)
+        step = self.iteration + 1  # the original's update_learning_rate(step), step from 1
+        progress = step / max(self.iters, 1)
         self.model.apply_learning_rates(self.optimizer, cfg.lr, progress)
         static = self.phase == "static"
-        dynamic_progress = (self.iteration - cfg.static_iters) / max(cfg.iters, 1)
+        dynamic_progress = (step - cfg.static_iters) / max(cfg.iters, 1)
         for group in self.optimizer.param_groups:
             if group["name"] == "deform":
                 group["lr"] = 0.0 if static else exp_decay(cfg.lr_deform, cfg.lr_deform * cfg.lr_field_decay, dynamic_progress)

@@ -27,7 +27,7 @@ from torch import Tensor
 from text4d.errors import InputError
 from text4d.gaussians.model import GaussianModel, LearningRates
 from text4d.gaussians.strategy import DensifyConfig, DensifyStrategy
-from text4d.guidance.novel import ViewSampling
+from text4d.guidance.novel import ViewSampling, elevation_range
 from text4d.guidance.sds import SDSConfig, Zero123Guidance
 from text4d.io.atomic import write_json
 from text4d.io.ply import PlyGaussians, load_ply, save_ply
@@ -64,7 +64,7 @@ class StaticConfig:
     lr: LearningRates = field(default_factory=LearningRates)
     densify: DensifyConfig = field(default_factory=_static_densify)
     densify_extent: float = field(default=4.0, metadata={"min": 0.0, "help": "scene extent for clone/split/prune (the original's 4)"})
-    views: ViewSampling = field(default_factory=ViewSampling)
+    views: ViewSampling = field(default_factory=lambda: ViewSampling(radius_jitter=0.5))  # dg.py: radius += uniform(-0.5, 0.5)
     sds: SDSConfig = field(default_factory=SDSConfig)
     backend: Backend = "auto"
     seed: int = 0
@@ -144,7 +144,7 @@ class StaticStage(GaussianStage):
     def step(self) -> dict[str, float]:
         cfg = self.cfg
         progress = (self.iteration + 1) / max(cfg.iters, 1)
-        self.model.apply_learning_rates(self.optimizer, cfg.lr, self.iteration / max(cfg.iters, 1))
+        self.model.apply_learning_rates(self.optimizer, cfg.lr, progress)  # the original's update_learning_rate(step), step from 1
         splats = self.model.splats()
         ramp = progress if cfg.warmup_rgb_loss else 1.0
         ref_cam = Cameras.orbit(cfg.elevation, 0.0, cfg.radius, cfg.fovy, cfg.ref_size, cfg.ref_size).reshape(1).to(self.device)
@@ -172,8 +172,7 @@ class StaticStage(GaussianStage):
         """Render ``batch_size`` random views (one call) and their SDS loss."""
         cfg, s = self.cfg, self.cfg.views
         v = cfg.batch_size
-        lo = max(min(s.min_ver, s.min_ver - cfg.elevation), -s.max_elevation - cfg.elevation)
-        hi = min(max(s.max_ver, s.max_ver - cfg.elevation), s.max_elevation - cfg.elevation)
+        lo, hi = (float(x) for x in elevation_range(s, cfg.elevation))
         d_el = torch.floor(lo + torch.rand(v, generator=self.generator) * max(hi - lo, 0.0))
         d_az = torch.randint(-180, 180, (v,), generator=self.generator).float()
         d_r = (torch.rand(v, generator=self.generator) * 2 - 1) * s.radius_jitter
@@ -186,7 +185,7 @@ class StaticStage(GaussianStage):
             out.means2d.retain_grad()
         images = out.rgb.permute(0, 3, 1, 2)  # [V, 3, H, W]
         sds = self.guidance.loss(images, torch.zeros(v, dtype=torch.long), d_el, d_az, d_r, progress, ref_elevation=cfg.elevation)
-        return out, sds
+        return out, sds / v  # dg.py divides the summed SDS loss by batch_size
 
     # -- Stage API ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -13,7 +13,8 @@ nesting wraps earlier adapters' own projections too). Here each clip is a named 
 same layers and only the active one runs, so a step costs the same whatever the number of clips.
 
 Scaling is ``lora_alpha / r = 1`` as in the original (which adds ``up(down(x))`` unscaled);
-``up`` (peft's ``lora_B``) starts at zero so an untrained adapter is the identity. The one
+``up`` (peft's ``lora_B``) starts at zero so an untrained adapter is the identity, and ``down``
+(``lora_A``) from N(0, 1/r) as the original's ``LoraInjectedLinear`` (peft's "gaussian" init). The one
 difference: peft applies dropout to the adapter input, the original to its output.
 
 Checkpoint formats:
@@ -116,7 +117,7 @@ class DualLoRA:
                        if _effective_rank(modules[n], self.rank) != self.rank}
             alpha_pattern = dict(pattern)
             cfg = LoraConfig(r=self.rank, lora_alpha=self.rank, lora_dropout=self.dropout, target_modules=names,
-                             rank_pattern=pattern, alpha_pattern=alpha_pattern, init_lora_weights=True)
+                             rank_pattern=pattern, alpha_pattern=alpha_pattern, init_lora_weights="gaussian")
             with warnings.catch_warnings():  # peft warns that a second adapter joins the first: intended
                 warnings.simplefilter("ignore")
                 inject_adapter_in_model(cfg, self.unet, adapter_name=adapter)
