@@ -94,13 +94,17 @@ def sample_export(
     resolution: int = typer.Option(400, "--resolution", min=8),
     radius: float = typer.Option(2.0, "--radius", min=0.8, help="Camera distance from the creature."),
     seed: int = typer.Option(0, "--seed", help="Camera poses and times."),
+    scene: str = typer.Option("creature", "--scene", help="creature (the sample) | whirligig (spinning textured rotor, thin fast arms, a specular jelly)."),
 ) -> None:
-    """Write the built-in animated sample as a posed capture (for text4d fit --data)."""
+    """Write the built-in animated sample (or the whirligig test scene) as a posed capture (for text4d fit --data)."""
     from text4d.recon import export_sample_dnerf
+    from text4d.samples import SCENES
 
     if format != "dnerf":
         raise Text4DError(f"--format must be dnerf, got {format!r}")
-    typer.echo(f"wrote {export_sample_dnerf(out, n_train=train, n_val=val, n_test=test, resolution=resolution, radius=radius, seed=seed)}")
+    if scene not in SCENES:
+        raise Text4DError(f"--scene must be one of {', '.join(SCENES)}, got {scene!r}")
+    typer.echo(f"wrote {export_sample_dnerf(out, n_train=train, n_val=val, n_test=test, resolution=resolution, radius=radius, seed=seed, scene=scene)}")
 
 
 @app.command()

@@ -18,7 +18,8 @@ from text4d.config import load_config
 from text4d.errors import ConfigError
 from text4d.gaussians.hull import project, scene_sphere, visual_hull
 from text4d.io.dnerf import read_dnerf
-from text4d.recon import ReconConfig, sample_for_rendering, build_recon_stage, export_sample_dnerf, sample_splits, side_by_side_frames
+from text4d.recon import ReconConfig, build_recon_stage, export_sample_dnerf, sample_splits, scene_for_rendering, side_by_side_frames
+from text4d.samples import render_views
 from text4d.render.camera import Cameras
 
 SCENE = {"n_train": 24, "n_val": 2, "n_test": 3, "resolution": 32}
@@ -40,11 +41,11 @@ def test_scene_sphere_of_orbit_cameras():
 
 def test_visual_hull_hugs_the_creature():
     """Hull voxels from the sample's masks lie in the creature's bounding box and reach its surface."""
-    sample = sample_for_rendering(0)
+    sample = scene_for_rendering("creature", 0)
     el = torch.tensor([5.0, 30.0, 60.0, 15.0, 45.0, 80.0] * 3)
     az = torch.arange(18, dtype=torch.float32) * 20.0
     cams = Cameras.orbit(el, az, 2.0, 49.1, 48, 48)
-    views = sample.render_views(cams, torch.zeros(18))
+    views = render_views(sample, cams, torch.zeros(18))
     centre, radius = scene_sphere(cams)
     voxels, colours, size = visual_hull(views, centre, radius, resolution=32, min_fraction=1.0)
     verts = sample.mesh_at(0.0).verts
