@@ -88,7 +88,7 @@ def test_arap_measures_stretching_and_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_fits_a_time_dependent_rotation_of_one_half():
+def test_fits_a_time_dependent_rotation_of_one_half(one_thread):
     """A swinging half (a limb) and a still half (the body): the loss falls 20x in a few hundred steps."""
     torch.manual_seed(0)
     field = ControlPointField(SMALL, bound=1.0)

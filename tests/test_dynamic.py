@@ -46,12 +46,14 @@ def test_fit_improves_held_out_psnr_well_above_initial(tmp_path, monkeypatch):
 
 
 CONTROL_POINTS = ("deform.model=control_points", "deform.control_points.num=16", "deform.control_points.width=16", "deform.control_points.depth=1", "lambda_arap=0.1")
+HASH_GRID = ("deform.model=hash_grid", "deform.hash_grid.levels=3", "deform.hash_grid.max_resolution=32", "deform.hash_grid.log2_table=10", "deform.hash_grid.time_levels=2", "deform.hash_grid.width=16", "lambda_tv=0.1", "lambda_time=0.1")
+MODELS = {"hexplane": (), "control_points": CONTROL_POINTS, "hash_grid": HASH_GRID}
 
 
-@pytest.mark.parametrize("model", ["hexplane", "control_points"])
+@pytest.mark.parametrize("model", list(MODELS))
 def test_state_dict_resumes_bit_exactly(tmp_path, monkeypatch, one_thread, model):
     monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
-    extra = ("static_iters=3", "iters=6", "densify.start=2", "densify.interval=4", *(CONTROL_POINTS if model == "control_points" else ()))
+    extra = ("static_iters=3", "iters=6", "densify.start=2", "densify.interval=4", *MODELS[model])
     a = tiny_stage(*extra)
     for _ in range(4):
         a.step()
@@ -68,14 +70,14 @@ def test_state_dict_resumes_bit_exactly(tmp_path, monkeypatch, one_thread, model
     assert torch.equal(a.model.means, b.model.means)
     for (name, pa), pb in zip(a.field.state_dict().items(), b.field.state_dict().values()):
         assert torch.equal(pa, pb), name
-    if model == "control_points":
-        assert b.field.ready and "arap" in b.step()
+    if model != "hexplane":
+        assert b.field.ready and {"control_points": {"arap"}, "hash_grid": {"tv", "time"}}[model] <= set(b.step())
 
 
-@pytest.mark.parametrize("model", ["hexplane", "control_points"])
-def test_deformation_moves_gaussians_over_time(tmp_path, monkeypatch, model):
+@pytest.mark.parametrize("model", list(MODELS))
+def test_deformation_moves_gaussians_over_time(tmp_path, monkeypatch, model, one_thread):
     monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
-    stage = tiny_stage("static_iters=0", "iters=15", *(CONTROL_POINTS if model == "control_points" else ()))
+    stage = tiny_stage("static_iters=0", "iters=15", *MODELS[model])
     assert torch.equal(stage.gaussian_centers(0.0), stage.gaussian_centers(1.0))  # identity at init
     for _ in range(15):
         stage.step()

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from text4d.gaussians.control_points import ControlPointConfig, ControlPointField
 from text4d.gaussians.fields import DeformationField, additive
+from text4d.gaussians.hash_grid import HashGridConfig, HashGridField
 
 _SPACE_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
 _HEAD_SIZES = (3, 3, 4)  # position, log-scale, rotation
@@ -41,11 +42,12 @@ class DeformConfig:
     """Which deformation model, and its shape. Defaults follow DreamGaussian4D's ``4d.yaml`` (a HexPlane).
 
     The top-level keys shape the HexPlane; ``control_points`` the sparse
-    control-point model (:mod:`text4d.gaussians.control_points`). ``bound``
-    (the half size of the cube the field covers) is shared by all models.
+    control-point model (:mod:`text4d.gaussians.control_points`), ``hash_grid``
+    the 4D hash-grid field (:mod:`text4d.gaussians.hash_grid`). ``bound`` (the
+    half size of the cube the field covers) is shared by all models.
     """
 
-    model: Literal["hexplane", "control_points"] = field(default="hexplane", metadata={"help": "deformation model; hexplane as DreamGaussian4D, control_points as SC-GS"})
+    model: Literal["hexplane", "control_points", "hash_grid"] = field(default="hexplane", metadata={"help": "deformation model: hexplane (DreamGaussian4D), control_points (SC-GS), hash_grid (Grid4D)"})
     channels: int = field(default=32, metadata={"min": 1})
     resolution: int = field(default=32, metadata={"min": 2, "help": "base spatial plane resolution"})
     time_resolution: int = field(default=12, metadata={"min": 2, "help": "HexPlane T (12 in 4d.yaml)"})
@@ -54,6 +56,7 @@ class DeformConfig:
     width: int = field(default=64, metadata={"min": 1})
     depth: int = field(default=1, metadata={"min": 1, "help": "trunk layers"})
     control_points: ControlPointConfig = field(default_factory=ControlPointConfig)
+    hash_grid: HashGridConfig = field(default_factory=HashGridConfig)
 
 
 @dataclass
@@ -190,4 +193,6 @@ def make_field(cfg: DeformConfig) -> DeformationField:
         return HexPlaneField(cfg)
     if cfg.model == "control_points":
         return ControlPointField(cfg.control_points, cfg.bound)
+    if cfg.model == "hash_grid":
+        return HashGridField(cfg.hash_grid, cfg.bound)
     raise ValueError(f"unknown deformation model {cfg.model!r}")
