@@ -214,12 +214,29 @@ def bench_recon(
     data: Optional[Path] = typer.Option(None, help="A D-NeRF-layout scene instead of the exported built-in sample."),
     compare_init: bool = typer.Option(False, help="Fit once per initialisation (hull, random) and compare."),
     tiny: bool = typer.Option(False, help="CPU smoke size (48 px, 40 views)."),
+    compare: Optional[list[Path]] = typer.Option(None, "--compare", help="Fit each of these configs (repeat the option; the first is the baseline) on each --scene and compare."),
+    scene: Optional[list[str]] = typer.Option(None, "--scene", help="With --compare: creature (the sample) and/or whirligig; default creature."),
+    budget: Optional[float] = typer.Option(None, "--budget", min=1.0, help="With --compare: most training seconds per fit."),
+    eval_every: int = typer.Option(100, "--eval-every", min=1, help="Test-split evaluation interval (iterations)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --compare: folder for recon_compare.json and the <scene>_sharpest.png pictures."),
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
-    """Reconstruct the sample exported as D-NeRF (400x400, 100 views): seconds to the target test PSNR, final PSNR/SSIM, it/s, fps at 800x800."""
+    """Reconstruct the sample exported as D-NeRF (400x400, 100 views): seconds to the target test PSNR, final PSNR/SSIM, it/s, fps at 800x800.
+
+    With --compare: several configs (deformation models, recipes) on one or more procedural scenes."""
+    if compare:
+        from text4d.bench.recon import compare as compare_configs
+        from text4d.samples import SCENES
+
+        scenes = tuple(scene or ("creature",))
+        bad = [s for s in scenes if s not in SCENES]
+        if bad:
+            raise Text4DError(f"--scene must be one of {', '.join(SCENES)}, got {bad[0]!r}")
+        _print_json(compare_configs(list(compare), scenes, overrides=overrides, device=device, target_psnr=target_psnr, eval_every=eval_every, budget_seconds=budget, out=out, tiny=tiny))
+        return
     from text4d.bench.recon import run
 
-    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=tiny))
+    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=tiny, eval_every=eval_every))
 
 
 @bench_app.command("motion")
