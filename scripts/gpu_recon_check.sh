@@ -10,17 +10,17 @@
 #    if it fails, the hash-grid fits below run the torch twin (deform.hash_grid.kernel=torch);
 # 3. text4d bench recon --compare: dnerf.yaml (the HexPlane default, the baseline), dnerf_sc.yaml
 #    (control points), dnerf_grid4d.yaml (hash grid) on the sample (creature) and the whirligig,
-#    400x400, 100 train / 20 test views, each fit cut at BUDGET_SECONDS of training (default 50):
+#    400x400, 100 train / 20 test views, each fit cut at BUDGET_SECONDS of training (default 45):
 #    -> OUT/recon_compare.json (per scene and config: test PSNR/SSIM curve against seconds, final
 #       PSNR/SSIM/IoU, Gaussians, it/s, 800x800 render fps with deformation, peak GiB; the best config
 #       and its gain over the baseline) and OUT/<scene>_sharpest.png (baseline | best | ground truth
 #       on the test view with the largest gain). The JSON is rewritten after each scene.
-# Nine minutes at most with the default budget (6 fits); LPIPS too when lpips.backbone/lpips.lin
+# About eight minutes with the default budget (6 fits of 45 s, the gsplat build, two scene exports); LPIPS too when lpips.backbone/lpips.lin
 # name local weight files (append lpips.backbone=... lpips.lin=... to EXTRA).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: bash scripts/gpu_recon_check.sh OUT [BUDGET_SECONDS]}
-BUDGET=${2:-50}
+BUDGET=${2:-45}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
