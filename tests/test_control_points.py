@@ -113,3 +113,35 @@ def test_fits_a_time_dependent_rotation_of_one_half(one_thread):
 def test_invalid_shapes_raise():
     with pytest.raises(ValueError, match="neighbours"):
         ControlPointField(ControlPointConfig(num=4, neighbours=5), bound=1.0)
+
+
+def test_motion_table_fits_and_its_time_regulariser_measures_jerk(one_thread):
+    """motion: table -- per-node transforms at knots, linear between: fits the swinging half too, fast."""
+    torch.manual_seed(0)
+    cfg = ControlPointConfig(num=24, neighbours=3, motion="table", time_knots=6, arap_neighbours=4)
+    field = ControlPointField(cfg, bound=1.0)
+    means, quats, log_scales = gaussians(400)
+    field.prepare(means)
+    assert set(field.param_groups()) == {"grid", "nodes"}
+    t = torch.linspace(0, 1, 6)
+    assert torch.allclose(field.deform(means, quats, log_scales, t)[0], means.expand(6, -1, -1), atol=1e-6)
+    moving = means[:, 0] > 0
+    angle = 0.6 * torch.sin(2 * math.pi * t)
+    r = torch.stack([torch.cos(angle / 2), torch.zeros_like(t), torch.zeros_like(t), torch.sin(angle / 2)], -1)
+    target = torch.where(moving[None, :, None], rotate(r[:, None].expand(-1, 400, -1), means.expand(6, -1, -1)), means.expand(6, -1, -1))
+    opt = torch.optim.Adam([{"params": field.param_groups()["grid"], "lr": 1e-2}, {"params": field.param_groups()["nodes"], "lr": 1e-2}])
+    first = None
+    for _ in range(150):
+        loss = (field.deform(means, quats, log_scales, t)[0] - target).square().mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 * first, (first, loss.item())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        field.table.copy_(torch.linspace(0, 1, 6).view(6, 1, 1).expand_as(field.table))  # linear in time: no jerk
+    assert field.losses({"time": 1.0}, means, t, g)["time"] < 1e-10
+    with torch.no_grad():
+        field.table[3] += 0.5
+    assert field.losses({"time": 1.0}, means, t, g)["time"] > 1e-3

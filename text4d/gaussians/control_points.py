@@ -24,12 +24,19 @@ The nodes are placed at the first dynamic step (:meth:`ControlPointField.prepare
 from the Gaussians the static warm-up fitted; until then the field is the
 identity. They stay fixed afterwards (SC-GS detaches them too): the MLP moves
 them, and their positions are saved with the field.
+
+``motion: table`` replaces the MLP by the transforms themselves, learned per
+node at ``time_knots`` evenly spaced times and interpolated linearly between
+(a grid in time: it converges in the minute the reconstruction presets have,
+where SC-GS's MLP trains for 80k iterations); the ``time`` regulariser then
+penalises their second differences.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +54,8 @@ class ControlPointConfig:
     """Shape of the control-point model (``deform.model: control_points``)."""
 
     num: int = field(default=512, metadata={"min": 4, "help": "control points"})
+    motion: Literal["mlp", "table"] = field(default="mlp", metadata={"help": "per-node transforms from an MLP of (node, time) as SC-GS, or learned per node at time_knots times, linear between"})
+    time_knots: int = field(default=32, metadata={"min": 2, "help": "knots of the per-node motion table (motion: table)"})
     neighbours: int = field(default=4, metadata={"min": 1, "help": "nodes each Gaussian blends"})
     width: int = field(default=256, metadata={"min": 8})
     depth: int = field(default=6, metadata={"min": 1, "help": "hidden layers of the node MLP"})
@@ -102,13 +111,12 @@ class ControlPointField(DeformationField):
         m, q, ls = field.deform(means, quats, log_scales, torch.tensor([0.0, 0.5]))  # [2, N, .]
     """
 
-    regularisers = ("arap",)
-
     def __init__(self, cfg: ControlPointConfig, bound: float):
         super().__init__()
         if cfg.neighbours > cfg.num or cfg.arap_neighbours >= cfg.num:
             raise ValueError(f"need neighbours <= num and arap_neighbours < num, got {cfg.neighbours}, {cfg.arap_neighbours} for num={cfg.num}")
         self.cfg = cfg
+        self.regularisers = ("arap", "time") if cfg.motion == "table" else ("arap",)
         self.bound = bound
         self.register_buffer("nodes", torch.zeros(cfg.num, 3))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
@@ -116,14 +124,17 @@ class ControlPointField(DeformationField):
         self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_ready", bool(module.initialised)))
         self.register_buffer("graph", torch.zeros(cfg.num, cfg.arap_neighbours, dtype=torch.long))
         self.log_radius = nn.Parameter(torch.zeros(cfg.num))
-        width = cfg.width
-        layers: list[nn.Module] = [nn.Linear(3 * (1 + 2 * cfg.position_freqs) + 1 + 2 * cfg.time_freqs, width), nn.ReLU()]
-        for _ in range(cfg.depth - 1):
-            layers += [nn.Linear(width, width), nn.ReLU()]
-        self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 10)  # translation 3, rotation 4 (residual to identity), log-scale 3
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        if cfg.motion == "table":  # the 10 numbers per node at each knot, zero (the identity) to start
+            self.table = nn.Parameter(torch.zeros(cfg.time_knots, cfg.num, 10))
+        else:
+            width = cfg.width
+            layers: list[nn.Module] = [nn.Linear(3 * (1 + 2 * cfg.position_freqs) + 1 + 2 * cfg.time_freqs, width), nn.ReLU()]
+            for _ in range(cfg.depth - 1):
+                layers += [nn.Linear(width, width), nn.ReLU()]
+            self.trunk = nn.Sequential(*layers)
+            self.head = nn.Linear(width, 10)  # translation 3, rotation 4 (residual to identity), log-scale 3
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     # -- DeformationField ------------------------------------------------------------
     @property
@@ -145,18 +156,30 @@ class ControlPointField(DeformationField):
         self._ready = True
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        if self.cfg.motion == "table":
+            return {"grid": [self.table], "nodes": [self.log_radius]}
         return {"deform": list(self.trunk.parameters()) + list(self.head.parameters()), "nodes": [self.log_radius]}
 
     def learning_rates(self, lr_deform: float, lr_grid: float) -> dict[str, float]:
-        return {"deform": lr_deform, "nodes": self.cfg.lr_radius}
+        return {"deform": lr_deform, "grid": lr_grid, "nodes": self.cfg.lr_radius}
+
+    def _motion_table(self, t: Tensor) -> Tensor:
+        """The motion table linearly interpolated at times ``t`` [T]: [T, M, 10]."""
+        pos = t.clamp(0.0, 1.0) * (self.cfg.time_knots - 1)
+        lo = pos.floor().clamp(max=self.cfg.time_knots - 2).long()
+        w = (pos - lo).view(-1, 1, 1)
+        return self.table[lo] * (1.0 - w) + self.table[lo + 1] * w
 
     def node_motion(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-node translation [T, M, 3], unit rotation [T, M, 4] and log-scale residual [T, M, 3] at times ``t`` [T]."""
         n_t, m = t.shape[0], self.cfg.num
-        pos = sinusoidal(self.nodes / self.bound, self.cfg.position_freqs)  # [M, P]
-        tim = sinusoidal((t * 2.0 - 1.0).view(n_t, 1), self.cfg.time_freqs)  # [T, Q]
-        x = torch.cat([pos.unsqueeze(0).expand(n_t, m, -1), tim.unsqueeze(1).expand(n_t, m, -1)], dim=-1)
-        out = self.head(self.trunk(x))
+        if self.cfg.motion == "table":
+            out = self._motion_table(t)
+        else:
+            pos = sinusoidal(self.nodes / self.bound, self.cfg.position_freqs)  # [M, P]
+            tim = sinusoidal((t * 2.0 - 1.0).view(n_t, 1), self.cfg.time_freqs)  # [T, Q]
+            x = torch.cat([pos.unsqueeze(0).expand(n_t, m, -1), tim.unsqueeze(1).expand(n_t, m, -1)], dim=-1)
+            out = self.head(self.trunk(x))
         translation, rotation, log_scale = out.split((3, 4, 3), dim=-1)
         identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=t.device, dtype=out.dtype)
         return translation, F.normalize(rotation + identity, dim=-1), log_scale
@@ -184,10 +207,15 @@ class ControlPointField(DeformationField):
         return new_means, new_quats, new_log_scales
 
     def losses(self, weights: dict[str, float], means: Tensor, t: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        weight = weights.get("arap", 0.0)
-        if weight <= 0 or not self.ready:
-            return {}
-        return {"arap": weight * self.arap_loss(torch.rand(self.cfg.arap_times, generator=generator).to(self.nodes.device))}
+        terms: dict[str, Tensor] = {}
+        if not self.ready:
+            return terms
+        if weights.get("arap", 0.0) > 0:
+            terms["arap"] = weights["arap"] * self.arap_loss(torch.rand(self.cfg.arap_times, generator=generator).to(self.nodes.device))
+        if weights.get("time", 0.0) > 0 and "time" in self.regularisers:
+            d1 = self.table[1:] - self.table[:-1]
+            terms["time"] = weights["time"] * (d1[1:] - d1[:-1]).square().mean()  # second differences: motion should not jerk
+        return terms
 
     def arap_loss(self, t: Tensor) -> Tensor:
         """Mean squared non-rigid part of every node-graph edge's motion at times ``t``, per squared edge length."""
