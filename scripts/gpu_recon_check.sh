@@ -8,19 +8,20 @@
 # 2. scripts/gpu_check_hash_grid.py: the Triton grid encoding against its torch twin (compiles the
 #    kernels once, into Triton's cache);                                  -> OUT/hash_grid_check.json
 #    if it fails, the hash-grid fits below run the torch twin (deform.hash_grid.kernel=torch);
-# 3. text4d bench recon --compare: dnerf.yaml (the HexPlane default, the baseline), dnerf_sc.yaml
-#    (control points), dnerf_grid4d.yaml (hash grid) on the sample (creature) and the whirligig,
-#    400x400, 100 train / 20 test views, each fit cut at BUDGET_SECONDS of training (default 45):
+# 3. text4d bench recon --compare: dnerf.yaml (the HexPlane default, the baseline), dnerf_ssim.yaml
+#    (the same with L1 + 0.2 D-SSIM: the recipe's share of any gain), dnerf_sc.yaml (control points),
+#    dnerf_grid4d.yaml (hash grid) on the sample (creature) and the whirligig, 400x400,
+#    100 train / 20 test views, each fit cut at BUDGET_SECONDS of training (default 40):
 #    -> OUT/recon_compare.json (per scene and config: test PSNR/SSIM curve against seconds, final
 #       PSNR/SSIM/IoU, Gaussians, it/s, 800x800 render fps with deformation, peak GiB; the best config
 #       and its gain over the baseline) and OUT/<scene>_sharpest.png (baseline | best | ground truth
 #       on the test view with the largest gain). The JSON is rewritten after each scene.
-# About eight minutes with the default budget (6 fits of 45 s, the gsplat build, two scene exports); LPIPS too when lpips.backbone/lpips.lin
+# About eight minutes with the default budget (8 fits of 40 s, the gsplat build, two scene exports); LPIPS too when lpips.backbone/lpips.lin
 # name local weight files (append lpips.backbone=... lpips.lin=... to EXTRA).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: bash scripts/gpu_recon_check.sh OUT [BUDGET_SECONDS]}
-BUDGET=${2:-45}
+BUDGET=${2:-40}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -34,7 +35,7 @@ python scripts/gpu_check_hash_grid.py > "$OUT/hash_grid_check.json" || KERNEL=to
 echo "hash-grid kernel check: kernel=$KERNEL ($(( $(date +%s) - start )) s)"
 
 python -m cli bench recon --budget "$BUDGET" --eval-every 500 --out "$OUT" \
-  --compare configs/recon/dnerf.yaml --compare configs/recon/dnerf_sc.yaml --compare configs/recon/dnerf_grid4d.yaml \
+  --compare configs/recon/dnerf.yaml --compare configs/recon/dnerf_ssim.yaml --compare configs/recon/dnerf_sc.yaml --compare configs/recon/dnerf_grid4d.yaml \
   --scene creature --scene whirligig \
   "deform.hash_grid.kernel=$KERNEL" $EXTRA > "$OUT/bench_stdout.json"
 echo "bench: rc=$? ($(( $(date +%s) - start )) s)"
