@@ -97,13 +97,17 @@ def sample_export(
     resolution: int = typer.Option(400, "--resolution", min=8),
     radius: float = typer.Option(2.0, "--radius", min=0.8, help="Camera distance from the creature."),
     seed: int = typer.Option(0, "--seed", help="Camera poses and times."),
+    scene: str = typer.Option("creature", "--scene", help="creature (the sample) | whirligig (spinning textured rotor, thin fast arms, a specular jelly)."),
 ) -> None:
-    """Write the built-in animated sample as a posed capture (for text4d fit --data)."""
+    """Write the built-in animated sample (or the whirligig test scene) as a posed capture (for text4d fit --data)."""
     from text4d.recon import export_sample_dnerf
+    from text4d.samples import SCENES
 
     if format != "dnerf":
         raise Text4DError(f"--format must be dnerf, got {format!r}")
-    typer.echo(f"wrote {export_sample_dnerf(out, n_train=train, n_val=val, n_test=test, resolution=resolution, radius=radius, seed=seed)}")
+    if scene not in SCENES:
+        raise Text4DError(f"--scene must be one of {', '.join(SCENES)}, got {scene!r}")
+    typer.echo(f"wrote {export_sample_dnerf(out, n_train=train, n_val=val, n_test=test, resolution=resolution, radius=radius, seed=seed, scene=scene)}")
 
 
 @app.command()
@@ -238,12 +242,29 @@ def bench_recon(
     data: Optional[Path] = typer.Option(None, help="A D-NeRF-layout scene instead of the exported built-in sample."),
     compare_init: bool = typer.Option(False, help="Fit once per initialisation (hull, random) and compare."),
     tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="CPU smoke size (48 px, 40 views); default: tiny when the bench runs on the CPU."),
+    compare: Optional[list[Path]] = typer.Option(None, "--compare", help="Fit each of these configs (repeat the option; the first is the baseline) on each --scene and compare."),
+    scene: Optional[list[str]] = typer.Option(None, "--scene", help="With --compare: creature (the sample) and/or whirligig; default creature."),
+    budget: Optional[float] = typer.Option(None, "--budget", min=1.0, help="With --compare: most training seconds per fit."),
+    eval_every: int = typer.Option(100, "--eval-every", min=1, help="Test-split evaluation interval (iterations)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --compare: folder for recon_compare.json and the <scene>_sharpest.png pictures."),
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
-    """Reconstruct the sample exported as D-NeRF (400x400, 100 views): seconds to the target test PSNR, final PSNR/SSIM, it/s, fps at 800x800."""
+    """Reconstruct the sample exported as D-NeRF (400x400, 100 views): seconds to the target test PSNR, final PSNR/SSIM, it/s, fps at 800x800.
+
+    With --compare: several configs (deformation models, recipes) on one or more procedural scenes."""
+    if compare:
+        from text4d.app.bench.recon import compare as compare_configs
+        from text4d.samples import SCENES
+
+        scenes = tuple(scene or ("creature",))
+        bad = [s for s in scenes if s not in SCENES]
+        if bad:
+            raise Text4DError(f"--scene must be one of {', '.join(SCENES)}, got {bad[0]!r}")
+        _print_json(compare_configs(list(compare), scenes, overrides=overrides, device=device, target_psnr=target_psnr, eval_every=eval_every, budget_seconds=budget, out=out, tiny=_tiny(tiny, device)))
+        return
     from text4d.app.bench.recon import run
 
-    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=_tiny(tiny, device)))
+    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=_tiny(tiny, device), eval_every=eval_every))
 
 
 @bench_app.command("motion")

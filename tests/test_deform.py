@@ -108,3 +108,19 @@ def test_backward_has_no_node_that_syncs_with_the_host():
         assert not type(node).__name__.startswith("ProdBackward")
         stack.extend(next_fn for next_fn, _ in node.next_functions)
     assert len(seen) > 10
+
+
+def test_dreamgaussian4d_presets_keep_the_hexplane():
+    """The generative presets were measured with the HexPlane; a new default model must not change them."""
+    from pathlib import Path
+
+    import yaml
+
+    from text4d.gaussians.deform import make_field
+
+    assert DeformConfig().model == "hexplane" and type(make_field(SMALL)) is HexPlaneField
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs" / "dynamic").glob("4d*.yaml"))
+    assert presets
+    for path in presets:
+        deform = (yaml.safe_load(path.read_text()) or {}).get("deform") or {}
+        assert deform.get("model", "hexplane") == "hexplane", path

@@ -6,9 +6,11 @@ import torch
 
 from text4d.app.sample import SampleRun, build_sample_stage
 from text4d.config import load_config
+from text4d.errors import ConfigError
 from text4d.export.ply import export_ply_sequence
 from text4d.export.video import export_orbit_video
 from text4d.io.ply import load_ply
+from text4d.metrics import ssim
 from text4d.render.camera import Cameras
 
 TINY = [
@@ -44,9 +46,15 @@ def test_fit_improves_held_out_psnr_well_above_initial(tmp_path, monkeypatch):
     assert after["iou"] > 0.6
 
 
-def test_state_dict_resumes_bit_exactly(tmp_path, monkeypatch, one_thread):
+CONTROL_POINTS = ("deform.model=control_points", "deform.control_points.num=16", "deform.control_points.width=16", "deform.control_points.depth=1", "lambda_arap=0.1")
+HASH_GRID = ("deform.model=hash_grid", "deform.hash_grid.levels=3", "deform.hash_grid.max_resolution=32", "deform.hash_grid.log2_table=10", "deform.hash_grid.time_levels=2", "deform.hash_grid.width=16", "lambda_tv=0.1", "lambda_time=0.1")
+MODELS = {"hexplane": (), "control_points": CONTROL_POINTS, "hash_grid": HASH_GRID}
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_state_dict_resumes_bit_exactly(tmp_path, monkeypatch, one_thread, model):
     monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
-    extra = ("static_iters=3", "iters=6", "densify.start=2", "densify.interval=4")
+    extra = ("static_iters=3", "iters=6", "densify.start=2", "densify.interval=4", *MODELS[model])
     a = tiny_stage(*extra)
     for _ in range(4):
         a.step()
@@ -61,13 +69,16 @@ def test_state_dict_resumes_bit_exactly(tmp_path, monkeypatch, one_thread):
     tail_b = [b.step()["loss"] for _ in range(5)]
     assert tail_a == tail_b
     assert torch.equal(a.model.means, b.model.means)
-    for pa, pb in zip(a.field.parameters(), b.field.parameters()):
-        assert torch.equal(pa, pb)
+    for (name, pa), pb in zip(a.field.state_dict().items(), b.field.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    if model != "hexplane":
+        assert b.field.ready and {"control_points": {"arap"}, "hash_grid": {"tv", "time"}}[model] <= set(b.step())
 
 
-def test_deformation_moves_gaussians_over_time(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", list(MODELS))
+def test_deformation_moves_gaussians_over_time(tmp_path, monkeypatch, model, one_thread):
     monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
-    stage = tiny_stage("static_iters=0", "iters=15")
+    stage = tiny_stage("static_iters=0", "iters=15", *MODELS[model])
     assert torch.equal(stage.gaussian_centers(0.0), stage.gaussian_centers(1.0))  # identity at init
     for _ in range(15):
         stage.step()
@@ -85,6 +96,19 @@ def test_regularisers_are_used_when_weighted(tmp_path, monkeypatch):
     assert terms["tv"] > 0 and "time" in terms and "time_l1" in terms
     plain = tiny_stage("static_iters=0", "iters=2")
     assert not {"tv", "time", "time_l1"} & set(plain.step())
+    with pytest.raises(ConfigError, match="lambda_tv has no effect on deform.model=control_points"):
+        tiny_stage(*CONTROL_POINTS, "lambda_tv=0.1")
+
+
+def test_dssim_and_l1_reference_loss(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path))
+    stage = tiny_stage("static_iters=0", "iters=4", "bg=white", "lambda_alpha=0", "lambda_novel=0")
+    pred, target = torch.rand(2, 32, 32, 3), torch.rand(2, 32, 32, 3)
+    assert stage._rgb_loss(pred, target) == (pred - target).square().mean()
+    stage.cfg.rgb_loss, stage.cfg.lambda_dssim = "l1", 0.2
+    expected = 0.8 * (pred - target).abs().mean() + 0.2 * (1 - ssim(pred, target).mean())
+    assert torch.allclose(stage._rgb_loss(pred, target), expected)
+    assert stage._rgb_loss(target, target) < 1e-6
 
 
 def test_live_weight_edit_changes_loss_terms(tmp_path, monkeypatch):

@@ -19,13 +19,9 @@ from text4d.errors import ConfigError
 from text4d.export.video import side_by_side_frames
 from text4d.gaussians.hull import project, scene_sphere, visual_hull
 from text4d.io.dnerf import read_dnerf
-from text4d.recon import (
-    build_recon_stage,
-    export_sample_dnerf,
-    sample_for_rendering,
-    sample_splits,
-)
+from text4d.recon import build_recon_stage, export_sample_dnerf, sample_splits, scene_for_rendering
 from text4d.render.camera import Cameras
+from text4d.samples import render_views
 
 SCENE = {"n_train": 24, "n_val": 2, "n_test": 3, "resolution": 32}
 TINY = ["device=cpu", "backend=torch", "init_points=400", "static_iters=4", "iters=6", "batch_size=2", "densify.start=2", "densify.interval=4", "hull_resolution=24"]
@@ -46,11 +42,11 @@ def test_scene_sphere_of_orbit_cameras():
 
 def test_visual_hull_hugs_the_creature():
     """Hull voxels from the sample's masks lie in the creature's bounding box and reach its surface."""
-    sample = sample_for_rendering(0)
+    sample = scene_for_rendering("creature", 0)
     el = torch.tensor([5.0, 30.0, 60.0, 15.0, 45.0, 80.0] * 3)
     az = torch.arange(18, dtype=torch.float32) * 20.0
     cams = Cameras.orbit(el, az, 2.0, 49.1, 48, 48)
-    views = sample.render_views(cams, torch.zeros(18))
+    views = render_views(sample, cams, torch.zeros(18))
     centre, radius = scene_sphere(cams)
     voxels, colours, size = visual_hull(views, centre, radius, resolution=32, min_fraction=1.0)
     verts = sample.mesh_at(0.0).verts
@@ -177,3 +173,23 @@ def test_bench_tiny_reports_the_numbers(tmp_path):
     assert result["scene"]["train_images"] == 8 and result["scene"]["resolution"] == [24, 24]
     assert result["iterations"] == 4 and result["render_fps"] > 0 and result["iterations_per_second"] > 0
     assert result["seconds_to_target"] is not None and 0 < result["final"]["psnr"] < 60
+
+
+def test_bench_compare_models_on_both_scenes_writes_json_and_picture(tmp_path):
+    from text4d.app.bench.recon import compare
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "recon"
+    overrides = ["backend=torch", "static_iters=2", "iters=3", "init_points=200", "hull_resolution=16", "deform.control_points.num=16", "deform.control_points.width=16",
+                 "deform.hash_grid.levels=3", "deform.hash_grid.log2_table=10", "deform.hash_grid.width=16"]
+    configs = [root / "dnerf_fast.yaml", root / "dnerf_sc.yaml", root / "dnerf_grid4d.yaml"]
+    result = compare(configs, ("creature", "whirligig"), overrides=overrides, device="cpu", eval_every=2, resolution=24, n_train=6, n_test=2, render_resolution=16, out=tmp_path)
+    assert json.loads((tmp_path / "recon_compare.json").read_text())["scenes"].keys() == {"creature", "whirligig"}
+    for name, entry in result["scenes"].items():
+        assert entry["baseline"] == "dnerf_fast" and entry["best"] in entry["runs"]
+        assert {run["model"] for run in entry["runs"].values()} == {"hexplane", "control_points", "hash_grid"}
+        assert all(run["iterations"] == 5 and run["gaussians"] > 0 for run in entry["runs"].values())
+        picture = iio.imread(entry["picture"])
+        assert picture.shape == (24, 72, 3)  # baseline | best | ground truth
+    short = compare(configs[:1], ("creature",), overrides=[*overrides, "iters=500"], device="cpu", eval_every=100, resolution=24, n_train=6, n_test=2, render_resolution=16, budget_seconds=1.0)
+    run = short["scenes"]["creature"]["runs"]["dnerf_fast"]
+    assert run["iterations"] < 502 and run["psnr_curve"][-1]["iteration"] == run["iterations"]  # cut by the budget, scored where it stopped

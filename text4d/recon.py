@@ -43,7 +43,8 @@ from text4d.gaussians.strategy import DensifyConfig
 from text4d.io.dnerf import DnerfScene, read_dnerf, write_dnerf
 from text4d.lpips import LpipsConfig, load_lpips
 from text4d.render.camera import Cameras
-from text4d.samples import Sample, SampleConfig, load_sample
+from text4d.samples import SampleConfig, make_scene, render_views
+from text4d.samples.creature import Creature
 from text4d.stages.dynamic import DynamicConfig, DynamicStage
 from text4d.views import Views
 
@@ -146,16 +147,18 @@ def sample_splits(
     radius: float = 2.0,
     sample_seed: int = 0,
     seed: int = 0,
+    scene: str = "creature",
 ) -> dict[str, Views]:
-    """The built-in sample rendered as D-NeRF-style splits.
+    """A built-in procedural ``scene`` (the sample's creature, or the whirligig) rendered as D-NeRF-style splits.
 
     Training cameras sit at random upper-hemisphere poses (uniform over the
     cap up to 75 degrees elevation) at random times; validation and test
     cameras are held-out rings (elevations 15 and 35 degrees, azimuths offset
     from each other) at evenly spaced times, as D-NeRF's test sets are.
     """
-    sample = sample_for_rendering(sample_seed)
-    fovy = sample.config.fovy
+    obj = scene_for_rendering(scene, sample_seed)
+    sample_cfg = SampleConfig()
+    fovy = sample_cfg.fovy
     g = torch.Generator().manual_seed(seed)
     el = torch.rad2deg(torch.asin(torch.rand(n_train, generator=g) * math.sin(math.radians(75.0))))
     az = torch.rand(n_train, generator=g) * 360.0
@@ -171,16 +174,16 @@ def sample_splits(
         if len(times) == 0:
             continue
         cams = Cameras.orbit(e, a, radius, fovy, resolution, resolution)
-        splits[name] = sample.render_views(cams, times)
+        splits[name] = render_views(obj, cams, times, sample_cfg.supersample)
     return splits
 
 
 @functools.lru_cache(maxsize=2)
-def sample_for_rendering(seed: int) -> Sample:
-    """The sample's creature (building it bakes a texture: seconds), kept for repeated exports."""
-    return load_sample(SampleConfig(num_frames=1, resolution=8, train_views=1, test_views=1, seed=seed), use_cache=False)
+def scene_for_rendering(scene: str, seed: int) -> Creature:
+    """A procedural scene (building one bakes a texture: seconds), kept for repeated exports."""
+    return make_scene(scene, seed)
 
 
 def export_sample_dnerf(out: str | os.PathLike, **kwargs) -> Path:
-    """Write the built-in sample as a D-NeRF-layout scene folder (see :func:`sample_splits` for the options)."""
+    """Write a built-in scene (the sample by default) as a D-NeRF-layout folder (see :func:`sample_splits` for the options)."""
     return write_dnerf(out, sample_splits(**kwargs))

@@ -37,14 +37,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from text4d.gaussians.control_points import ControlPointConfig, ControlPointField
+from text4d.gaussians.fields import DeformationField, additive
+from text4d.gaussians.hash_grid import HashGridConfig, HashGridField
+
 _SPACE_PAIRS = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
 _HEAD_SIZES = (3, 3, 4)  # position, log-scale, rotation
 
 
 @dataclass
 class DeformConfig:
-    """Shape of the field. Defaults follow DreamGaussian4D's ``4d.yaml``."""
+    """Which deformation model, and its shape. Defaults follow DreamGaussian4D's ``4d.yaml`` (a HexPlane).
 
+    The top-level keys shape the HexPlane; ``control_points`` the sparse
+    control-point model (:mod:`text4d.gaussians.control_points`), ``hash_grid``
+    the 4D hash-grid field (:mod:`text4d.gaussians.hash_grid`). ``bound`` (the
+    half size of the cube the field covers) is shared by all models.
+    """
+
+    model: Literal["hexplane", "control_points", "hash_grid"] = field(default="hexplane", metadata={"help": "deformation model: hexplane (DreamGaussian4D), control_points (SC-GS), hash_grid (Grid4D)"})
     channels: int = field(default=32, metadata={"min": 1})
     resolution: int = field(default=32, metadata={"min": 2, "help": "base spatial plane resolution"})
     time_resolution: int = field(default=12, metadata={"min": 2, "help": "HexPlane T (12 in 4d.yaml)"})
@@ -53,6 +64,8 @@ class DeformConfig:
     width: int = field(default=64, metadata={"min": 1})
     depth: int = field(default=1, metadata={"min": 1, "help": "trunk layers"})
     heads: Literal["residual", "mlp"] = field(default="residual", metadata={"help": "residual: DreamGaussian4D's zero-started residual heads; mlp: 4DGaussians' two-layer heads"})
+    control_points: ControlPointConfig = field(default_factory=ControlPointConfig)
+    hash_grid: HashGridConfig = field(default_factory=HashGridConfig)
 
 
 @dataclass
@@ -74,7 +87,7 @@ def _plane_product(samples: Tensor) -> Tensor:
     return out
 
 
-class HexPlaneField(nn.Module):
+class HexPlaneField(DeformationField):
     """Multi-resolution HexPlane features + MLP heads.
 
     Example::
@@ -118,6 +131,8 @@ class HexPlaneField(nn.Module):
         self.register_buffer("heads_mask", mask, persistent=False)
         self.register_buffer("space_index", torch.tensor(_SPACE_PAIRS), persistent=False)
 
+    regularisers = ("tv", "time", "time_l1")
+
     def grid_parameters(self) -> list[nn.Parameter]:
         return list(self.space_planes) + list(self.time_planes)
 
@@ -156,6 +171,21 @@ class HexPlaneField(nn.Module):
         position, log_scale, rotation = out.split(_HEAD_SIZES, dim=-1)
         return Deltas(position, log_scale, rotation)
 
+    # -- DeformationField -----------------------------------------------------------
+    def deform(self, means: Tensor, quats: Tensor, log_scales: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        d = self(means, t)
+        return additive(means, quats, log_scales, d.position, d.rotation, d.log_scale)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"deform": self.mlp_parameters(), "grid": self.grid_parameters()}
+
+    def learning_rates(self, lr_deform: float, lr_grid: float) -> dict[str, float]:
+        return {"deform": lr_deform, "grid": lr_grid}
+
+    def losses(self, weights: dict[str, float], means: Tensor, t: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        terms = {"tv": self.tv_loss, "time": self.time_smoothness_loss, "time_l1": self.time_l1_loss}
+        return {name: weights[name] * fn() for name, fn in terms.items() if weights.get(name, 0.0) > 0}
+
     # -- regularisers (4DGaussians defines these; we actually call them) ------
     def tv_loss(self) -> Tensor:
         """Total variation of the space planes: neighbouring cells should agree."""
@@ -176,3 +206,14 @@ class HexPlaneField(nn.Module):
     def time_l1_loss(self) -> Tensor:
         """Sparsity of motion: space-time planes stay close to 1 (no change) unless needed."""
         return sum((plane - 1.0).abs().mean() for plane in self.time_planes)
+
+
+def make_field(cfg: DeformConfig) -> DeformationField:
+    """The deformation model ``cfg.model`` names, shaped by ``cfg``."""
+    if cfg.model == "hexplane":
+        return HexPlaneField(cfg)
+    if cfg.model == "control_points":
+        return ControlPointField(cfg.control_points, cfg.bound)
+    if cfg.model == "hash_grid":
+        return HashGridField(cfg.hash_grid, cfg.bound)
+    raise ValueError(f"unknown deformation model {cfg.model!r}")

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from text4d.gaussians.model import GaussianModel, inverse_sigmoid
+from text4d.gaussians.quaternion import rotate
 
 
 @dataclass
@@ -107,7 +108,7 @@ class DensifyStrategy:
             scales = model.scales[split].repeat(2, 1)
             quats = torch.nn.functional.normalize(model.quats[split], dim=-1).repeat(2, 1)
             noise = torch.randn(scales.shape, generator=self.generator).to(scales)
-            offsets = _rotate(quats, noise * scales)
+            offsets = rotate(quats, noise * scales)
             new["means"].append(model.means[split].repeat(2, 1) + offsets)
             new["log_scales"].append(torch.log(scales / 1.6))
             for name in ("sh_dc", "sh_rest", "opacity_logits", "quats"):
@@ -132,9 +133,3 @@ class DensifyStrategy:
         capped = torch.minimum(model.opacity_logits, inverse_sigmoid(torch.tensor(0.01, device=model.means.device)))
         model.replace_param(optimizer, "opacity_logits", lambda t, moment: torch.zeros_like(t) if moment else capped)
 
-
-def _rotate(quats: Tensor, v: Tensor) -> Tensor:
-    """Rotate vectors ``v`` [N, 3] by unit quaternions ``quats`` [N, 4] (w, x, y, z)."""
-    w, xyz = quats[:, :1], quats[:, 1:]
-    t = 2.0 * torch.linalg.cross(xyz, v, dim=-1)
-    return v + w * t + torch.linalg.cross(xyz, t, dim=-1)

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 # it is part of the cache key, so old cache files are never served for new code.
 GENERATOR_VERSION = 2
 
-__all__ = ["GENERATOR_VERSION", "Sample", "SampleConfig", "SampleMesh", "heldout_angles", "load_sample", "train_angles"]
+SCENES = ("creature", "whirligig")  # the procedural scenes :func:`make_scene` builds
+
+__all__ = ["GENERATOR_VERSION", "SCENES", "Sample", "SampleConfig", "SampleMesh", "heldout_angles", "load_sample", "make_scene", "render_views", "train_angles"]
 
 
 @dataclass
@@ -125,8 +127,23 @@ class Sample:
 
     def render_views(self, cameras: Cameras, times: Tensor) -> Views:
         """Ground-truth images from any ``cameras`` (batch [M]) at ``times`` [M], 8-bit quantised."""
-        rgb, alpha = _render(self.creature, cameras, times, self.config.supersample)
-        return _views(rgb, alpha, cameras, torch.as_tensor(times, dtype=torch.float32).reshape(-1))
+        return render_views(self.creature, cameras, times, self.config.supersample)
+
+
+def render_views(scene: Creature, cameras: Cameras, times: Tensor, supersample: int = 2) -> Views:
+    """Ground-truth images of a procedural ``scene`` (the creature, the whirligig) from ``cameras`` [M] at ``times`` [M], 8-bit quantised."""
+    rgb, alpha = _render(scene, cameras, times, supersample)
+    return _views(rgb, alpha, cameras, torch.as_tensor(times, dtype=torch.float32).reshape(-1))
+
+
+def make_scene(name: str, seed: int = 0) -> Creature:
+    """The procedural scene ``name`` (one of :data:`SCENES`); building one bakes its texture (seconds)."""
+    from text4d.samples.whirligig import Whirligig
+
+    scenes = {"creature": Creature, "whirligig": Whirligig}
+    if name not in scenes:
+        raise ValueError(f"unknown scene {name!r}; choose one of {list(scenes)}")
+    return scenes[name](seed)
 
 
 def _render(creature: Creature, cameras: Cameras, times: Tensor, supersample: int) -> tuple[np.ndarray, np.ndarray]:

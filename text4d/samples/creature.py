@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from text4d.render.camera import Cameras
-from text4d.render.mesh_raster import interpolate, rasterize, texture
+from text4d.render.mesh_raster import Fragments, interpolate, rasterize, texture
 
 BONES = ("hips", "chest", "head", "arm_l", "arm_r", "leg_l", "leg_r", "tail", "antenna_l", "antenna_r")
 _PARENT = {"hips": None, "chest": "hips", "head": "chest", "arm_l": "chest", "arm_r": "chest", "leg_l": "hips", "leg_r": "hips", "tail": "hips", "antenna_l": "head", "antenna_r": "head"}
@@ -399,6 +399,18 @@ class Creature:
         out = [self._render_chunk(cameras[i : i + chunk], times[i : i + chunk], supersample) for i in range(0, times.shape[0], chunk)]
         return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
+    def _shade(self, albedo: Tensor, normals: Tensor, verts: Tensor, frags: Fragments, cameras: Cameras) -> Tensor:
+        """Lit colour [M, H, W, 3] of the visible surface: Lambert + ambient with the fixed world lights.
+
+        ``verts`` [M, V, 3], ``frags`` and ``cameras`` are there for scenes whose
+        shading depends on the surface point or the view (a specular highlight).
+        """
+        shade = torch.full_like(albedo[..., :1], self._AMBIENT)
+        for *direction, strength in self._LIGHTS:
+            light = F.normalize(torch.tensor(direction), dim=0)
+            shade = shade + strength * (normals @ light).clamp_min(0.0)[..., None]
+        return albedo * shade
+
     def _render_chunk(self, cameras: Cameras, times: Tensor, supersample: int) -> tuple[Tensor, Tensor]:
         hi = cameras.resized(cameras.width * supersample, cameras.height * supersample)
         verts = self.verts_at(times)  # [M, V, 3]
@@ -406,12 +418,8 @@ class Creature:
         uv = interpolate(self.uv, frags, self.faces)
         albedo = texture(self.texture, uv)
         n = F.normalize(interpolate(self.normals(verts), frags, self.faces), dim=-1)
-        shade = torch.full_like(albedo[..., :1], self._AMBIENT)
-        for *direction, strength in self._LIGHTS:
-            light = F.normalize(torch.tensor(direction), dim=0)
-            shade = shade + strength * (n @ light).clamp_min(0.0)[..., None]
         mask = frags.mask
-        premult = (albedo * shade).clamp(0.0, 1.0) * mask
+        premult = self._shade(albedo, n, verts, frags, hi).clamp(0.0, 1.0) * mask
 
         def pool(x: Tensor) -> Tensor:
             return F.avg_pool2d(x.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)

@@ -4,7 +4,8 @@ One step (after DreamGaussian4D's ``main_4d.py``, restructured for speed):
 
 1. pick a batch of reference images (frames of the driving video, or any
    posed images with times);
-2. query the HexPlane field once for all their times -> deformed Gaussians [B, N];
+2. query the deformation field (``deform.model``: a HexPlane by default) once
+   for all their times -> deformed Gaussians [B, N];
 3. ask the novel-view term for V extra cameras per reference image;
 4. render all B x (1 + V) views in **one** rasteriser call, or two while the
    novel views step through their own resolutions (128 -> 256 -> 512 px, as
@@ -31,12 +32,13 @@ from torch import Tensor
 
 from text4d.accel.cuda_graphs import GraphCache
 from text4d.clip_score import ClipSimilarity
-from text4d.gaussians.deform import DeformConfig, HexPlaneField
+from text4d.errors import ConfigError
+from text4d.gaussians.deform import DeformConfig, make_field
 from text4d.gaussians.model import GaussianModel, LearningRates, exp_decay
 from text4d.gaussians.strategy import DensifyConfig, DensifyStrategy
 from text4d.io.ply import PlyGaussians
 from text4d.lpips import LPIPS
-from text4d.metrics import score
+from text4d.metrics import score, ssim
 from text4d.render.camera import Cameras
 from text4d.render.splat import Backend, RenderOutput, Splats, render, resolve_backend
 from text4d.stages.base import GaussianStage, stepped_resolution
@@ -65,6 +67,9 @@ class DynamicConfig:
     lambda_tv: float = field(default=0.0, metadata={"min": 0.0, "help": "space-plane total variation"})
     lambda_time: float = field(default=0.0, metadata={"min": 0.0, "help": "time smoothness of the field"})
     lambda_time_l1: float = field(default=0.0, metadata={"min": 0.0, "help": "sparsity of motion"})
+    lambda_arap: float = field(default=0.0, metadata={"min": 0.0, "help": "as-rigid-as-possible motion of the control points (deform.model=control_points)"})
+    rgb_loss: Literal["mse", "l1"] = field(default="mse", metadata={"help": "photometric term of the reference loss"})
+    lambda_dssim: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0, "help": "fraction of the reference RGB loss that is D-SSIM (0.2 in 3DGS), the rest the photometric term"})
     ramp_reference: bool = field(default=True, metadata={"help": "scale reference losses by training progress (as the original)"})
     bg: Literal["white", "black", "random"] = field(default="white", metadata={"help": "white as 4d.yaml (invert_bg_prob 0: main_4d renders every view on white)"})
     train_gaussians: bool = field(default=True, metadata={"help": "False = frozen static model (the paper's setting)"})
@@ -118,7 +123,10 @@ class DynamicStage(GaussianStage):
         self.model = model.to(self.device)
         with torch.random.fork_rng(devices=[]):  # the field's initial planes depend on cfg.seed only
             torch.manual_seed(cfg.seed)
-            self.field = HexPlaneField(cfg.deform).to(self.device)
+            self.field = make_field(cfg.deform).to(self.device)
+        unused = [name for name, weight in self._regulariser_weights().items() if weight > 0 and name not in self.field.regularisers]
+        if unused:
+            raise ConfigError(f"lambda_{unused[0]} has no effect on deform.model={cfg.deform.model} (its regularisers: {', '.join(self.field.regularisers) or 'none'}); set lambda_{unused[0]}=0")
         self.iteration = 0
         self.strategy = DensifyStrategy(cfg.densify, extent=self._scene_extent(), generator=self.generator)
         self.optimizer = self._make_optimizer()
@@ -140,8 +148,7 @@ class DynamicStage(GaussianStage):
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         groups = self.model.param_groups(self.cfg.lr)
-        groups.append({"name": "deform", "params": self.field.mlp_parameters(), "lr": self.cfg.lr_deform})
-        groups.append({"name": "grid", "params": self.field.grid_parameters(), "lr": self.cfg.lr_grid})
+        groups += [{"name": name, "params": params, "lr": 0.0} for name, params in self.field.param_groups().items()]
         fused = self.device.type == "cuda"
         return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=fused)
 
@@ -152,11 +159,11 @@ class DynamicStage(GaussianStage):
         self.model.apply_learning_rates(self.optimizer, cfg.lr, progress)
         static = self.phase == "static"
         dynamic_progress = (step - cfg.static_iters) / max(cfg.iters, 1)
+        field_lrs = self.field.learning_rates(cfg.lr_deform, cfg.lr_grid)
         for group in self.optimizer.param_groups:
-            if group["name"] == "deform":
-                group["lr"] = 0.0 if static else exp_decay(cfg.lr_deform, cfg.lr_deform * cfg.lr_field_decay, dynamic_progress)
-            elif group["name"] == "grid":
-                group["lr"] = 0.0 if static else exp_decay(cfg.lr_grid, cfg.lr_grid * cfg.lr_field_decay, dynamic_progress)
+            if group["name"] in field_lrs:
+                base = field_lrs[group["name"]]
+                group["lr"] = 0.0 if static else exp_decay(base, base * cfg.lr_field_decay, dynamic_progress)
             elif not cfg.train_gaussians and not static:
                 group["lr"] = 0.0
 
@@ -171,7 +178,7 @@ class DynamicStage(GaussianStage):
         """Gaussians deformed to times ``t`` [T] -> Splats with leading dim T."""
         m = self.model
         n_t = t.shape[0]
-        if self.phase == "static":  # the field is untrained (zero heads): skip it
+        if self.phase == "static" or not self.field.ready:  # the field is untrained (the identity): skip it
             expand = lambda x: x.unsqueeze(0).expand(n_t, *x.shape)  # noqa: E731
             return Splats(expand(m.means), expand(m.quats), expand(m.scales), expand(m.opacities), expand(m.sh))
         if self._deform_graphs is not None and self.cfg.cuda_graph and not torch.is_grad_enabled():
@@ -187,17 +194,17 @@ class DynamicStage(GaussianStage):
     def _deform(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Deformed means, quaternions, scales [T, N, ·] at times ``t``, and the opacities [N] and SH [N, K, 3]."""
         m = self.model
-        d = self.field(m.means, t)
-        return m.means + d.position, m.quats + d.rotation, torch.exp(m.log_scales + d.log_scale), m.opacities, m.sh
+        means, quats, log_scales = self.field.deform(m.means, m.quats, m.log_scales, t)
+        return means, quats, torch.exp(log_scales), m.opacities, m.sh
 
     def deformed_raw(self, t: float) -> PlyGaussians:
         """Raw parameters of the Gaussians at time ``t``, for ``.ply`` export."""
         with torch.no_grad():
-            d = self.field(self.model.means, torch.tensor([t], device=self.device))
-            raw = self.model.to_ply()
-            raw.means = (self.model.means + d.position[0]).cpu().numpy()
-            raw.log_scales = (self.model.log_scales + d.log_scale[0]).cpu().numpy()
-            raw.quats = (self.model.quats + d.rotation[0]).cpu().numpy()
+            m = self.model
+            raw = m.to_ply()
+            if self.field.ready:
+                means, quats, log_scales = self.field.deform(m.means, m.quats, m.log_scales, torch.tensor([t], device=self.device))
+                raw.means, raw.quats, raw.log_scales = (x[0].cpu().numpy() for x in (means, quats, log_scales))
         return raw
 
     # -- Stage API ----------------------------------------------------------------------
@@ -217,8 +224,22 @@ class DynamicStage(GaussianStage):
         pick = torch.randperm(len(pool), generator=self.generator)[: self.cfg.batch_size]
         return pool[pick]
 
+    def _regulariser_weights(self) -> dict[str, float]:
+        cfg = self.cfg
+        return {"tv": cfg.lambda_tv, "time": cfg.lambda_time, "time_l1": cfg.lambda_time_l1, "arap": cfg.lambda_arap}
+
+    def _rgb_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The reference RGB loss [B, H, W, 3]: MSE or L1, and the D-SSIM fraction ``lambda_dssim``."""
+        cfg = self.cfg
+        photometric = (pred - target).square().mean() if cfg.rgb_loss == "mse" else (pred - target).abs().mean()
+        if cfg.lambda_dssim <= 0:
+            return photometric
+        return (1.0 - cfg.lambda_dssim) * photometric + cfg.lambda_dssim * (1.0 - ssim(pred, target).mean())
+
     def step(self) -> dict[str, float]:
         cfg = self.cfg
+        if self.phase == "dynamic":
+            self.field.prepare(self.model.means)
         self._apply_learning_rates()
         ref = self._reference_at(cfg.ref_size)
         idx = self._batch()
@@ -242,7 +263,7 @@ class DynamicStage(GaussianStage):
         target = batch.composite(bg)
         ref_out = outs[0][0]
         terms: dict[str, Tensor] = {
-            "rgb": cfg.lambda_rgb * ramp * (ref_out.rgb[:, 0] - target).square().mean(),
+            "rgb": cfg.lambda_rgb * ramp * self._rgb_loss(ref_out.rgb[:, 0], target),
             "alpha": cfg.lambda_alpha * ramp * (ref_out.alpha[:, 0] - batch.alpha).square().mean(),
         }
         if use_novel:
@@ -250,12 +271,7 @@ class DynamicStage(GaussianStage):
             novel_out = RenderOutput(out.rgb[:, -v:], out.alpha[:, -v:], None)
             terms["novel"] = cfg.lambda_novel * self.novel.loss(novel_out, bg, progress)
         if self.phase == "dynamic":
-            if cfg.lambda_tv > 0:
-                terms["tv"] = cfg.lambda_tv * self.field.tv_loss()
-            if cfg.lambda_time > 0:
-                terms["time"] = cfg.lambda_time * self.field.time_smoothness_loss()
-            if cfg.lambda_time_l1 > 0:
-                terms["time_l1"] = cfg.lambda_time_l1 * self.field.time_l1_loss()
+            terms.update(self.field.losses(self._regulariser_weights(), self.model.means, batch.times, self.generator))
         loss = sum(terms.values())
         loss.backward()
         if track and all(o.means2d.grad is not None for o, _ in outs):
@@ -300,7 +316,10 @@ class DynamicStage(GaussianStage):
 
     @torch.no_grad()
     def gaussian_centers(self, t: float) -> Tensor:
-        return self.field(self.model.means, torch.tensor([t], device=self.device)).position[0] + self.model.means
+        m = self.model
+        if not self.field.ready:
+            return m.means.detach().clone()
+        return self.field.deform(m.means, m.quats, m.log_scales, torch.tensor([t], device=self.device))[0][0]
 
     def ground_truth(self) -> Views | None:
         return self.test

@@ -58,8 +58,9 @@ class TimedFit:
     iterations_to_target: int | None = None
 
 
-def timed_fit(stage: Any, device: torch.device, target_psnr: float, eval_every: int) -> TimedFit:
-    """Step ``stage`` to its last iteration, timing the steps and scoring held-out views every ``eval_every``."""
+def timed_fit(stage: Any, device: torch.device, target_psnr: float, eval_every: int, max_seconds: float | None = None) -> TimedFit:
+    """Step ``stage`` to its last iteration, timing the steps and scoring held-out views every
+    ``eval_every`` and at the end; ``max_seconds`` of training end it early (a time budget)."""
     fit = TimedFit()
     while stage.iteration < stage.iters:
         synchronize(device)
@@ -67,9 +68,12 @@ def timed_fit(stage: Any, device: torch.device, target_psnr: float, eval_every: 
         stage.step()
         synchronize(device)
         fit.train_seconds += time.perf_counter() - start
-        if stage.iteration % eval_every == 0 or stage.iteration == stage.iters:
+        out_of_time = max_seconds is not None and fit.train_seconds >= max_seconds
+        if stage.iteration % eval_every == 0 or stage.iteration == stage.iters or out_of_time:
             psnr = stage.evaluate()["psnr"]
             fit.curve.append({"iteration": stage.iteration, "seconds": round(fit.train_seconds, 3), "psnr": round(psnr, 3)})
             if fit.seconds_to_target is None and psnr >= target_psnr:
                 fit.seconds_to_target, fit.iterations_to_target = fit.train_seconds, stage.iteration
+        if out_of_time:
+            break
     return fit
