@@ -28,7 +28,7 @@ from rich.console import Console
 
 from text4d.app import animate, static
 from text4d.app.live import UI, drive
-from text4d.app.runkind import Models, RunKind, load, start
+from text4d.app.runkind import Models, RunKind, load, run_folder, start
 from text4d.app.spec import RunSpec
 from text4d.config import CONFIGS, load_config, to_yaml
 from text4d.devices import pick_dtype, resolve_device
@@ -98,7 +98,7 @@ def run(config: str | Path | None = None, overrides: Sequence[str] | None = None
     if sum(map(bool, (cfg.prompt, cfg.image, cfg.video))) != 1:
         raise ConfigError("give exactly one of a prompt, --image or --video")
     models = models or {}
-    root = RunFolder.at(cfg.run_dir, cfg.name or KIND.name) if cfg.run_dir else RunFolder.create(cfg.name or KIND.name, cfg.out)
+    root = run_folder(KIND, cfg, cfg.run_dir or None)
     with root.discard_if_unused():  # a chain failing on its inputs (a missing model folder) leaves no folder
         root.write_config(to_yaml(cfg))
         root.update_manifest(kind=KIND.name)

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from text4d.app.live import UI, check_front_ends, check_steps, drive
-from text4d.app.runkind import Models, RunKind, load
+from text4d.app.runkind import Models, RunKind, finish, load
 from text4d.devices import resolve_device
 from text4d.errors import InputError
 from text4d.export import exporters
@@ -107,6 +107,5 @@ def view(run_dir: str | Path, ui: UI = "viser", host: str | None = None, port: i
     console.print(f"reopened [bold]{session.run.path}[/bold] ({opened.kind.name}) at iteration {session.stage.iteration} (paused)")
     drive(session, cfg.viewer, ui, steps, console, cfg.exports)
     stage = session.stage
-    if opened.kind.finish is not None and stage.iteration >= stage.iters:
-        opened.kind.finish(cfg, stage, session.run)
+    finish(opened.kind, cfg, stage, session.run)
     return session.run.path

@@ -82,7 +82,7 @@ def start(
     for note in notes:
         console.print(f"[cyan]{note}[/cyan]")
     stage = kind.build(cfg, device, None, models or {})  # type: ignore[misc]
-    run = RunFolder.create(cfg.name or kind.name, cfg.out) if run_dir is None else RunFolder.at(run_dir, cfg.name or kind.name)
+    run = run_folder(kind, cfg, run_dir)
     with run.discard_if_unused():
         run.write_config(to_yaml(cfg))
         run.update_manifest(kind=kind.name, **({"notes": list(notes)} if notes else {}))
@@ -93,8 +93,19 @@ def start(
         session = Session(stage, run, cfg.session, start_paused=steps is not None, exporters=exporters(kind.export_settings(cfg, stage), stage.ground_truth() is not None))
         console.print(f"run folder: [bold]{run.path}[/bold]  ({stage.iters} iterations planned)")
         drive(session, cfg.viewer, ui, steps, console, cfg.exports, keep_viewer=keep_viewer)
-        if kind.finish is not None and stage.iteration >= stage.iters:
-            kind.finish(cfg, stage, run)
+        finish(kind, cfg, stage, run)
     return run.path
+
+
+def run_folder(kind: RunKind, cfg: Any, run_dir: str | Path | None = None) -> RunFolder:
+    """The folder a new run of ``kind`` writes to: ``run_dir`` when given (a chain's stage, ``run_dir=``), else a new one under ``cfg.out``."""
+    name = cfg.name or kind.name
+    return RunFolder.create(name, cfg.out) if run_dir is None else RunFolder.at(run_dir, name)
+
+
+def finish(kind: RunKind, cfg: Any, stage: Stage, run: RunFolder) -> None:
+    """Once a run's stage has trained all its iterations: what the kind writes then (e.g. the static stage's model.ply)."""
+    if kind.finish is not None and stage.iteration >= stage.iters:
+        kind.finish(cfg, stage, run)
 
 

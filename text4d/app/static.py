@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from text4d.app.live import UI
-from text4d.app.runkind import Models, RunKind, load, start
+from text4d.app.runkind import Models, RunKind, load, run_folder, start
 from text4d.app.spec import RunSpec
 from text4d.config import CONFIGS, to_yaml
 from text4d.devices import Precision
@@ -124,7 +124,7 @@ def make_static(cfg: StaticRun, ui: UI = "none", steps: int | None = None, conso
     console = console or Console()
     if cfg.ply:
         model = import_ply(cfg.ply, cfg.ply_radius or None, CANONICAL_RADIUS)  # before the folder: a bad file leaves none
-        run = RunFolder.create(cfg.name or KIND.name, cfg.out) if run_dir is None else RunFolder.at(run_dir, cfg.name or KIND.name)
+        run = run_folder(KIND, cfg, run_dir)
         with run.discard_if_unused():
             run.write_config(to_yaml(cfg))
             run.update_manifest(kind=KIND.name)
