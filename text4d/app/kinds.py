@@ -106,6 +106,5 @@ def view(run_dir: str | Path, ui: UI = "viser", host: str | None = None, port: i
     session, cfg = opened.session, opened.cfg
     console.print(f"reopened [bold]{session.run.path}[/bold] ({opened.kind.name}) at iteration {session.stage.iteration} (paused)")
     drive(session, cfg.viewer, ui, steps, console, cfg.exports)
-    stage = session.stage
-    finish(opened.kind, cfg, stage, session.run)
+    finish(opened.kind, cfg, session.stage, session.run)
     return session.run.path
