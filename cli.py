@@ -199,12 +199,13 @@ def bench_dynamic(
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = typer.Option(None),
     target_psnr: float = typer.Option(30.0),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="The first 300 iterations, 128 px renders; default: tiny when the bench runs on the CPU."),
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
     """Fit the sample: iterations/s, seconds to the target held-out PSNR, deformation overhead."""
     from text4d.app.bench.dynamic import run
 
-    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr))
+    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, tiny=_tiny(tiny, device)))
 
 
 @bench_app.command("cpu-demo")

@@ -26,6 +26,10 @@ from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.splat import render
 
 
+# A CPU-sized run (about a minute on 2 cores): the CPU preset's first 300 iterations, renders at 128 px.
+TINY_OVERRIDES = ["iters=250", "static_iters=50"]
+
+
 def run(
     config: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -33,9 +37,15 @@ def run(
     target_psnr: float = 30.0,
     eval_every: int = 50,
     render_resolution: int = 512,
+    tiny: bool = False,
 ) -> dict:
-    """Fit the sample once, timing it; returns a JSON-able dict. Without ``config``, the demo's preset for the device."""
-    overrides = list(overrides or []) + ([f"device={device}"] if device else [])
+    """Fit the sample once, timing it; returns a JSON-able dict. Without ``config``, the demo's preset for the device.
+
+    ``tiny`` cuts the fit to :data:`TINY_OVERRIDES` and renders at 128 px: the CPU's size (``text4d bench
+    cpu-demo`` times the CPU preset's whole fit).
+    """
+    overrides = (TINY_OVERRIDES if tiny else []) + list(overrides or []) + ([f"device={device}"] if device else [])
+    render_resolution = 128 if tiny else render_resolution
     config = config or sample_preset(overrides)
     cfg = load_config(SampleRun, config, overrides)
     dev = resolve_device(device or cfg.device)
