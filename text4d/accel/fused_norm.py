@@ -41,7 +41,9 @@ T = TypeVar("T")
 
 
 def triton_available(device: torch.device) -> bool:
-    return triton is not None and device.type == "cuda"
+    """Whether the Triton kernels can run on ``device``: Triton installed (the dev extra installs it on CPU
+    machines too, for the interpreter) and a CUDA device that this torch build can actually use."""
+    return triton is not None and device.type == "cuda" and torch.cuda.is_available()
 
 
 if triton is not None:
