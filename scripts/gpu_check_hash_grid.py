@@ -65,9 +65,9 @@ def main() -> int:
             (grad,) = torch.autograd.grad((out * weights).sum(), enc.table)
             result[backend] = (out.detach(), grad)
 
-            def step(fn=fn) -> None:
+            def step(fn=fn, x=x, grids=grids, weights=weights, table=enc.table) -> None:
                 o = fn(x, *grids)
-                torch.autograd.grad((o * weights).sum(), enc.table)
+                torch.autograd.grad((o * weights).sum(), table)
 
             report[f"{name}_{backend}_fwd_bwd_ms"] = round(_time_ms(step), 3)
         (a, ga), (b, gb) = result["torch"], result["triton"]

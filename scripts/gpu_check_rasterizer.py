@@ -116,7 +116,8 @@ def check(num_gaussians: int = 2000, resolution: int = 128, cameras: int = 4, ba
     device = torch.device("cuda")
     import gsplat
 
-    report: dict = {"device": torch.cuda.get_device_name(device), "gsplat": str(getattr(gsplat, "__version__", "?")), "torch": torch.__version__, "tolerances": TOLERANCES, "cases": []}
+    report: dict = {"device": torch.cuda.get_device_name(device), "gsplat": str(getattr(gsplat, "__version__", "?")), "torch": torch.__version__,
+                    "tolerances": TOLERANCES, "cases": []}
     ok = True
     case_id = 0
     for batch_shape in ((), (batch,)):

@@ -229,7 +229,8 @@ def _read(path: str, key: str) -> dict[str, Tensor]:
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, a pickled model instead of a state dict, not a checkpoint at all
         # (torch's own message for weights_only failures suggests weights_only=False: not advice to pass on)
-        raise ModelFileError(f"{p} (config key '{key}') is not a readable weights file ({type(e).__name__}); expected a state dict saved with torch.save(model.state_dict()) or safetensors, not a whole pickled model") from e
+        raise ModelFileError(f"{p} (config key '{key}') is not a readable weights file ({type(e).__name__}); expected a state dict saved with "
+                             "torch.save(model.state_dict()) or safetensors, not a whole pickled model") from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -271,7 +272,8 @@ def _check(model: LPIPS, state: dict[str, Tensor], prefix: str, source: dict[str
     wrong = [f"{k} {list(state[k].shape)} (expected {list(v.shape)})" for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or wrong:
         path, key = source["path"], source["key"]
-        problems = (f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}" if missing else "") + ("; " if missing and wrong else "") + (f"wrong shape {', '.join(wrong[:3])}" if wrong else "")
+        problems = "; ".join(([f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"] if missing else [])
+                             + ([f"wrong shape {', '.join(wrong[:3])}"] if wrong else []))
         raise ModelFileError(f"{path} (config key '{key}') does not fit LPIPS-{model.net}: {problems}; {source['hint']}")
 
 

@@ -294,7 +294,8 @@ class ViewerApp:
             if client.client_id in self.views:  # a tab that just closed gets no more frames
                 client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
 
-        worker = RenderWorker(self.frames, send, self.worker_cfg, on_error=lambda m: client.add_notification("Render failed", m, color="red"), name=f"text4d-render-{client.client_id}")
+        worker = RenderWorker(self.frames, send, self.worker_cfg, on_error=lambda m: client.add_notification("Render failed", m, color="red"),
+                              name=f"text4d-render-{client.client_id}")
         view = ClientView(client, worker, frame, play, fps, mode, resolution, caption)
         with self._views_lock:
             self.views[client.client_id] = view

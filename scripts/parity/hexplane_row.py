@@ -142,7 +142,7 @@ def _dg4d_case(report, dg4d, args, config, device, fixtures, n: int = 300, T: in
     tol = dict(atol=1e-6, rtol=3e-5)  # fp32; the plane products and sums run in another order
     report.compare(row, "HexPlane features (planes copied, mirrored)", ours.features(xyz, torch.tensor([3 / T], device=device))[0],
                    net.grid(xyz, torch.full((n, 1), (3 / T - 0.5) * 2, device=device)), **tol)
-    for k, (name, sl) in enumerate((("positions", slice(0, 3)), ("log-scales", slice(3, 6)), ("rotations", slice(6, 10)), ("opacity logits (no_do: unchanged)", slice(10, 11)))):
+    for name, sl in (("positions", slice(0, 3)), ("log-scales", slice(3, 6)), ("rotations", slice(6, 10)), ("opacity logits (no_do: unchanged)", slice(10, 11))):
         report.compare(row, f"deformed {name}, {T} frames x {n} Gaussians", got[..., sl], want[..., sl], **tol)
     if fixtures is not None:
         fixtures[f"{ROW}/xyz"], fixtures[f"{ROW}/scales"], fixtures[f"{ROW}/rots"], fixtures[f"{ROW}/opacity"] = (x.cpu() for x in (xyz, scales, rots, opac))

@@ -48,7 +48,8 @@ class AnimateConfig(DynamicConfig):
 
     frames: str = field(default="", metadata={"help": "RGBA frames folder (driving video or Consistent4D clip)"})
     static: str = field(default="", metadata={"help": "static .ply (empty: random points)"})
-    static_radius: float = field(default=0.0, metadata={"min": 0.0, "help": "camera distance the .ply was made for; 2 = the original's radius=2 (DreamGaussian models); 0 = radius"})
+    static_radius: float = field(default=0.0, metadata={
+        "min": 0.0, "help": "camera distance the .ply was made for; 2 = the original's radius=2 (DreamGaussian models); 0 = radius"})
     zero123: str = field(default="", metadata={"help": "local Zero123 folder (empty: no novel-view term)"})
     zero123_variant: Literal["auto", "zero123", "stable"] = "auto"
     precision: Precision = "auto"
@@ -61,7 +62,8 @@ class AnimateConfig(DynamicConfig):
     sds: SDSConfig = field(default_factory=SDSConfig)
     views: ViewSampling = field(default_factory=ViewSampling)
     ground_truth: GroundTruthLayout = field(default_factory=GroundTruthLayout)
-    clip_model: str = field(default="", metadata={"help": "local CLIP folder (CLIPModel or CLIPVisionModelWithProjection): CLIP similarity on ground-truth views; empty = not computed"})
+    clip_model: str = field(default="", metadata={
+        "help": "local CLIP folder (CLIPModel or CLIPVisionModelWithProjection): CLIP similarity on ground-truth views; empty = not computed"})
 
 
 @dataclass

@@ -150,7 +150,7 @@ def headless(session: Session, console: Console, exports: Sequence[str] = ()) ->
         task = bar.add_task(stats.stage, total=target, completed=stats.iteration, info="")
         while not _done(stats):
             try:
-                stats = session.wait(lambda s: s.iteration != stats.iteration or _done(s), timeout=0.5)
+                stats = session.wait(lambda s, seen=stats.iteration: s.iteration != seen or _done(s), timeout=0.5)  # seen: bound now, not at the call
             except TimeoutError:
                 continue
             loss = stats.losses.get("loss")

@@ -55,7 +55,8 @@ class DeformConfig:
     half size of the cube the field covers) is shared by all models.
     """
 
-    model: Literal["hexplane", "control_points", "hash_grid"] = field(default="hexplane", metadata={"help": "deformation model: hexplane (DreamGaussian4D), control_points (SC-GS), hash_grid (Grid4D)"})
+    model: Literal["hexplane", "control_points", "hash_grid"] = field(default="hexplane", metadata={
+        "help": "deformation model: hexplane (DreamGaussian4D), control_points (SC-GS), hash_grid (Grid4D)"})
     channels: int = field(default=32, metadata={"min": 1})
     resolution: int = field(default=32, metadata={"min": 2, "help": "base spatial plane resolution"})
     time_resolution: int = field(default=12, metadata={"min": 2, "help": "HexPlane T (12 in 4d.yaml)"})

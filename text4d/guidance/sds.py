@@ -61,7 +61,9 @@ class SDSConfig:
     schedule: Literal["anneal", "random"] = field(default="anneal", metadata={"help": "anneal: noise falls linearly with progress"})
     image_size: int = field(default=256, metadata={"min": 8, "help": "Zero123's input resolution"})
     chunk: int = field(default=28, metadata={"min": 0, "help": "renders per VAE+UNet chunk (memory bound); 0 = all at once"})
-    level_reference: bool = field(default=False, metadata={"help": "Stable-Zero123: condition as if the reference view were level (90°) whatever its elevation, as DreamGaussian4D (its main_4d.py / dg.py never pass default_elevation)"})
+    level_reference: bool = field(default=False, metadata={
+        "help": "Stable-Zero123: condition as if the reference view were level (90°) whatever its elevation, as DreamGaussian4D "
+                "(its main_4d.py / dg.py never pass default_elevation)"})
     seed: int = 0
 
 

@@ -250,7 +250,9 @@ def refine_sequence(seq: MeshSequence, render_fn: RenderFn, cfg: MeshConfig, rad
     if not seq.shared:
         raise ConfigError("mesh.refine needs mesh.topology=shared (it optimises one mesh over all frames)")
     with torch.enable_grad():
-        stage = RefineStage(seq.frames[0].faces, torch.stack([f.verts for f in seq.frames]), seq.frames[0].uv, seq.frames[0].texture, seq.times, render_fn, cfg.refine, radius=radius, fovy=cfg.fovy)
+        first = seq.frames[0]
+        stage = RefineStage(first.faces, torch.stack([f.verts for f in seq.frames]), first.uv, first.texture, seq.times, render_fn, cfg.refine,
+                            radius=radius, fovy=cfg.fovy)
         while stage.iteration < stage.iters:
             stage.step()
     textures, verts = stage.result()

@@ -237,7 +237,8 @@ def _check_inputs(splats: Splats, cameras: Cameras, sh_degree: int | None) -> tu
     except RuntimeError:
         ok = False
     if not ok:
-        raise ValueError(f"splats batch dims {tuple(splat_batch)} do not broadcast to the cameras' leading dims {tuple(batch)} (cameras are [B..., C] = {tuple(cameras.batch_shape)})")
+        raise ValueError(f"splats batch dims {tuple(splat_batch)} do not broadcast to the cameras' leading dims {tuple(batch)} "
+                         f"(cameras are [B..., C] = {tuple(cameras.batch_shape)})")
     k = sh.shape[-2]
     degree = math.isqrt(k) - 1 if sh_degree is None else sh_degree
     if not 0 <= degree <= 3 or num_sh_bases(degree) > k:

@@ -69,14 +69,17 @@ class DynamicConfig:
     lambda_time_l1: float = field(default=0.0, metadata={"min": 0.0, "help": "sparsity of motion"})
     lambda_arap: float = field(default=0.0, metadata={"min": 0.0, "help": "as-rigid-as-possible motion of the control points (deform.model=control_points)"})
     rgb_loss: Literal["mse", "l1"] = field(default="mse", metadata={"help": "photometric term of the reference loss"})
-    lambda_dssim: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0, "help": "fraction of the reference RGB loss that is D-SSIM (0.2 in 3DGS), the rest the photometric term"})
+    lambda_dssim: float = field(default=0.0, metadata={
+        "min": 0.0, "max": 1.0, "help": "fraction of the reference RGB loss that is D-SSIM (0.2 in 3DGS), the rest the photometric term"})
     ramp_reference: bool = field(default=True, metadata={"help": "scale reference losses by training progress (as the original)"})
     bg: Literal["white", "black", "random"] = field(default="white", metadata={"help": "white as 4d.yaml (invert_bg_prob 0: main_4d renders every view on white)"})
     train_gaussians: bool = field(default=True, metadata={"help": "False = frozen static model (the paper's setting)"})
     lr: LearningRates = field(default_factory=LearningRates)
     lr_deform: float = field(default=6.4e-4, metadata={"min": 0.0})
     lr_grid: float = field(default=6.4e-3, metadata={"min": 0.0})
-    lr_field_decay: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0, "help": "deformation and grid lr at the end of the dynamic phase, as a fraction of lr_deform / lr_grid (log-linear); 1 = constant, as DreamGaussian4D"})
+    lr_field_decay: float = field(default=1.0, metadata={
+        "min": 0.0, "max": 1.0,
+        "help": "deformation and grid lr at the end of the dynamic phase, as a fraction of lr_deform / lr_grid (log-linear); 1 = constant, as DreamGaussian4D"})
     deform: DeformConfig = field(default_factory=DeformConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     init_points: int = field(default=5000, metadata={"min": 1, "help": "random Gaussians when no static model is given"})
@@ -126,7 +129,8 @@ class DynamicStage(GaussianStage):
             self.field = make_field(cfg.deform).to(self.device)
         unused = [name for name, weight in self._regulariser_weights().items() if weight > 0 and name not in self.field.regularisers]
         if unused:
-            raise ConfigError(f"lambda_{unused[0]} has no effect on deform.model={cfg.deform.model} (its regularisers: {', '.join(self.field.regularisers) or 'none'}); set lambda_{unused[0]}=0")
+            used = ", ".join(self.field.regularisers) or "none"
+            raise ConfigError(f"lambda_{unused[0]} has no effect on deform.model={cfg.deform.model} (its regularisers: {used}); set lambda_{unused[0]}=0")
         self.iteration = 0
         self.strategy = DensifyStrategy(cfg.densify, extent=self._scene_extent(), generator=self.generator)
         self.optimizer = self._make_optimizer()

@@ -87,7 +87,8 @@ def run(
         **runs[(inits or (base.init,))[0]],
     }
     if len(runs) > 1:
-        result["init_comparison"] = {k: {"seconds_to_target": v["seconds_to_target"], "iterations_to_target": v["iterations_to_target"], "final_psnr": v["final"]["psnr"]} for k, v in runs.items()}
+        result["init_comparison"] = {k: {"seconds_to_target": v["seconds_to_target"], "iterations_to_target": v["iterations_to_target"],
+                                         "final_psnr": v["final"]["psnr"]} for k, v in runs.items()}
         result["runs"] = runs
     return result
 
@@ -121,7 +122,8 @@ def compare(
     if len(cfgs) != len(configs):
         raise ValueError(f"configs must have distinct file names (they name the runs), got {[str(c) for c in configs]}")
     dev = resolve_device(device or next(iter(cfgs.values())).device)
-    result: dict = {"benchmark": "recon-compare", "device": device_name(dev), "configs": [str(c) for c in configs], "overrides": list(overrides or []), "target_psnr": target_psnr, "budget_seconds": budget_seconds, "scenes": {}}
+    result: dict = {"benchmark": "recon-compare", "device": device_name(dev), "configs": [str(c) for c in configs], "overrides": list(overrides or []),
+                    "target_psnr": target_psnr, "budget_seconds": budget_seconds, "scenes": {}}
     out_dir = Path(out) if out is not None else None
     for scene_name in scenes:
         with tempfile.TemporaryDirectory(prefix="text4d-bench-recon-") as tmp:
@@ -139,7 +141,8 @@ def compare(
         baseline = next(iter(runs))
         best = max(runs, key=lambda k: runs[k]["final"]["psnr"])
         entry = {
-            "scene": {"train_images": len(scene.train), "test_images": len(scene.test), "resolution": [scene.train.width, scene.train.height], "export_seconds": round(export_seconds, 3)},
+            "scene": {"train_images": len(scene.train), "test_images": len(scene.test), "resolution": [scene.train.width, scene.train.height],
+                      "export_seconds": round(export_seconds, 3)},
             "runs": runs,
             "baseline": baseline,
             "best": best,
