@@ -128,7 +128,7 @@ class StepGraphs:
         self.captures = 0  # tests and benchmarks read it
         self._seen: set = set()
         self._graphs: dict = {}
-        self._pool = None
+        self._pool: torch.cuda._POOL_HANDLE | None = None  # the first capture's memory pool, shared by the later ones
 
     @staticmethod
     def prepare_grads(params: Sequence[Tensor]) -> None:

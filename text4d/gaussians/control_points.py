@@ -112,6 +112,10 @@ class ControlPointField(DeformationField):
         m, q, ls = field.deform(means, quats, log_scales, torch.tensor([0.0, 0.5]))  # [2, N, .]
     """
 
+    nodes: Tensor  # buffers (register_buffer): declared for the type checker, which cannot see them
+    initialised: Tensor
+    graph: Tensor
+
     def __init__(self, cfg: ControlPointConfig, bound: float):
         super().__init__()
         if cfg.neighbours > cfg.num or cfg.arap_neighbours >= cfg.num:
