@@ -166,7 +166,9 @@ def set_value(cfg: Any, key: str, value: Any) -> Any:
         elif kind in (int, float, str, bool):
             converted = kind(value)
         else:
-            converted = OmegaConf.to_object(OmegaConf.merge(OmegaConf.create({"v": current}), {"v": value}))["v"]
+            merged = OmegaConf.to_object(OmegaConf.merge(OmegaConf.create({"v": current}), {"v": value}))
+            assert isinstance(merged, dict)  # the merge of two {"v": ...} configs
+            converted = merged["v"]
     except (TypeError, ValueError, OmegaConfBaseException) as e:
         raise ConfigError(f"config key '{key}' expects {kind.__name__}, got {value!r}") from e
     if isinstance(converted, (int, float, str)) and not isinstance(converted, bool):

@@ -125,6 +125,9 @@ class LPIPS(nn.Module):
         d = metric(pred, target)  # [..., H, W, 3] in [0, 1] -> [...]
     """
 
+    shift: Tensor  # buffers (register_buffer): declared for the type checker, which cannot see them
+    scale: Tensor
+
     def __init__(self, net: str = "alex"):
         super().__init__()
         if net not in TRUNKS:
@@ -155,14 +158,13 @@ class LPIPS(nn.Module):
         h = torch.cat([x, y]).float() * 2.0 - 1.0
         h = (h - self.shift) / self.scale
         total = torch.zeros(b, device=x.device)
-        taps = iter(zip(self.trunk.taps, self.lins))
-        tap, lin = next(taps)
+        lin_at = dict(zip(self.trunk.taps, self.lins))
         for i, layer in enumerate(self.features):
             h = layer(h)
-            if i == tap:
+            lin = lin_at.get(i)
+            if lin is not None:
                 f = h / (h.square().sum(1, keepdim=True).sqrt() + EPS)
                 total += lin((f[:b] - f[b:]).square()).mean((1, 2, 3))
-                tap, lin = next(taps, (-1, None))
         return total
 
     @torch.no_grad()
@@ -220,6 +222,7 @@ def _read(path: str, key: str) -> dict[str, Tensor]:
     if not p.is_file():
         what = "is a folder; give the weights file inside it" if p.is_dir() else "does not exist; give the path of a local weights file (nothing is downloaded)"
         raise ModelFileError(f"{p} (config key '{key}') {what}")
+    state: object
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -32,7 +32,8 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
         reader = imageio.get_reader(str(path), format="ffmpeg" if path.suffix.lower() != ".gif" else None)
         try:
             fps = float(reader.get_meta_data().get("fps", 8.0) or 8.0)
-            frames = [np.asarray(f)[..., :3] for f in reader]
+            # imageio annotates Reader.iter_data (what iterating a reader calls) as returning an Array, not an iterator
+            frames = [np.asarray(f)[..., :3] for f in reader]  # type: ignore[attr-defined]
         finally:
             reader.close()
     except Exception as e:  # imageio/ffmpeg raise many types (OSError, RuntimeError, IndexError...)

@@ -668,11 +668,15 @@ def _loop_over_batch(fn, splats: Splats, cameras: Cameras, bg: Tensor) -> Render
     cams, bgs = cameras.reshape(nb, c), flat(bg)
     outs = [fn(Splats(*(x[i] for x in fields)), cams[i], bgs[i]) for i in range(nb)]
 
-    def stack(name: str) -> Tensor | None:
-        parts = [getattr(o, name) for o in outs]
-        return None if parts[0] is None else torch.stack(parts).reshape(*batch, *parts[0].shape)
+    def stack(parts: list[Tensor]) -> Tensor:
+        return torch.stack(parts).reshape(*batch, *parts[0].shape)
 
-    return RenderOutput(*(stack(name) for name in ("rgb", "alpha", "depth", "means2d", "radii")))
+    def stack_present(parts: list[Tensor | None]) -> Tensor | None:  # one backend: all present or none
+        present = [p for p in parts if p is not None]
+        return stack(present) if present else None
+
+    return RenderOutput(stack([o.rgb for o in outs]), stack([o.alpha for o in outs]), stack_present([o.depth for o in outs]),
+                        stack_present([o.means2d for o in outs]), stack_present([o.radii for o in outs]))
 
 
 def _render_gsplat(splats: Splats, cameras: Cameras, bg: Tensor, degree: int, near: float, far: float,

@@ -146,7 +146,7 @@ class _Composite(torch.autograd.Function):
     # Both outputs' gradients arrive as tensors (zeros for an unused one), never None.
 
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, feats, ids, image, x0, x1, y0, y1, images, width, height):  # type: ignore[override]
+    def forward(ctx, means2d, conics, opacities, feats, ids, image, x0, x1, y0, y1, images, width, height):
         tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
         box = [t.numpy() for t in (x0, x1, y0, y1)]
         offsets, lists = _bin_tiles(image.numpy(), *box, images, tiles_x, tiles_y)
@@ -162,7 +162,7 @@ class _Composite(torch.autograd.Function):
         return torch.from_numpy(acc), torch.from_numpy(trans)
 
     @staticmethod
-    def backward(ctx, g_acc, g_trans):  # type: ignore[override]
+    def backward(ctx, g_acc, g_trans):
         grads = [np.zeros_like(a) for a in ctx.arrays]
         with _threads():
             _backward(*ctx.arrays, *ctx.geometry, ctx.trans, ctx.last, g_acc.contiguous().numpy(), g_trans.contiguous().numpy(), *grads)
@@ -174,7 +174,8 @@ class _threads:
 
     def __enter__(self) -> None:
         self.before = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        # numba.config sets its settings through globals(), where the type checker cannot see them
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
     def __exit__(self, *exc: object) -> None:
         numba.set_num_threads(self.before)

@@ -13,6 +13,8 @@ on the next one.
 from __future__ import annotations
 
 import copy
+import functools
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +37,11 @@ def stepped_resolution(progress: float, milestones: list[float], resolutions: li
         return default
     level = sum(progress >= m for m in milestones)
     return resolutions[min(level, len(resolutions) - 1)]
+
+
+def total_loss(terms: dict[str, Tensor]) -> Tensor:
+    """The loss terms added in order: what ``sum(terms.values())`` computes, typed as the Tensor it is (one term at least)."""
+    return functools.reduce(operator.add, terms.values())
 
 
 class Stage(ABC):
