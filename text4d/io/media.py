@@ -7,6 +7,7 @@ in [0, 1]. Every write is atomic so an interrupted run never leaves a truncated 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ def to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float) -> Path:
+def write_video(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: float) -> Path:
     """Write RGB frames [F, H, W, 3] (uint8, or float in [0, 1]) as an H.264 ``.mp4``, or a looping ``.gif``."""
     import imageio.v2 as imageio
     import imageio.v3 as iio
