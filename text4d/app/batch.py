@@ -656,6 +656,7 @@ class _Driver:
 
     def __init__(self, jobs: list[Job], batch_dir: Path, resources: dict[str, float], max_retries: int):
         import ray
+        from ray.actor import ActorHandle
 
         self.ray = ray
         self.jobs = {j.id: j for j in jobs}
@@ -674,9 +675,11 @@ class _Driver:
         self._slots_checked = time.monotonic()
         kinds = sorted({j.kind for j in jobs})
         # max_restarts=0: a dead worker is replaced by the driver, which then retries its job on the new one.
-        self.worker = ray.remote(max_restarts=0, max_task_retries=0, **resources)(JobWorker)
+        self.worker = ray.remote(max_restarts=0, max_task_retries=0, num_gpus=resources["num_gpus"], num_cpus=resources["num_cpus"])(JobWorker)
         self.worker_args = (kinds,)
-        self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        assert isinstance(board, ActorHandle)  # ray annotates .remote() as "a handle, or the class" (so methods type-check)
+        self.board: ActorHandle[ProgressBoard] = board
         self._written = ""
 
     def start(self, previous: dict[str, dict[str, Any]]) -> None:

@@ -173,12 +173,13 @@ def backend_available(name: str) -> bool:
     return backend_load_error(name) is None
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: torch.device) -> Backend:
     """The concrete backend ``render`` uses for ``backend`` on ``device``."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        for name in ("gsplat", "inria") if device.type == "cuda" else ("cpu",):
+        candidates: tuple[Backend, ...] = ("gsplat", "inria") if device.type == "cuda" else ("cpu",)
+        for name in candidates:
             if backend_available(name):
                 return name
         return "torch"
@@ -198,7 +199,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             require_extra("cuda")
         package = "gsplat" if backend == "gsplat" else "diff-gaussian-rasterization"
         raise ConfigError(f"backend={backend} requested but {package} does not load here ({problem}); reinstall it or use backend=auto")
-    return backend
+    return "gsplat" if backend == "gsplat" else "inria"
 
 
 # -- input checks ------------------------------------------------------------------------------

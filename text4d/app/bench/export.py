@@ -77,12 +77,13 @@ def run(
     tiny_mesh = ["bake_resolution=64", "bake_views=6", "bake_frames=1", "max_faces=5000"] if tiny else []
     mesh_overrides = [f"resolution={resolution}", f"texture={texture}", *tiny_mesh, *(overrides or [])]
     cfg = load_config(MeshConfig, None, mesh_overrides)
-    seconds, timings, seq = [], [], None
-    with tempfile.TemporaryDirectory(prefix="text4d-bench-export-") as tmp:
-        tmp = Path(tmp)
+    seconds: list[float] = []
+    timings: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="text4d-bench-export-") as tmp_name:
+        tmp = Path(tmp_name)
         export_meshes(stage, tmp / "warmup", tmp / "warmup.glb", cfg)
         reset_peak(dev)
-        for i in range(max(1, repeats)):
+        for i in range(max(1, repeats)):  # at least once: seq is the last export
             synchronize(dev)
             start = time.perf_counter()
             seq = export_meshes(stage, tmp / f"obj{i}", tmp / f"out{i}.glb", cfg)
