@@ -103,7 +103,7 @@ class RenderWorker:
         render: Callable[[ViewRequest, int, int], np.ndarray],
         send: Callable[[np.ndarray, int], None],
         cfg: WorkerConfig | None = None,
-        on_error: Callable[[str], None] | None = None,
+        on_error: Callable[[str], object] | None = None,
         name: str = "text4d-render",
     ):
         self._render = render
