@@ -101,7 +101,7 @@ def _lora_layer(module: torch.nn.Module) -> LoraLinear:
     return module
 
 
-def _lora_weights(layer: LoraLinear, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
+def adapter_weights(layer: LoraLinear, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(down, up) weights of ``layer``'s ``adapter`` (peft's lora_A and lora_B linears)."""
     down, up = layer.lora_A[adapter], layer.lora_B[adapter]
     if not isinstance(down, torch.nn.Linear) or not isinstance(up, torch.nn.Linear):
@@ -190,7 +190,7 @@ class DualLoRA:
                     layer.enable_adapters(True)
                 if layer.active_adapters != [name]:
                     layer.set_adapter([name])
-                for weight in _lora_weights(layer, name):
+                for weight in adapter_weights(layer, name):
                     weight.requires_grad_(trainable)
             self._applied[path] = (name, trainable)
 
@@ -219,7 +219,7 @@ class DualLoRA:
             for layer in self.layers[p].values():
                 for name in names:
                     if name in layer.lora_A:
-                        yield from _lora_weights(layer, name)
+                        yield from adapter_weights(layer, name)
 
     def state(self, path: Path_) -> dict[str, torch.Tensor]:
         """Adapter weights of ``path`` in our file layout (``"{i}.{module}.up|down"``)."""
@@ -227,7 +227,7 @@ class DualLoRA:
         names = self.spatial_names() if path == "spatial" else (["temporal"] if self.temporal else [])
         for i, adapter in enumerate(names):
             for mod, layer in self.layers[path].items():
-                down, up = _lora_weights(layer, adapter)
+                down, up = adapter_weights(layer, adapter)
                 out[f"{i}.{mod}.up"] = up.detach().float().cpu().contiguous()
                 out[f"{i}.{mod}.down"] = down.detach().float().cpu().contiguous()
         return out
@@ -245,7 +245,7 @@ class DualLoRA:
         with torch.no_grad():
             for i, adapter in enumerate(names):
                 for mod, layer in self.layers[path].items():
-                    down, up = _lora_weights(layer, adapter)
+                    down, up = adapter_weights(layer, adapter)
                     for key, w in (("up", up), ("down", down)):
                         t = tensors[f"{i}.{mod}.{key}"]
                         if t.shape != w.shape:
