@@ -81,8 +81,10 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e) + source(str(getattr(e, "full_key", "") or ""))) from e
+    if not isinstance(cfg, schema):  # what to_object makes of a structured config (typed as any container)
+        raise TypeError(f"OmegaConf built a {type(cfg).__name__}, not a {schema.__name__}")
     validate(cfg, source=source)
-    return cfg  # type: ignore[return-value]
+    return cfg
 
 
 def to_yaml(cfg: Any) -> str:

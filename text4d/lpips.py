@@ -258,8 +258,8 @@ def _split(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tenso
 def _infer_net(trunk: dict[str, Tensor], path: str, key: str) -> str:
     first = trunk.get("features.0.weight")
     for name, spec in TRUNKS.items():
-        cin, cout, k = spec.convs[0][:3]  # type: ignore[index]
-        if first is not None and tuple(first.shape) == (cout, cin, k, k):
+        conv = spec.convs[0]  # every trunk starts with a conv
+        if conv is not None and first is not None and tuple(first.shape) == (conv[1], conv[0], conv[2], conv[2]):  # [cout, cin, k, k]
             return name
     shape = tuple(first.shape) if first is not None else None
     raise ModelFileError(

@@ -93,7 +93,7 @@ class ToyStage(Stage):
         self._targets: tuple[int, Tensor, Tensor] | None = None
 
     @property
-    def iters(self) -> int:  # type: ignore[override]
+    def iters(self) -> int:
         return self.cfg.iters
 
     def _init_params(self, raw: dict[str, Tensor]) -> None:

@@ -33,6 +33,7 @@ from text4d.app.spec import RunSpec
 from text4d.config import CONFIGS, load_config, to_yaml
 from text4d.devices import pick_dtype, resolve_device
 from text4d.errors import ConfigError, InputError, Text4DError
+from text4d.guidance.zero123 import Variant
 from text4d.io.frames import list_frames
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
@@ -52,7 +53,7 @@ class ChainRun(RunSpec):
     motion: str = field(default="", metadata={"help": "MotionDirector checkpoint (optional)"})
     svd: str = ""
     zero123: str = ""
-    zero123_variant: str = field(default="auto", metadata={"choices": ["auto", "zero123", "stable"]})
+    zero123_variant: Variant = "auto"
     static_config: str = str(CONFIGS / "static" / "dg.yaml")
     dynamic_config: str = str(CONFIGS / "dynamic" / "4d.yaml")
     static_ply: str = field(default="", metadata={"help": "skip the static stage: import this .ply"})

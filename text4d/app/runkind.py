@@ -83,7 +83,9 @@ def start(
     device = resolve_device(cfg.device)
     for note in notes:
         console.print(f"[cyan]{note}[/cyan]")
-    stage = kind.build(cfg, device, None, models or {})  # type: ignore[misc]
+    if kind.build is None:
+        raise ValueError(f"run kind '{kind.name}' builds no stage to start ({kind.unopenable})")
+    stage = kind.build(cfg, device, None, models or {})
     run = RunFolder.create(cfg.name or kind.name, cfg.out) if run_dir is None else RunFolder.at(run_dir, cfg.name or kind.name)
     with run.discard_if_unused():
         run.write_config(to_yaml(cfg))

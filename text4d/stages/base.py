@@ -51,15 +51,18 @@ class Stage(ABC):
         name: short stage name shown in the UI ("static", "dynamic", ...).
         cfg: the stage's dataclass config; its fields are the live-editable knobs.
         iteration: number of completed steps.
-        iters: planned total number of steps.
         num_frames: frames of the clip (1 for a static stage).
     """
 
     name: str
     cfg: Any
     iteration: int
-    iters: int
     num_frames: int
+
+    @property
+    @abstractmethod
+    def iters(self) -> int:
+        """Planned total number of steps (read afresh: a live config edit may change it)."""
 
     @abstractmethod
     def step(self) -> dict[str, float]:

@@ -139,7 +139,7 @@ class DynamicStage(GaussianStage):
 
     # -- setup -------------------------------------------------------------------
     @property
-    def iters(self) -> int:  # type: ignore[override]
+    def iters(self) -> int:
         return self.cfg.static_iters + self.cfg.iters
 
     @property

@@ -126,7 +126,7 @@ class StaticStage(GaussianStage):
         self._target: tuple[int, Tensor, Tensor] | None = None
 
     @property
-    def iters(self) -> int:  # type: ignore[override]
+    def iters(self) -> int:
         return self.cfg.iters
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
