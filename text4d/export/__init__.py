@@ -127,6 +127,7 @@ def write(name: str, stage: Stage, path: Path, settings: ExportSettings, frames:
 
 
 def _exporter(name: str, settings: ExportSettings) -> Exporter:
+    """The Session's exporter for format ``name`` (bound here: a lambda made in a loop would see the last name)."""
     return lambda stage, out, it: write(name, stage, output_path(out, name, it), settings)
 
 
