@@ -50,11 +50,9 @@ def gltf_validator():
 def svd_dir(tmp_path_factory) -> Path:
     pytest.importorskip("diffusers")
     import torch
-    from diffusers import (
-        AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
-        UNetSpatioTemporalConditionModel,
-    )
+    from diffusers.models.autoencoders.autoencoder_kl_temporal_decoder import AutoencoderKLTemporalDecoder
+    from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel
+    from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,

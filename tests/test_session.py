@@ -271,7 +271,7 @@ class ExclusiveStage(ToyStage):
             self._leave()
 
 
-def test_concurrent_renders_during_training_are_safe(run):
+def test_concurrent_renders_during_training_are_safe(run) -> None:
     stage = ExclusiveStage()
     session = make_session(run, stage)
     errors: list[BaseException] = []
@@ -302,7 +302,7 @@ def test_concurrent_renders_during_training_are_safe(run):
         assert all(f.shape == (1, 16, 20, 3) and bool(torch.isfinite(f).all()) for f in frames[k])
 
 
-def test_nan_loss_pauses_and_rolls_back(run):
+def test_nan_loss_pauses_and_rolls_back(run) -> None:
     stage = ToyStage()
     session = make_session(run, stage, paused=True, good_snapshot_every=4)
     events: list[SessionEvent] = []
@@ -333,7 +333,7 @@ def test_nan_loss_pauses_and_rolls_back(run):
         ("no_such_knob", 1.0, "unknown config key"),
     ],
 )
-def test_bad_values_are_refused_and_session_survives(run, key, value, match):
+def test_bad_values_are_refused_and_session_survives(run, key, value, match) -> None:
     session = make_session(run, paused=True)
     events: list[SessionEvent] = []
     session.subscribe(events.append)

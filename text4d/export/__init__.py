@@ -126,10 +126,15 @@ def write(name: str, stage: Stage, path: Path, settings: ExportSettings, frames:
     return fmt.write(stage, path, settings, frames, progress)
 
 
+def _exporter(name: str, settings: ExportSettings) -> Exporter:
+    """The Session's exporter for format ``name`` (bound here: a lambda made in a loop would see the last name)."""
+    return lambda stage, out, it: write(name, stage, output_path(out, name, it), settings)
+
+
 def exporters(settings: ExportSettings, has_ground_truth: bool) -> dict[str, Exporter]:
     """A Session's exporters: every format (the test video only for runs with held-out views)."""
     return {
-        name: (lambda stage, out, it, name=name: write(name, stage, output_path(out, name, it), settings))
+        name: _exporter(name, settings)
         for name, fmt in FORMATS.items()
         if has_ground_truth or not fmt.needs_ground_truth
     }
