@@ -2,7 +2,7 @@
 
 There is no standard 4D splat format; what engines, viewers and web players read is a
 sequence of per-frame 3D splat files, the Gaussians baked at each frame's time. Formats differ
-only in how one frame is encoded (``encode(gaussians, path)``). A sequence is written into a
+only in how one frame is encoded (``encode(path, gaussians)``, like :func:`text4d.io.ply.save_ply`). A sequence is written into a
 hidden sibling folder and moved into place at the end, so a reader never sees half of it; files
 keep their frame index in the name (``frame_007.spz``) whichever frames were chosen.
 """
@@ -18,7 +18,7 @@ from text4d.io.ply import PlyGaussians
 from text4d.stages.base import Progress, Stage
 from text4d.timing import frame_to_t
 
-Encoder = Callable[[PlyGaussians, Path], None]
+Encoder = Callable[[Path, PlyGaussians], None]
 
 
 def frame_name(name: str, index: int, suffix: str) -> str:
@@ -34,7 +34,7 @@ def export_frames(stage: Stage, out_dir: str | os.PathLike, suffix: str, encode:
     picked = list(range(n)) if frames is None else list(frames)
     with atomic_dir(out_dir) as tmp:
         for done, i in enumerate(picked, 1):
-            encode(stage.deformed_raw(frame_to_t(i, n)), tmp / frame_name(name, i, suffix))
+            encode(tmp / frame_name(name, i, suffix), stage.deformed_raw(frame_to_t(i, n)))
             if progress:
                 progress(done, len(picked))
     return out_dir
