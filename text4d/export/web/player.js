@@ -88,7 +88,11 @@
   }
 
   ui.play.addEventListener('click', () => (player.playing ? player.pause() : player.play()));
-  ui.time.addEventListener('input', () => { player.pause(); player.setTime(Number(ui.time.value) / 1000); });
+  ui.time.addEventListener('input', () => {
+    const t = Number(ui.time.value) / 1000; // read before pause() redraws the controls
+    player.pause();
+    player.setTime(t);
+  });
   window.addEventListener('keydown', (e) => {
     if (!player.ready || e.target === ui.time) return;
     if (e.code === 'Space') { e.preventDefault(); ui.play.click(); }
