@@ -265,3 +265,87 @@ def test_gltf_splat_agrees_with_splat_transforms_writer(banded, tmp_path, splat_
                          2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], 1).reshape(-1, 3, 3)  # fmt: skip
 
     np.testing.assert_allclose(matrices(theirs[f"{EXTENSION}:ROTATION"]), np.diag(turn) @ matrices(ours[f"{EXTENSION}:ROTATION"]), atol=1e-5)
+
+
+# -- text4d export and the studios ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from rich.console import Console
+
+    from tests.support.sample import TINY_SAMPLE
+    from text4d.app.sample import demo
+
+    overrides = TINY_SAMPLE + [f"out={tmp_path_factory.mktemp('recordings')}", "static_iters=1", "iters=10", "name=splats", "exports=[]"]
+    return demo(ui="none", steps=3, overrides=overrides, console=Console(quiet=True))
+
+
+def export_cmd(run_dir: Path, *args: str) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    res = CliRunner().invoke(app, ["export", str(run_dir), *args])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+
+
+def test_cli_exports_ply_and_gltf_splats_with_their_options(run_dir, tmp_path):
+    export_cmd(run_dir, "--format", "ply-seq", "--sh-layout", "full", "--frames", "0:2")
+    full = run_dir / "exports" / "ply-it000003"
+    assert sorted(p.name for p in full.iterdir()) == ["frame_000.ply", "frame_001.ply"]
+    assert load_ply(full / "frame_001.ply").sh_degree == 3
+    export_cmd(run_dir, "--format", "gltf-splat", "--frame", "2", "--out", str(tmp_path / "one"))
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["frame_002.glb"]
+    assert [p.name for p in (run_dir / "exports").iterdir() if p.name.startswith(".")] == []
+
+
+def test_cli_exports_spz_and_the_web_player(run_dir):
+    pytest.importorskip("gsply", reason="the splat extra is not installed (pip install -e '.[splat]')")
+    export_cmd(run_dir, "--format", "spz-seq")
+    assert sorted(p.name for p in (run_dir / "exports" / "spz-it000003").iterdir()) == ["frame_000.spz", "frame_001.spz", "frame_002.spz"]
+    export_cmd(run_dir, "--format", "web", "--fps", "6")
+    web = run_dir / "exports" / "web-it000003"
+    assert sorted(p.name for p in web.iterdir()) == ["frames", "index.html", "player.js", "vendor"]
+    assert sorted(p.name for p in (web / "frames").iterdir()) == ["frame_000.js", "frame_001.js", "frame_002.js"]
+    assert sorted(p.name for p in (web / "vendor").iterdir()) == ["LICENSE.spark", "LICENSE.three", "spark-three.js"]
+    page = (web / "index.html").read_text()
+    manifest = json.loads(page.split('id="t4d-manifest">')[1].split("</script>")[0])
+    assert manifest["fps"] == 6.0 and manifest["frames"] == [f"frames/frame_00{i}.js" for i in range(3)] and manifest["iteration"] == 3
+
+
+def test_options_a_format_does_not_read_are_refused(run_dir):
+    from text4d.app.export import export_run
+    from text4d.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--sh-layout applies to ply-seq; spz-seq does not read it"):
+        export_run(run_dir, "spz-seq", sh_layout="full")
+    with pytest.raises(ConfigError, match=r"--resolution/--texture/--config/key=value applies to obj-seq, glb; ply-seq"):
+        export_run(run_dir, "ply-seq", resolution=32)
+    with pytest.raises(ConfigError, match=r"--fps applies to web; gltf-splat"):
+        export_run(run_dir, "gltf-splat", fps=10)
+    with pytest.raises(ConfigError, match=r"--sh-layout 'degree3' is not a layout"):
+        export_run(run_dir, "ply-seq", sh_layout="degree3")
+    with pytest.raises(ConfigError, match=r"--frames applies to .*; web always exports the whole clip"):
+        export_run(run_dir, "web", frames="0")
+
+
+def test_frame_and_frames_together_is_a_user_error(run_dir):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from text4d.errors import Text4DError
+
+    res = CliRunner().invoke(app, ["export", str(run_dir), "--format", "gltf-splat", "--frame", "1", "--frames", "0:2"])
+    assert isinstance(res.exception, Text4DError) and str(res.exception) == "give --frame N or --frames, not both"  # cli.main prints it as one line
+
+
+def test_studios_offer_the_splat_exports_with_labels(run_dir):
+    from text4d.export import exporters
+    from viewer.controls import EXPORT_LABELS, export_buttons
+
+    offered = exporters(ExportSettings(), has_ground_truth=False)
+    assert {"spz-seq", "gltf-splat", "web"} <= set(offered)
+    buttons = dict(export_buttons(offered))
+    assert set(EXPORT_LABELS) == set(export.FORMATS)  # every format has its own label
+    assert buttons["spz-seq"] == "Export .spz sequence" and buttons["web"] == "Export web player"

@@ -51,6 +51,9 @@ def count_axis(name: str, peak: float) -> tuple[float, str]:
 # What each export button says (one per format the session offers, in this order; see text4d.export.FORMATS).
 EXPORT_LABELS = {
     "ply-seq": ".ply sequence",
+    "spz-seq": ".spz sequence",
+    "gltf-splat": "glTF splats",
+    "web": "web player",
     "mp4": "orbit .mp4",
     "gif": "orbit .gif",
     "viser": "viser scene",
