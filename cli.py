@@ -411,6 +411,22 @@ def bench_export(
     _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution, texture=texture, repeats=repeats, tiny=_tiny(tiny, device), overrides=overrides))
 
 
+@bench_app.command("splats")
+def bench_splats(
+    device: Optional[str] = typer.Option(None),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="Use a run folder's checkpoint instead of fitting the sample."),
+    frames: int = typer.Option(14),
+    repeats: int = typer.Option(3),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny fit: a CPU smoke run; default: tiny when the bench runs on the CPU."),
+    browser: bool = typer.Option(False, "--browser", help="Also load and play the web player (SPZ vs PLY frames) in headless Chromium."),
+    viewport: int = typer.Option(800, help="Browser viewport (square) for --browser."),
+) -> None:
+    """Seconds and MB per frame of ply-seq (native/full), spz-seq, gltf-splat and web; with --browser the player's load time and fps."""
+    from text4d.app.bench.splats import run
+
+    _print_json(run(device=device, run_dir=None if run_dir is None else str(run_dir), frames=frames, repeats=repeats, tiny=_tiny(tiny, device), browser=browser, viewport=viewport))
+
+
 @app.command("batch")
 def batch_cmd(
     jobs: Optional[Path] = typer.Argument(None, help="Jobs file: a YAML list of jobs (sample, dnerf, prompt, image or video, each with optional name/config/overrides/exports), or a text file with one prompt per line."),

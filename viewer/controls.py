@@ -6,7 +6,7 @@ Front-end agnostic on purpose: the desktop studio must not need viser installed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from viewer.render_worker import RenderMode
@@ -61,6 +61,11 @@ EXPORT_LABELS = {
     "glb": "animated .glb",
     "test-video": "test video",
 }
+
+
+def export_status(kind: str, progress: Mapping[str, tuple[int, int]]) -> str:
+    """A running export as the studios show it: "spz-seq 3/14" once its writer reports frames written, else its name."""
+    return f"{kind} {progress[kind][0]}/{progress[kind][1]}" if kind in progress else kind
 
 
 def export_buttons(offered: Iterable[str]) -> list[tuple[str, str]]:

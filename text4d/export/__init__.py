@@ -175,7 +175,7 @@ def write(name: str, stage: Stage, path: Path, settings: ExportSettings, frames:
 def exporters(settings: ExportSettings, has_ground_truth: bool) -> dict[str, Exporter]:
     """A Session's exporters: every format (the test video only for runs with held-out views)."""
     return {
-        name: (lambda stage, out, it, name=name: write(name, stage, output_path(out, name, it), settings))
+        name: (lambda stage, out, it, progress, name=name: write(name, stage, output_path(out, name, it), settings, progress=progress))
         for name, fmt in FORMATS.items()
         if has_ground_truth or not fmt.needs_ground_truth
     }
