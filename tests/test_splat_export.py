@@ -349,3 +349,16 @@ def test_studios_offer_the_splat_exports_with_labels(run_dir):
     buttons = dict(export_buttons(offered))
     assert set(EXPORT_LABELS) == set(export.FORMATS)  # every format has its own label
     assert buttons["spz-seq"] == "Export .spz sequence" and buttons["web"] == "Export web player"
+
+
+def test_bench_splats_times_and_sizes_every_format(run_dir):
+    pytest.importorskip("gsply")
+    from text4d.app.bench.splats import run
+
+    result = run(device="cpu", run_dir=str(run_dir), repeats=1)
+    f = result["formats"]
+    assert result["frames"] == 3 and result["gaussians"] > 0 and set(f) == {"ply-seq", "ply-seq-full", "spz-seq", "gltf-splat", "web"}
+    assert all(v["seconds_per_frame"] > 0 for v in f.values())
+    n = result["gaussians"]
+    assert f["ply-seq-full"]["mb_per_frame"] * 2**20 > 248 * n > f["ply-seq"]["mb_per_frame"] * 2**20 > f["spz-seq"]["mb_per_frame"] * 2**20
+    assert f["web"]["mb_player_fixed"] > 1.0  # the vendored renderer, beside the frames
