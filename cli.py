@@ -381,18 +381,24 @@ def bench_animate(
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder under recordings/."),
-    format: str = typer.Option(..., "--format", "-f", help="ply-seq | mp4 | gif | viser | obj-seq | glb | test-video"),
-    frames: Optional[str] = typer.Option(None, "--frames", help="obj-seq/glb frames: 0:14, 0:14:2 or 0,3,7 (default all)."),
+    format: str = typer.Option(..., "--format", "-f", help="ply-seq | spz-seq | gltf-splat | web | mp4 | gif | viser | obj-seq | glb | test-video"),
+    frames: Optional[str] = typer.Option(None, "--frames", help="ply-seq/spz-seq/gltf-splat/obj-seq/glb frames: 0:14, 0:14:2 or 0,3,7 (default all)."),
+    frame: Optional[int] = typer.Option(None, "--frame", help="One frame only (the same as --frames N)."),
+    sh_layout: Optional[str] = typer.Option(None, "--sh-layout", help="ply-seq: native (the model's SH bands) or full (degree 3, what Unity/Unreal importers need)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="web: playback frames per second (default 12)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Density grid points per axis (default 128)."),
     texture: Optional[int] = typer.Option(None, "--texture", help="Texture size in texels (default 1024)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file/folder (default under the run's exports/)."),
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
-    """Export a run of any kind: 3DGS .ply sequence, orbit mp4/gif, viser scene, mesh OBJ sequence or animated GLB, test video."""
+    """Export a run of any kind: 3DGS .ply / .spz / glTF-splat sequence, offline web player, orbit mp4/gif, viser scene, mesh OBJ sequence or animated GLB, test video."""
     from text4d.app.export import export_run
 
-    export_run(run_dir, format, frames=frames, resolution=resolution, texture=texture, out=out, config=config, overrides=overrides)
+    if frame is not None and frames is not None:
+        raise Text4DError("give --frame N or --frames, not both")
+    export_run(run_dir, format, frames=str(frame) if frame is not None else frames, resolution=resolution, texture=texture, out=out, config=config,
+               overrides=overrides, sh_layout=sh_layout, fps=fps)
 
 
 @bench_app.command("export")
@@ -412,6 +418,22 @@ def bench_export(
 
     _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution,
                     texture=texture, repeats=repeats, tiny=_tiny(tiny, device), overrides=overrides))
+
+
+@bench_app.command("splats")
+def bench_splats(
+    device: Optional[str] = typer.Option(None),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="Use a run folder's checkpoint instead of fitting the sample."),
+    frames: int = typer.Option(14),
+    repeats: int = typer.Option(3),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny fit: a CPU smoke run; default: tiny when the bench runs on the CPU."),
+    browser: bool = typer.Option(False, "--browser", help="Also load and play the web player (SPZ vs PLY frames) in headless Chromium."),
+    viewport: int = typer.Option(800, help="Browser viewport (square) for --browser."),
+) -> None:
+    """Seconds and MB per frame of ply-seq (native/full), spz-seq, gltf-splat and web; with --browser the player's load time and fps."""
+    from text4d.app.bench.splats import run
+
+    _print_json(run(device=device, run_dir=None if run_dir is None else str(run_dir), frames=frames, repeats=repeats, tiny=_tiny(tiny, device), browser=browser, viewport=viewport))
 
 
 @app.command("batch")

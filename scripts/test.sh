@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python_env.sh
-PYTHON=$PY TEXT4D_EXTRAS=${TEXT4D_EXTRAS:-dev,viewer,mesh,video,dpg,batch,matting} bash scripts/install.sh || exit 1
+PYTHON=$PY TEXT4D_EXTRAS=${TEXT4D_EXTRAS:-dev,viewer,mesh,splat,video,dpg,batch,matting} bash scripts/install.sh || exit 1
 PYTHON=$PY bash scripts/install_test_tools.sh || exit 1
 PYTHON=$PY bash scripts/lint.sh || exit 1
 "$PY" -m pytest -q -m "" "$@"  # every tier: slow, browser and display tests too (gpu ones skip without CUDA)

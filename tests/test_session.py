@@ -382,20 +382,22 @@ def test_crop_and_prune_delete_the_right_gaussians(run):
 def test_export_runs_beside_training(run):
     release = threading.Event()
 
-    def slow_ply(stage, out, it):
+    def slow_ply(stage, out, it, progress):
+        progress(1, 4)  # a writer reports frames written; the studios show it
         release.wait(30)
         from text4d.export.ply import export_ply_sequence
 
-        return export_ply_sequence(stage, out / f"ply-it{it:06d}")
+        return export_ply_sequence(stage, out / f"ply-it{it:06d}", progress=progress)
 
     session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), exporters={"ply-seq": slow_ply}).start()
     try:
         session.wait(lambda s: s.iteration >= 2)
         future = session.export("ply-seq")
-        started = session.wait(lambda s: s.exports_running == 1).iteration
+        started = session.wait(lambda s: s.exports_running == 1 and s.export_progress == {"ply-seq": (1, 4)}).iteration
         session.wait(lambda s: s.iteration >= started + 3)  # training continues while the export waits
         release.set()
         path = future.result(30)
+        assert session.wait(lambda s: s.exports_running == 0).export_progress == {}
         with pytest.raises(CommandRefused, match="unknown export"):
             session.export("obj").result(10)
     finally:

@@ -49,6 +49,7 @@ from viewer.controls import (
     count_axis,
     edit_group,
     export_buttons,
+    export_status,
     format_value,
 )
 from viewer.frames import FrameRenderer
@@ -407,7 +408,8 @@ class ViewerApp:
             f"loss {s.losses['loss']:.4g}" if "loss" in s.losses else "loss —",
         ]
         if s.exports_running:
-            lines.append(f"exporting ({s.exports_running}) ...")
+            reported = ", ".join(export_status(kind, s.export_progress) for kind in s.export_progress)
+            lines.append(f"exporting ({s.exports_running}){': ' + reported if reported else ''} ...")
         status = self.session.status_line()  # e.g. "generating driving video: step 3/25"
         if status:
             lines.insert(1, status)

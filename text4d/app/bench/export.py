@@ -36,7 +36,8 @@ from text4d.render.camera import DEFAULT_FOVY, Cameras
 SAMPLE_CONFIG = CONFIGS / "dynamic" / "sample.yaml"
 
 
-def _source(source: str, run_dir: str | None, device: torch.device, frames: int, fit_overrides: list[str] | None, tiny: bool):
+def source_stage(source: str, run_dir: str | None, device: torch.device, frames: int, fit_overrides: list[str] | None, tiny: bool):
+    """The Gaussians an export bench times: a run's checkpoint, the sample fitted here, or the sample's surface (see the module docstring)."""
     if run_dir is not None:
         from text4d.app.kinds import open_run
 
@@ -73,7 +74,7 @@ def run(
 ) -> dict:
     """Time OBJ sequence + GLB exports; ``tiny`` shrinks everything for a CPU smoke run. Returns a JSON-able dict."""
     dev = resolve_device(device or "auto")
-    stage, info = _source(source, run_dir, dev, frames, fit_overrides, tiny)
+    stage, info = source_stage(source, run_dir, dev, frames, fit_overrides, tiny)
     tiny_mesh = ["bake_resolution=64", "bake_views=6", "bake_frames=1", "max_faces=5000"] if tiny else []
     mesh_overrides = [f"resolution={resolution}", f"texture={texture}", *tiny_mesh, *(overrides or [])]
     cfg = load_config(MeshConfig, None, mesh_overrides)
