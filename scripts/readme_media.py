@@ -16,18 +16,13 @@ import shutil
 import time
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
-from text4d.app.bench.splats import SOFTWARE_WEBGL_ARGS
+from text4d.app.headless_browser import SOFTWARE_WEBGL_ARGS, STUDIO_ARGS, launch
 from text4d.app.kinds import open_run
 from viewer.viser_app import ViewerApp
 
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-
-def screenshot(url: str, out: Path, chromium: str) -> None:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+def screenshot(url: str, out: Path) -> None:
+    with launch(STUDIO_ARGS, "the studio's picture") as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(url)
         page.get_by_text("iteration").first.wait_for(timeout=60_000)
@@ -37,13 +32,11 @@ def screenshot(url: str, out: Path, chromium: str) -> None:
                 close.first.click()
         time.sleep(8.0)  # frames, stats and plots refresh a few times (training keeps the picture moving)
         out.write_bytes(page.screenshot())
-        browser.close()
 
 
-def web_player_screenshot(index: Path, out: Path, chromium: str) -> None:
+def web_player_screenshot(index: Path, out: Path) -> None:
     """The exported web player (``index.html``) mid-clip, from its first view turned a little by an orbit drag."""
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=SOFTWARE_WEBGL_ARGS)
+    with launch(SOFTWARE_WEBGL_ARGS, "the web player's picture") as browser:
         page = browser.new_page(viewport={"width": 960, "height": 640})
         page.goto(index.as_uri())
         page.wait_for_function("window.text4dPlayer && text4dPlayer.ready", timeout=300_000)
@@ -55,14 +48,12 @@ def web_player_screenshot(index: Path, out: Path, chromium: str) -> None:
         drawn = page.evaluate("text4dPlayer.renders")
         page.wait_for_function(f"text4dPlayer.renders >= {drawn + 6}", timeout=120_000)
         out.write_bytes(page.screenshot())
-        browser.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,11 +63,11 @@ def main() -> None:
     try:
         gif = session.export("gif").result()
         shutil.copyfile(gif, args.out_dir / "fitted.gif")
-        web_player_screenshot(session.export("web").result() / "index.html", args.out_dir / "web_player.png", args.chromium)
+        web_player_screenshot(session.export("web").result() / "index.html", args.out_dir / "web_player.png")
         session.resume()  # show it optimising (a finished run says so instead)
         app = ViewerApp(session, cfg.viewer).start()
         try:
-            screenshot(app.url, args.out_dir / "viewer.png", args.chromium)
+            screenshot(app.url, args.out_dir / "viewer.png")
         finally:
             app.stop()
     finally:

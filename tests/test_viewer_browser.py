@@ -8,8 +8,6 @@ Chromium through ``executable_path``).
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -17,19 +15,18 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
+from tests.support.browser import chromium, require_browser
+
 pytestmark = pytest.mark.browser
 pytest.importorskip("viser", reason="viewer extra not installed (pip install -e '.[viewer]')")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (bash scripts/test.sh installs it)")
-CHROMIUM = os.environ.get("TEXT4D_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian chromium not installed (bash scripts/test.sh installs it)", allow_module_level=True)
+require_browser()
 
 from tests.support.sample import small_exporters, tiny_sample_stage  # noqa: E402
+from text4d.app.headless_browser import STUDIO_ARGS  # noqa: E402
 from text4d.recording import RunFolder  # noqa: E402
 from text4d.session import Session, SessionConfig  # noqa: E402
 from viewer.viser_app import ViewerApp, ViewerConfig  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT_CLIP = {"x": 320, "y": 160, "width": 600, "height": 600}  # the 3D view, clear of panel and toasts
 
 
@@ -58,10 +55,7 @@ def studio(tmp_path_factory) -> Iterator[tuple[Session, ViewerApp]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from chromium(STUDIO_ARGS)
 
 
 @pytest.fixture

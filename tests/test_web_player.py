@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,21 +22,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.browser import chromium, require_browser
 from tests.support.surface_stage import SurfaceStage
 from text4d import export
+from text4d.app.headless_browser import SOFTWARE_WEBGL_ARGS
 from text4d.export import ExportSettings
 from text4d.stages.base import Stage
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 pytest.importorskip("gsply", reason="the splat extra is not installed (pip install -e '.[splat]')")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (bash scripts/test.sh installs it)")
-CHROMIUM = os.environ.get("TEXT4D_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian chromium not installed (bash scripts/test.sh installs it)", allow_module_level=True)
+require_browser()
 
-# Software WebGL: SwiftShader through ANGLE (newer Chromium only allows it when asked for).
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEW = {"x": 0, "y": 0, "width": 480, "height": 380}  # the 3D view above the control bar
 
 
@@ -63,10 +57,7 @@ def server(folder) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from chromium(SOFTWARE_WEBGL_ARGS)
 
 
 def picture(page, until: Callable[[np.ndarray], bool] = lambda _: True, timeout: float = 60.0) -> np.ndarray:
@@ -129,3 +120,11 @@ def test_player_scrubs_orbits_and_plays(origin, folder, server, browser):
         assert not errors, errors
     finally:
         page.close()
+
+
+def test_bench_measures_the_player_in_the_browser(folder):
+    from text4d.app.bench.splats import play_in_browser
+
+    measured = play_in_browser(folder / "index.html", viewport=240, seconds=1.0)
+    assert measured["fps_playing"] > 0 and measured["load_seconds"] > 0 and measured["viewport"] == 240
+    assert "SwiftShader" in measured["webgl_renderer"]  # the flags ask for software WebGL, and the bench says so

@@ -16,8 +16,6 @@ and the frame rate while playing, at ``viewport`` pixels.
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 from text4d import export
 from text4d.app.bench.export import source_stage
 from text4d.app.bench.timing import device_name, synchronize
+from text4d.app.headless_browser import SOFTWARE_WEBGL_ARGS, launch
 from text4d.devices import resolve_device
 from text4d.errors import Text4DError
 from text4d.export import ExportSettings
@@ -33,50 +32,31 @@ from text4d.timing import frame_to_t
 
 FORMATS = {"ply-seq": ExportSettings(), "ply-seq-full": ExportSettings(sh_layout="full"), "spz-seq": ExportSettings(), "gltf-splat": ExportSettings(),
            "web": ExportSettings()}
-# Headless Chromium with software WebGL: SwiftShader through ANGLE (newer Chromium only allows it when asked for).
-SOFTWARE_WEBGL_ARGS = ["--no-sandbox", "--headless", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
-                       "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def chromium() -> str:
-    """Debian's Chromium (or ``TEXT4D_CHROMIUM``); a one-line error when there is none."""
-    found = os.environ.get("TEXT4D_CHROMIUM") or shutil.which("chromium")
-    if not found:
-        raise Text4DError("the browser measurement needs Chromium: apt-get install chromium (or set TEXT4D_CHROMIUM), or leave out --browser")
-    return found
-
-
 def play_in_browser(index: Path, viewport: int, seconds: float) -> dict:
     """Open a player folder's ``index.html`` from disk: load seconds and frames per second while playing."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ModuleNotFoundError:
-        raise Text4DError("the browser measurement needs Playwright: pip install -e '.[dev]', or leave out --browser") from None
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=SOFTWARE_WEBGL_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": viewport, "height": viewport})
-            page.goto(index.as_uri())
-            page.wait_for_function("window.text4dPlayer && (text4dPlayer.ready || text4dPlayer.error)", timeout=600_000)
-            error = page.evaluate("text4dPlayer.error")
-            if error:
-                raise Text4DError(f"the web player could not play {index}: {error}")
-            renderer = page.evaluate("""(() => { const gl = document.createElement('canvas').getContext('webgl2');
-                const ext = gl && gl.getExtension('WEBGL_debug_renderer_info');
-                return ext ? gl.getParameter(ext.UNMASKED_RENDERER_WEBGL) : 'unknown'; })()""")
-            page.evaluate("text4dPlayer.play()")
-            time.sleep(1.0)  # past the first frames' sorting
-            r0, t0 = page.evaluate("[text4dPlayer.renders, performance.now()]")
-            time.sleep(seconds)
-            r1, t1 = page.evaluate("[text4dPlayer.renders, performance.now()]")
-            return {"load_seconds": round(page.evaluate("text4dPlayer.loadSeconds"), 3), "fps_playing": round((r1 - r0) / ((t1 - t0) / 1000.0), 2),
-                    "webgl_renderer": renderer, "viewport": viewport}
-        finally:
-            browser.close()
+    with launch(SOFTWARE_WEBGL_ARGS, "the browser measurement (leave out --browser to skip it)") as browser:
+        page = browser.new_page(viewport={"width": viewport, "height": viewport})
+        page.goto(index.as_uri())
+        page.wait_for_function("window.text4dPlayer && (text4dPlayer.ready || text4dPlayer.error)", timeout=600_000)
+        error = page.evaluate("text4dPlayer.error")
+        if error:
+            raise Text4DError(f"the web player could not play {index}: {error}")
+        renderer = page.evaluate("""(() => { const gl = document.createElement('canvas').getContext('webgl2');
+            const ext = gl && gl.getExtension('WEBGL_debug_renderer_info');
+            return ext ? gl.getParameter(ext.UNMASKED_RENDERER_WEBGL) : 'unknown'; })()""")
+        page.evaluate("text4dPlayer.play()")
+        time.sleep(1.0)  # past the first frames' sorting
+        r0, t0 = page.evaluate("[text4dPlayer.renders, performance.now()]")
+        time.sleep(seconds)
+        r1, t1 = page.evaluate("[text4dPlayer.renders, performance.now()]")
+        return {"load_seconds": round(page.evaluate("text4dPlayer.loadSeconds"), 3), "fps_playing": round((r1 - r0) / ((t1 - t0) / 1000.0), 2),
+                "webgl_renderer": renderer, "viewport": viewport}
 
 
 def run(device: str | None = None, run_dir: str | None = None, frames: int = 14, repeats: int = 3, tiny: bool = False,
