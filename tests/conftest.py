@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +23,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
-@pytest.fixture
-def one_thread():
-    """Bit-exact comparisons need one CPU thread: multi-threaded kernels (e.g. grid_sample's backward) sum in varying order."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
     torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Bit-exact comparisons need one CPU thread: multi-threaded kernels (e.g. grid_sample's backward) sum in varying order."""
+    yield from _threads(1)
+
+
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    """CPU replays are bit-exact with the thread count they recorded: tests of that record and replay on two."""
+    yield from _threads(2)
 
 
 def _node_tool(package: str) -> str:

@@ -169,14 +169,6 @@ def test_run_without_replay_data_is_refused_with_a_reason(recorded, tmp_path):
 PARALLEL = ["init_points=1000", "session.log_every=1", "session.eval_every=2", "video_frames=2", "video_resolution=16"]
 
 
-@pytest.fixture
-def two_threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
-
-
 def invoke(*args):
     """``text4d ARGS`` as a user types it (exit code, output)."""
     from cli import app
