@@ -13,16 +13,16 @@ from pathlib import Path
 from text4d.io.atomic import atomic_dir
 from text4d.io.ply import save_ply
 from text4d.stages.base import Progress, Stage
-from text4d.timing import frame_to_t
 
 
 def export_ply_sequence(stage: Stage, out_dir: str | os.PathLike, name: str = "frame", progress: Progress | None = None) -> Path:
-    """One 3DGS ``.ply`` per frame: ``out_dir/{name}_{i:03d}.ply`` (opens in common 3DGS viewers)."""
+    """One 3DGS ``.ply`` per frame of the output clip (:meth:`Stage.clip_times`): ``out_dir/{name}_{i:03d}.ply`` (opens in common 3DGS viewers)."""
     out_dir = Path(out_dir)
-    n = stage.num_frames
+    times = stage.clip_times()
+    n = len(times)
     with atomic_dir(out_dir) as tmp:
-        for i in range(n):
-            save_ply(tmp / f"{name}_{i:03d}.ply", stage.deformed_raw(frame_to_t(i, n)))
+        for i, t in enumerate(times):
+            save_ply(tmp / f"{name}_{i:03d}.ply", stage.deformed_raw(t))
             if progress:
                 progress(i + 1, n)
     return out_dir
