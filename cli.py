@@ -30,6 +30,8 @@ UiOpt = typer.Option("viser", "--ui", help=UI_HELP)
 HeadlessUiOpt = typer.Option("none", "--ui", help=UI_HELP)  # commands that run headless unless asked
 HostOpt = typer.Option(None, "--host", help="Viewer host (default 127.0.0.1).")
 PortOpt = typer.Option(None, "--port", help="Viewer port (default 8080; a busy port moves to the next free one).")
+TinyZero123Opt = typer.Option(None, "--tiny/--full-size",
+                              help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size; default: tiny when the bench runs on the CPU.")
 StepsOpt = typer.Option(None, "--steps", help="Train this many iterations, then pause (headless: then export and exit).")
 
 
@@ -125,8 +127,10 @@ def replay(
     results = replay_runs(run_dir, out=out, threads=threads, device=device, exports=exports, atol=atol)
     for result in results:
         verdict = "bit-exact" if result.bit_exact else f"max |diff| {result.max_abs_diff:.3g} (atol {result.atol:g})"
-        typer.echo(f"{result.original}: replayed {result.edits_applied} edits to iteration {result.iteration} in {result.seconds:.1f} s on {result.device} ({result.threads} threads): {verdict}")
-        typer.echo(f"metrics: {result.metrics_compared} logged iterations compared, max |diff| {result.metrics_max_abs_diff:.3g}" + (f", first differs at {result.first_metric_divergence}" if result.first_metric_divergence is not None else ""))
+        typer.echo(f"{result.original}: replayed {result.edits_applied} edits to iteration {result.iteration} in {result.seconds:.1f} s "
+                   f"on {result.device} ({result.threads} threads): {verdict}")
+        first = f", first differs at {result.first_metric_divergence}" if result.first_metric_divergence is not None else ""
+        typer.echo(f"metrics: {result.metrics_compared} logged iterations compared, max |diff| {result.metrics_max_abs_diff:.3g}{first}")
         for note in result.notes:
             typer.echo(f"note: {note}")
         typer.echo(f"replay run folder: {result.replay}  (details in replay.json)")
@@ -261,16 +265,19 @@ def bench_recon(
         bad = [s for s in scenes if s not in SCENES]
         if bad:
             raise Text4DError(f"--scene must be one of {', '.join(SCENES)}, got {bad[0]!r}")
-        _print_json(compare_configs(list(compare), scenes, overrides=overrides, device=device, target_psnr=target_psnr, eval_every=eval_every, budget_seconds=budget, out=out, tiny=_tiny(tiny, device)))
+        _print_json(compare_configs(list(compare), scenes, overrides=overrides, device=device, target_psnr=target_psnr, eval_every=eval_every,
+                                    budget_seconds=budget, out=out, tiny=_tiny(tiny, device)))
         return
     from text4d.app.bench.recon import run
 
-    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data, inits=("hull", "random") if compare_init else None, tiny=_tiny(tiny, device), eval_every=eval_every))
+    _print_json(run(config=config, overrides=overrides, device=device, target_psnr=target_psnr, data=data,
+                    inits=("hull", "random") if compare_init else None, tiny=_tiny(tiny, device), eval_every=eval_every))
 
 
 @bench_app.command("motion")
 def bench_motion(
-    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny random models (a CPU smoke test), not the ZeroScope size; default: tiny when the bench runs on the CPU."),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size",
+                                        help="Tiny random models (a CPU smoke test), not the ZeroScope size; default: tiny when the bench runs on the CPU."),
     device: Optional[str] = typer.Option(None),
     compile: bool = typer.Option(False, help="Also time torch.compile'd inference."),
     train: bool = typer.Option(True, help="Time the training steps."),
@@ -346,7 +353,7 @@ def run_cmd(
 def bench_static(
     config: str = typer.Option("dg", help="comma-separated configs under configs/static/"),
     device: Optional[str] = typer.Option(None),
-    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size; default: tiny when the bench runs on the CPU."),
+    tiny: Optional[bool] = TinyZero123Opt,
     iters: int = typer.Option(20, help="measured iterations per resolution phase"),
     full: bool = FullRunOpt,
 ) -> None:
@@ -360,7 +367,7 @@ def bench_static(
 def bench_animate(
     config: str = typer.Option("4d,4d_demo", help="comma-separated configs under configs/dynamic/"),
     device: Optional[str] = typer.Option(None),
-    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny random Zero123 (CPU smoke test) instead of the Stable-Zero123 size; default: tiny when the bench runs on the CPU."),
+    tiny: Optional[bool] = TinyZero123Opt,
     iters: int = typer.Option(20, help="measured iterations per resolution phase"),
     full: bool = FullRunOpt,
     overrides: Optional[list[str]] = OverridesArg,
@@ -374,18 +381,24 @@ def bench_animate(
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder under recordings/."),
-    format: str = typer.Option(..., "--format", "-f", help="ply-seq | mp4 | gif | viser | obj-seq | glb | test-video"),
-    frames: Optional[str] = typer.Option(None, "--frames", help="obj-seq/glb frames: 0:14, 0:14:2 or 0,3,7 (default all)."),
+    format: str = typer.Option(..., "--format", "-f", help="ply-seq | spz-seq | gltf-splat | web | mp4 | gif | viser | obj-seq | glb | test-video"),
+    frames: Optional[str] = typer.Option(None, "--frames", help="ply-seq/spz-seq/gltf-splat/obj-seq/glb frames: 0:14, 0:14:2 or 0,3,7 (default all)."),
+    frame: Optional[int] = typer.Option(None, "--frame", help="One frame only (the same as --frames N)."),
+    sh_layout: Optional[str] = typer.Option(None, "--sh-layout", help="ply-seq: native (the model's SH bands) or full (degree 3, what Unity/Unreal importers need)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="web: playback frames per second (default 12)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Density grid points per axis (default 128)."),
     texture: Optional[int] = typer.Option(None, "--texture", help="Texture size in texels (default 1024)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file/folder (default under the run's exports/)."),
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
-    """Export a run of any kind: 3DGS .ply sequence, orbit mp4/gif, viser scene, mesh OBJ sequence or animated GLB, test video."""
+    """Export a run of any kind: 3DGS .ply / .spz / glTF-splat sequence, offline web player, orbit mp4/gif, viser scene, mesh OBJ sequence or animated GLB, test video."""
     from text4d.app.export import export_run
 
-    export_run(run_dir, format, frames=frames, resolution=resolution, texture=texture, out=out, config=config, overrides=overrides)
+    if frame is not None and frames is not None:
+        raise Text4DError("give --frame N or --frames, not both")
+    export_run(run_dir, format, frames=str(frame) if frame is not None else frames, resolution=resolution, texture=texture, out=out, config=config,
+               overrides=overrides, sh_layout=sh_layout, fps=fps)
 
 
 @bench_app.command("export")
@@ -403,12 +416,30 @@ def bench_export(
     """Seconds for an OBJ sequence + GLB (target <= 10 s for 14 frames at 128^3 on an H100), mesh-vs-Gaussian IoU/PSNR."""
     from text4d.app.bench.export import run
 
-    _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution, texture=texture, repeats=repeats, tiny=_tiny(tiny, device), overrides=overrides))
+    _print_json(run(device=device, source=source, run_dir=None if run_dir is None else str(run_dir), frames=frames, resolution=resolution,
+                    texture=texture, repeats=repeats, tiny=_tiny(tiny, device), overrides=overrides))
+
+
+@bench_app.command("splats")
+def bench_splats(
+    device: Optional[str] = typer.Option(None),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="Use a run folder's checkpoint instead of fitting the sample."),
+    frames: int = typer.Option(14),
+    repeats: int = typer.Option(3),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="Tiny fit: a CPU smoke run; default: tiny when the bench runs on the CPU."),
+    browser: bool = typer.Option(False, "--browser", help="Also load and play the web player (SPZ vs PLY frames) in headless Chromium."),
+    viewport: int = typer.Option(800, help="Browser viewport (square) for --browser."),
+) -> None:
+    """Seconds and MB per frame of ply-seq (native/full), spz-seq, gltf-splat and web; with --browser the player's load time and fps."""
+    from text4d.app.bench.splats import run
+
+    _print_json(run(device=device, run_dir=None if run_dir is None else str(run_dir), frames=frames, repeats=repeats, tiny=_tiny(tiny, device), browser=browser, viewport=viewport))
 
 
 @app.command("batch")
 def batch_cmd(
-    jobs: Optional[Path] = typer.Argument(None, help="Jobs file: a YAML list of jobs (sample, dnerf, prompt, image or video, each with optional name/config/overrides/exports), or a text file with one prompt per line."),
+    jobs: Optional[Path] = typer.Argument(None, help="Jobs file: a YAML list of jobs (sample, dnerf, prompt, image or video, each with optional "
+                                                     "name/config/overrides/exports), or a text file with one prompt per line."),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides applied to every job (before its own)", show_default=False),
     status: Optional[Path] = typer.Option(None, "--status", help="Re-print the table of a batch folder (recordings/batch-<time>) and exit."),
     address: Optional[str] = typer.Option(None, "--address", help="auto (the Ray cluster on this machine) or ray://head:10001; default: a local Ray instance for this call."),

@@ -50,7 +50,8 @@ def main() -> int:
     from text4d.gaussians.hash_grid_triton import encode_triton
 
     torch.manual_seed(0)
-    report, ok = {}, True
+    report: dict[str, object] = {}
+    ok = True
     for name, shape in SHAPES.items():
         enc = HashEncoding(*shape).cuda()
         with torch.no_grad():
@@ -65,16 +66,17 @@ def main() -> int:
             (grad,) = torch.autograd.grad((out * weights).sum(), enc.table)
             result[backend] = (out.detach(), grad)
 
-            def step(fn=fn) -> None:
+            def step(fn=fn, x=x, grids=grids, weights=weights, table=enc.table) -> None:
                 o = fn(x, *grids)
-                torch.autograd.grad((o * weights).sum(), enc.table)
+                torch.autograd.grad((o * weights).sum(), table)
 
             report[f"{name}_{backend}_fwd_bwd_ms"] = round(_time_ms(step), 3)
         (a, ga), (b, gb) = result["torch"], result["triton"]
-        report[f"{name}_out_max_abs"] = (a - b).abs().max().item()
-        report[f"{name}_grad_rel_l2"] = ((ga - gb).norm() / ga.norm().clamp_min(1e-12)).item()
+        out_max_abs = (a - b).abs().max().item()
+        grad_rel_l2 = ((ga - gb).norm() / ga.norm().clamp_min(1e-12)).item()
+        report[f"{name}_out_max_abs"], report[f"{name}_grad_rel_l2"] = out_max_abs, grad_rel_l2
         report[f"{name}_hashed_levels"] = int(enc.hashed.sum())
-        ok &= report[f"{name}_out_max_abs"] <= TOLERANCES["out_max_abs"] and report[f"{name}_grad_rel_l2"] <= TOLERANCES["grad_rel_l2"]
+        ok &= out_max_abs <= TOLERANCES["out_max_abs"] and grad_rel_l2 <= TOLERANCES["grad_rel_l2"]
     report.update(device=torch.cuda.get_device_name(), points=args.points, tolerances=TOLERANCES, ok=bool(ok))
     print(json.dumps(report, indent=2))
     return 0 if ok else 1

@@ -27,7 +27,7 @@ import sys
 import torch
 
 from text4d.render.camera import DEFAULT_FOVY, Cameras
-from text4d.render.splat import Splats, backend_available, render
+from text4d.render.splat import Backend, Splats, backend_available, render
 
 TOLERANCES = {
     "image_mean_abs": 1e-4,  # rgb and alpha, averaged over all pixels
@@ -57,9 +57,10 @@ def random_scene(n: int, batch: tuple[int, ...], cameras: int, resolution: int, 
     return Splats(*(x.to(device) for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh))), cams.to(device)
 
 
-def _render_with_grads(splats: Splats, cams: Cameras, bg: torch.Tensor, weights: torch.Tensor, backend: str) -> dict:
+def _render_with_grads(splats: Splats, cams: Cameras, bg: torch.Tensor, weights: torch.Tensor, backend: Backend) -> dict:
     leaves = Splats(*(getattr(splats, f).detach().clone().requires_grad_(True) for f in FIELDS))
     out = render(leaves, cams, bg, backend=backend)
+    assert out.depth is not None and out.means2d is not None and out.radii is not None  # both backends give them all
     out.means2d.retain_grad()
     loss = (out.rgb * weights[..., :3]).sum() + (out.alpha * weights[..., 3:]).sum() + (out.depth * out.alpha).mean()
     loss.backward()
@@ -116,7 +117,8 @@ def check(num_gaussians: int = 2000, resolution: int = 128, cameras: int = 4, ba
     device = torch.device("cuda")
     import gsplat
 
-    report: dict = {"device": torch.cuda.get_device_name(device), "gsplat": str(getattr(gsplat, "__version__", "?")), "torch": torch.__version__, "tolerances": TOLERANCES, "cases": []}
+    report: dict = {"device": torch.cuda.get_device_name(device), "gsplat": str(getattr(gsplat, "__version__", "?")), "torch": torch.__version__,
+                    "tolerances": TOLERANCES, "cases": []}
     ok = True
     case_id = 0
     for batch_shape in ((), (batch,)):

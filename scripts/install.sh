@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install text4d (editable) with the extras in $TEXT4D_EXTRAS (default: viewer,mesh,video), into the
+# Install text4d (editable) with the extras in $TEXT4D_EXTRAS (default: viewer,mesh,splat,video), into the
 # active virtual environment or the repository's .venv (see scripts/python_env.sh).
 #
 # PyTorch comes first, chosen for the machine. With an NVIDIA GPU: PyPI's CUDA build, plus gsplat,
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python_env.sh
-extras=${TEXT4D_EXTRAS:-viewer,mesh,video}
+extras=${TEXT4D_EXTRAS:-viewer,mesh,splat,video}
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 torch_version() { "$PY" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null; }

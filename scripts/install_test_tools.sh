@@ -3,7 +3,9 @@
 #   - Debian's Chromium, for the real-browser tests of the web studio (through Playwright's Python
 #     driver with executable_path: `playwright install` is never run, it downloads a browser build);
 #   - Xvfb with Mesa's software OpenGL, for the desktop studio's window tests;
-#   - the npm packages in scripts/node/ (the Khronos glTF-Validator), for the export tests.
+#   - the npm packages in scripts/node/ (the Khronos glTF-Validator and PlayCanvas' splat-transform,
+#     independent readers of the mesh and splat exports), for the export tests. splat-transform 3.10
+#     declares node >= 22; Debian's node 20 runs the parts the tests use (npm only warns).
 # What cannot be installed here (no apt-get, no root, no npm) is said once; those tests then skip
 # with the reason.
 set -euo pipefail
@@ -31,5 +33,5 @@ if command -v npm >/dev/null 2>&1; then
     npm ci --prefix scripts/node --no-audit --no-fund --loglevel=error
   fi
 else
-  echo "note: npm is not installed; the glTF validation tests will skip" >&2
+  echo "note: npm is not installed; the glTF validation and splat-transform tests will skip" >&2
 fi

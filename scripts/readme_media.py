@@ -3,8 +3,9 @@
     text4d demo --ui none --steps 400                      # fit the sample headless -> recordings/sample-<time>/
     python scripts/readme_media.py recordings/sample-<time>/ docs/
 
-writes ``docs/viewer.png`` (the web studio on that run, in headless Chromium)
-and ``docs/fitted.gif`` (an orbit around the fitted animation).
+writes ``docs/viewer.png`` (the web studio on that run, in headless Chromium),
+``docs/fitted.gif`` (an orbit around the fitted animation) and ``docs/web_player.png`` (the
+``web`` export of that run in headless Chromium, software WebGL).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from text4d.app.bench.splats import SOFTWARE_WEBGL_ARGS
 from text4d.app.kinds import open_run
 from viewer.viser_app import ViewerApp
 
@@ -38,6 +40,24 @@ def screenshot(url: str, out: Path, chromium: str) -> None:
         browser.close()
 
 
+def web_player_screenshot(index: Path, out: Path, chromium: str) -> None:
+    """The exported web player (``index.html``) mid-clip, from its first view turned a little by an orbit drag."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=SOFTWARE_WEBGL_ARGS)
+        page = browser.new_page(viewport={"width": 960, "height": 640})
+        page.goto(index.as_uri())
+        page.wait_for_function("window.text4dPlayer && text4dPlayer.ready", timeout=300_000)
+        page.locator("#time").fill("500")
+        page.mouse.move(480, 300)
+        page.mouse.down()
+        page.mouse.move(420, 290, steps=6)
+        page.mouse.up()
+        drawn = page.evaluate("text4dPlayer.renders")
+        page.wait_for_function(f"text4dPlayer.renders >= {drawn + 6}", timeout=120_000)
+        out.write_bytes(page.screenshot())
+        browser.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -52,6 +72,7 @@ def main() -> None:
     try:
         gif = session.export("gif").result()
         shutil.copyfile(gif, args.out_dir / "fitted.gif")
+        web_player_screenshot(session.export("web").result() / "index.html", args.out_dir / "web_player.png", args.chromium)
         session.resume()  # show it optimising (a finished run says so instead)
         app = ViewerApp(session, cfg.viewer).start()
         try:
@@ -60,7 +81,7 @@ def main() -> None:
             app.stop()
     finally:
         session.stop()
-    logging.info("wrote %s and %s", args.out_dir / "viewer.png", args.out_dir / "fitted.gif")
+    logging.info("wrote %s, %s and %s", args.out_dir / "viewer.png", args.out_dir / "fitted.gif", args.out_dir / "web_player.png")
 
 
 if __name__ == "__main__":

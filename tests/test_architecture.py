@@ -62,7 +62,11 @@ def test_no_import_cycles() -> None:
     graph: dict[str, set[str]] = {}
     for a, b in import_edges():
         graph.setdefault(a, set()).add(b)
-    cycles, index, low, stack, on_stack = [], {}, {}, [], set()
+    cycles: list[list[str]] = []
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
 
     def visit(v: str) -> None:  # Tarjan's strongly connected components
         index[v] = low[v] = len(index)

@@ -17,10 +17,10 @@ import time
 import pytest
 from rich.console import Console
 
-ray = pytest.importorskip("ray")
-
 from text4d.app.batch import read_rows, run_batch
 from text4d.recording import RunFolder
+
+ray = pytest.importorskip("ray")  # text4d.app.batch imports Ray only when a batch runs on it
 
 TINY = [
     "sample.num_frames=3", "sample.resolution=32", "sample.train_views=2", "sample.test_views=1", "sample.supersample=1",

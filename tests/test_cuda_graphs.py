@@ -122,7 +122,8 @@ def test_step_graph_training_matches_eager_training():
 
     def train(graphs: StepGraphs) -> tuple[list[float], torch.Tensor]:
         torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 1)).cuda()
+        first = torch.nn.Linear(8, 32)
+        net = torch.nn.Sequential(first, torch.nn.GELU(), torch.nn.Linear(32, 1)).cuda()
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)
         StepGraphs.prepare_grads(list(net.parameters()))
         grads = [p.grad for p in net.parameters()]
@@ -140,7 +141,7 @@ def test_step_graph_training_matches_eager_training():
             opt.step()
             opt.zero_grad(set_to_none=False)
         assert all(p.grad is g for p, g in zip(net.parameters(), grads))  # the graph writes where Adam reads
-        return losses, net[0].weight.detach().clone()
+        return losses, first.weight.detach().clone()
 
     graphs = StepGraphs()
     replayed, w_replayed = train(graphs)

@@ -24,7 +24,7 @@ def decode(data: bytes) -> dict:
     return msgspec.msgpack.decode(inner[8 : 8 + n])
 
 
-def test_scene_recording_holds_every_frame_and_plays_them_in_turn(tmp_path):
+def test_scene_recording_holds_every_frame_and_plays_them_in_turn(tmp_path) -> None:
     from text4d.export.scene import export_viser_scene
 
     stage = ToyStage(num_frames=4)

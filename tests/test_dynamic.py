@@ -47,7 +47,8 @@ def test_fit_improves_held_out_psnr_well_above_initial(tmp_path, monkeypatch):
 
 
 CONTROL_POINTS = ("deform.model=control_points", "deform.control_points.num=16", "deform.control_points.width=16", "deform.control_points.depth=1", "lambda_arap=0.1")
-HASH_GRID = ("deform.model=hash_grid", "deform.hash_grid.levels=3", "deform.hash_grid.max_resolution=32", "deform.hash_grid.log2_table=10", "deform.hash_grid.time_levels=2", "deform.hash_grid.width=16", "lambda_tv=0.1", "lambda_time=0.1")
+HASH_GRID = ("deform.model=hash_grid", "deform.hash_grid.levels=3", "deform.hash_grid.max_resolution=32", "deform.hash_grid.log2_table=10",
+             "deform.hash_grid.time_levels=2", "deform.hash_grid.width=16", "lambda_tv=0.1", "lambda_time=0.1")
 MODELS = {"hexplane": (), "control_points": CONTROL_POINTS, "hash_grid": HASH_GRID}
 
 

@@ -50,13 +50,14 @@ def commands(image: Path) -> list[tuple[str, list[str]]]:
         ("video", ["motion", "generate", "--model", str(image.parent), "--prompt", "a fox"]),
         ("video", ["video", "from-image", str(image), "--svd", str(image.parent)]),
         ("mesh", ["export", str(image.parent), "--format", "glb"]),
+        ("splat", ["export", str(image.parent), "--format", "spz-seq"]),
         ("viewer", ["demo", "--ui", "viser"]),
         ("dpg", ["demo", "--ui", "dpg"]),
         ("batch", ["batch", str(image)]),
     ]
 
 
-@pytest.mark.parametrize("case", range(7), ids=["static-zero123", "motion-generate", "video-from-image", "export-glb", "demo-viser", "demo-dpg", "batch"])
+@pytest.mark.parametrize("case", range(8), ids=["static-zero123", "motion-generate", "video-from-image", "export-glb", "export-spz", "demo-viser", "demo-dpg", "batch"])
 def test_missing_extra_is_one_line_with_the_install_command(case: int, image: Path, tmp_path: Path) -> None:
     extra, args = commands(image)[case]
     res = run_without(extra, *args, cwd=tmp_path)
@@ -69,7 +70,7 @@ def test_missing_extra_is_one_line_with_the_install_command(case: int, image: Pa
 
 def test_every_extra_maps_its_modules() -> None:
     names = {e.name for e in EXTRAS}
-    assert names == {"viewer", "mesh", "video", "dpg", "batch", "matting", "cuda"}
+    assert names == {"viewer", "mesh", "splat", "video", "dpg", "batch", "matting", "cuda"}
     for extra in EXTRAS:
         for module in extra.modules:
             err = missing_extra(ModuleNotFoundError(f"No module named '{module}'", name=f"{module}.sub"))

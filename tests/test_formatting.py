@@ -29,7 +29,8 @@ COLUMNS = (
     Column("problems", wrap=16),
 )
 ROWS = [
-    [Text("sample-20261206-203755-replay-20261207-101010"), "2026-12-06 20:37:55", "static, dynamic", "1500", "PSNR 23.45 dB", "3", "no checkpoint: checkpoints/latest.json is missing"],
+    [Text("sample-20261206-203755-replay-20261207-101010"), "2026-12-06 20:37:55", "static, dynamic", "1500", "PSNR 23.45 dB", "3",
+     "no checkpoint: checkpoints/latest.json is missing"],
     ["dnerf-20261205-120000", "2026-12-05 12:00:00", "—", "—", "loss 0.01234", "0", ""],
 ]
 

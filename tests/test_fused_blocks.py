@@ -19,6 +19,7 @@ from text4d.accel.fused_blocks import (
     fuse_model,
 )
 from text4d.accel.fused_norm import FusedGroupNorm, triton_available
+from text4d.devices import Precision
 from text4d.guidance.random_models import build_zero123
 from text4d.guidance.sds import SDSConfig, Zero123Guidance
 
@@ -174,7 +175,7 @@ def test_triton_geglu_matches_torch(dtype):
     torch.testing.assert_close(ours, theirs, atol=tol, rtol=tol)
 
 
-def sds_gradients(fused: bool, cuda_graphs: bool, calls: int, precision: str = "fp32") -> list[torch.Tensor]:
+def sds_gradients(fused: bool, cuda_graphs: bool, calls: int, precision: Precision = "fp32") -> list[torch.Tensor]:
     """Image gradients of ``calls`` SDS steps (progress and guidance scale change between calls)."""
     models = build_zero123(tiny=False, device="cuda")
     guidance = Zero123Guidance(models, SDSConfig(chunk=2), "cuda", precision, fused=fused, cuda_graphs=cuda_graphs)
@@ -188,6 +189,7 @@ def sds_gradients(fused: bool, cuda_graphs: bool, calls: int, precision: str = "
         guidance.cfg.guidance_scale = 5.0 + i  # a live edit: graphs must follow it
         x = images.clone().requires_grad_()
         guidance.loss(x, torch.tensor([0, 1, 0, 1]), zeros, torch.full((4,), 90.0, device="cuda"), zeros, 0.3 * i).backward()
+        assert x.grad is not None
         grads.append(x.grad.float())
     assert guidance.graphs.captures == (1 if cuda_graphs and calls > 1 else 0)
     return grads

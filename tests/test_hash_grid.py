@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from text4d.gaussians.hash_grid import PRIMES, HashEncoding, HashGridConfig, HashGridField, grid_indices
 
-SMALL = HashGridConfig(levels=4, base_resolution=4, max_resolution=64, log2_table=10, time_levels=3, time_base_resolution=4, time_max_resolution=8, time_max_time_resolution=6, width=32, depth=1)
+SMALL = HashGridConfig(levels=4, base_resolution=4, max_resolution=64, log2_table=10, time_levels=3, time_base_resolution=4, time_max_resolution=8,
+                       time_max_time_resolution=6, width=32, depth=1)
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -9,6 +9,7 @@ not prove that a *trained* stage is surface-like (``text4d bench export`` measur
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 pytest.importorskip("xatlas")
 pytest.importorskip("fast_simplification")
 
-TINY = dict(resolution=64, texture=128, bake_resolution=64, bake_views=6, bake_frames=1, max_faces=4000)
+TINY = MeshConfig(resolution=64, texture=128, bake_resolution=64, bake_views=6, bake_frames=1, max_faces=4000)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def source() -> SurfaceGaussians:
 
 @pytest.fixture(scope="module")
 def seq(source) -> MeshSequence:
-    return build_sequence(source, MeshConfig(**TINY))
+    return build_sequence(source, dataclasses.replace(TINY))
 
 
 def test_silhouettes_and_colours_match_the_gaussians(source, seq):
@@ -110,16 +111,16 @@ def test_unwritable_destination_fails_before_any_work(source, tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
     with pytest.raises(InputError, match="cannot write"):
-        export_obj_sequence(source, blocker / "meshes", MeshConfig(**TINY))
+        export_obj_sequence(source, blocker / "meshes", dataclasses.replace(TINY))
     with pytest.raises(InputError, match="cannot write"):
-        export_glb(source, blocker / "a.glb", MeshConfig(**TINY))
+        export_glb(source, blocker / "a.glb", dataclasses.replace(TINY))
 
 
 def test_empty_density_leaves_no_partial_files(source, tmp_path):
     with pytest.raises(InputError, match="never reaches the mesh threshold"):
-        export_obj_sequence(source, tmp_path / "meshes", MeshConfig(**{**TINY, "level": 1e6}))
+        export_obj_sequence(source, tmp_path / "meshes", dataclasses.replace(TINY, level=1e6))
     with pytest.raises(InputError, match="never reaches the mesh threshold"):
-        export_glb(source, tmp_path / "a.glb", MeshConfig(**{**TINY, "level": 1e6}))
+        export_glb(source, tmp_path / "a.glb", dataclasses.replace(TINY, level=1e6))
     assert list(tmp_path.iterdir()) == []  # neither the outputs nor hidden temporaries
 
 

@@ -68,7 +68,8 @@ def test_empty_density_is_a_clear_error():
 
 def test_clean_drops_floaters_and_meets_the_face_budget():
     lo, hi = torch.full((3,), -0.6), torch.full((3,), 0.6)
-    big = Splats(torch.tensor([[[0.0, 0, 0], [0.45, 0.45, 0.45]]]), torch.tensor([[[1.0, 0, 0, 0]] * 2]), torch.tensor([[[0.15] * 3, [0.02] * 3]]), torch.ones(1, 2), torch.zeros(1, 2, 1, 3))
+    big = Splats(torch.tensor([[[0.0, 0, 0], [0.45, 0.45, 0.45]]]), torch.tensor([[[1.0, 0, 0, 0]] * 2]), torch.tensor([[[0.15] * 3, [0.02] * 3]]),
+                 torch.ones(1, 2), torch.zeros(1, 2, 1, 3))
     mesh = marching_cubes(density_grid(big, lo, hi, 48)[0], lo, hi, 0.3)
     cleaned = clean(mesh, min_component=0.05, max_faces=500)
     assert cleaned.verts.norm(dim=-1).max() < 0.4  # the small far blob is gone
@@ -89,7 +90,8 @@ def test_rigid_follow_reproduces_a_rigid_motion_exactly():
     q_rot = matrix_to_quat(rot)
     w1, x1, y1, z1 = q_rot.unbind(-1)
     w2, x2, y2, z2 = q_ref.unbind(-1)
-    q_t = torch.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2], -1)
+    q_t = torch.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                       w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2], -1)  # q_rot * q_ref
     moved = Splats((ref.means @ rot.T + shift)[None], q_t[None], ref.scales[None], ref.opacities[None], ref.sh[None])
     binding = bind(verts, ref, k=8)
     assert torch.allclose(binding.weight.sum(-1), torch.ones(50))

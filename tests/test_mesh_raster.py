@@ -31,12 +31,12 @@ def _project(verts: torch.Tensor) -> np.ndarray:
 def _inside(tri_uv: np.ndarray) -> np.ndarray:
     """Closed-form coverage of a screen triangle [3, 2] at pixel centres: all edge functions agree in sign."""
     x, y = _pixel_centres()
-    e = []
+    edges = []
     for i in range(3):
         (x0, y0), (x1, y1) = tri_uv[i], tri_uv[(i + 1) % 3]
-        e.append((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0))
-    e = np.stack(e)
-    return (e >= 0).all(0) | (e <= 0).all(0)
+        edges.append((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0))
+    e = np.stack(edges)
+    return np.asarray((e >= 0).all(0) | (e <= 0).all(0))
 
 
 def test_triangle_covers_closed_form_pixels():

@@ -15,6 +15,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
 from text4d.errors import InputError  # noqa: E402
 from text4d.video.lora import (  # noqa: E402
     DualLoRA,
+    Path_,
     convert_released,
     read_adapter,
     read_adapter_file,
@@ -129,7 +130,7 @@ def test_safetensors_round_trip_is_bit_exact(unet, base_unet, tmp_path):
         wrong.load_state("temporal", read_adapter_file(tmp_path / "temporal.safetensors").tensors, "x")
 
 
-def _released_list(unet, path: str, rank: int) -> list[torch.Tensor]:
+def _released_list(unet, path: Path_, rank: int) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     out = []
     for name in target_modules(unet, path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -68,7 +69,8 @@ def _eval_loss(tr: MotionTrainer) -> float:
             for t in (100, 400, 700):
                 noise = torch.randn(lat.shape, generator=g)
                 tt = torch.tensor([t])
-                pred = tr.unet(sched.add_noise(lat, noise, tt), tt, encoder_hidden_states=tr.embeds[clip.prompt]).sample
+                # diffusers annotates timesteps as torch.IntTensor (the legacy int32 class); it takes any integer tensor
+                pred = tr.unet(sched.add_noise(lat, noise, cast(torch.IntTensor, tt)), tt, encoder_hidden_states=tr.embeds[clip.prompt]).sample
                 total += debiased_temporal_loss(pred, noise, 0).item()
     return total
 

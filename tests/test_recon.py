@@ -184,12 +184,13 @@ def test_bench_compare_models_on_both_scenes_writes_json_and_picture(tmp_path):
     configs = [root / "dnerf_fast.yaml", root / "dnerf_sc.yaml", root / "dnerf_grid4d.yaml"]
     result = compare(configs, ("creature", "whirligig"), overrides=overrides, device="cpu", eval_every=2, resolution=24, n_train=6, n_test=2, render_resolution=16, out=tmp_path)
     assert json.loads((tmp_path / "recon_compare.json").read_text())["scenes"].keys() == {"creature", "whirligig"}
-    for name, entry in result["scenes"].items():
+    for entry in result["scenes"].values():
         assert entry["baseline"] == "dnerf_fast" and entry["best"] in entry["runs"]
         assert {run["model"] for run in entry["runs"].values()} == {"hexplane", "control_points", "hash_grid"}
         assert all(run["iterations"] == 5 and run["gaussians"] > 0 for run in entry["runs"].values())
         picture = iio.imread(entry["picture"])
         assert picture.shape == (24, 72, 3)  # baseline | best | ground truth
-    short = compare(configs[:1], ("creature",), overrides=[*overrides, "iters=500"], device="cpu", eval_every=100, resolution=24, n_train=6, n_test=2, render_resolution=16, budget_seconds=1.0)
+    short = compare(configs[:1], ("creature",), overrides=[*overrides, "iters=500"], device="cpu", eval_every=100, resolution=24, n_train=6, n_test=2,
+                    render_resolution=16, budget_seconds=1.0)
     run = short["scenes"]["creature"]["runs"]["dnerf_fast"]
     assert run["iterations"] < 502 and run["psnr_curve"][-1]["iteration"] == run["iterations"]  # cut by the budget, scored where it stopped

@@ -271,7 +271,7 @@ class ExclusiveStage(ToyStage):
             self._leave()
 
 
-def test_concurrent_renders_during_training_are_safe(run):
+def test_concurrent_renders_during_training_are_safe(run) -> None:
     stage = ExclusiveStage()
     session = make_session(run, stage)
     errors: list[BaseException] = []
@@ -302,7 +302,7 @@ def test_concurrent_renders_during_training_are_safe(run):
         assert all(f.shape == (1, 16, 20, 3) and bool(torch.isfinite(f).all()) for f in frames[k])
 
 
-def test_nan_loss_pauses_and_rolls_back(run):
+def test_nan_loss_pauses_and_rolls_back(run) -> None:
     stage = ToyStage()
     session = make_session(run, stage, paused=True, good_snapshot_every=4)
     events: list[SessionEvent] = []
@@ -333,7 +333,7 @@ def test_nan_loss_pauses_and_rolls_back(run):
         ("no_such_knob", 1.0, "unknown config key"),
     ],
 )
-def test_bad_values_are_refused_and_session_survives(run, key, value, match):
+def test_bad_values_are_refused_and_session_survives(run, key, value, match) -> None:
     session = make_session(run, paused=True)
     events: list[SessionEvent] = []
     session.subscribe(events.append)
@@ -382,20 +382,22 @@ def test_crop_and_prune_delete_the_right_gaussians(run):
 def test_export_runs_beside_training(run):
     release = threading.Event()
 
-    def slow_ply(stage, out, it):
+    def slow_ply(stage, out, it, progress):
+        progress(1, 4)  # a writer reports frames written; the studios show it
         release.wait(30)
         from text4d.export.ply import export_ply_sequence
 
-        return export_ply_sequence(stage, out / f"ply-it{it:06d}")
+        return export_ply_sequence(stage, out / f"ply-it{it:06d}", progress=progress)
 
     session = Session(ToyStage(), run, SessionConfig(log_every=1, eval_every=0), exporters={"ply-seq": slow_ply}).start()
     try:
         session.wait(lambda s: s.iteration >= 2)
         future = session.export("ply-seq")
-        started = session.wait(lambda s: s.exports_running == 1).iteration
+        started = session.wait(lambda s: s.exports_running == 1 and s.export_progress == {"ply-seq": (1, 4)}).iteration
         session.wait(lambda s: s.iteration >= started + 3)  # training continues while the export waits
         release.set()
         path = future.result(30)
+        assert session.wait(lambda s: s.exports_running == 0).export_progress == {}
         with pytest.raises(CommandRefused, match="unknown export"):
             session.export("obj").result(10)
     finally:

@@ -20,6 +20,7 @@ from text4d.render.splat import (
     ALPHA_MAX,
     ALPHA_MIN,
     EPS2D,
+    Backend,
     RenderOutput,
     Splats,
     backend_available,
@@ -31,13 +32,18 @@ from text4d.render.splat import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_BACKENDS = pytest.mark.parametrize("backend", ["torch", "cpu"])  # the reference and the compiled compositor
+CPU_BACKENDS = pytest.mark.parametrize("backend", ["torch", "cpu"])  # the reference and the compiled compositor  # the reference and the compiled compositor
 
 
 def axis_camera(size: int = 32, focal: float = 40.0, dtype: torch.dtype = torch.float32) -> Cameras:
     """One camera at the origin looking down +z (identity world-to-camera)."""
     K = torch.tensor([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]], dtype=dtype)
     return Cameras(torch.eye(4, dtype=dtype)[None], K[None], size, size)
+
+
+def grad_of(x: torch.Tensor) -> torch.Tensor:
+    assert x.grad is not None, "no gradient reached this tensor"
+    return x.grad
 
 
 def make_splats(means, scales, opacities, rgb, quats=None, degree: int = 0, dtype=torch.float32) -> Splats:
@@ -83,6 +89,7 @@ def test_single_gaussian_matches_closed_form_profile() -> None:
     r2 = (u - size / 2) ** 2 + (v - size / 2) ** 2
     alpha = (o * torch.exp(-0.5 * r2 / sigma2)).clamp_max(ALPHA_MAX)
     alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
+    assert out.depth is not None
     assert out.rgb.shape == (1, size, size, 3) and out.alpha.shape == out.depth.shape == (1, size, size, 1)
     torch.testing.assert_close(out.alpha[0, ..., 0], alpha, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(out.rgb[0], alpha[..., None].expand(-1, -1, 3), atol=1e-6, rtol=1e-5)
@@ -114,12 +121,13 @@ def test_offset_anisotropic_gaussian_matches_ewa_projection() -> None:
     alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
     torch.testing.assert_close(out.alpha[0, ..., 0], alpha, atol=2e-6, rtol=1e-4)
     torch.testing.assert_close(out.rgb[0], alpha[..., None] * torch.tensor([1.0, 0.5, 0.25]), atol=2e-6, rtol=1e-4)
+    assert out.means2d is not None and out.radii is not None
     torch.testing.assert_close(out.means2d[0, 0], centre)
     assert out.radii[0, 0] > 0
 
 
 @CPU_BACKENDS
-def test_two_gaussians_composite_front_to_back(backend: str) -> None:
+def test_two_gaussians_composite_front_to_back(backend: Backend) -> None:
     red, green = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
     a1, a2 = 0.6, 0.7
     for order in ([0, 1], [1, 0]):  # input order must not matter, only depth
@@ -138,19 +146,20 @@ def test_two_gaussians_composite_front_to_back(backend: str) -> None:
         assert px[1].item() == pytest.approx((1 - f1) * f2, rel=1e-5)  # back green, behind it
         assert px[0] > px[1] and w1 > 0
         # expected depth is the weighted mean of the two
+        assert out.depth is not None
         assert out.depth[0, 15, 15, 0].item() == pytest.approx((f1 * 2.0 + (1 - f1) * f2 * 3.0) / (f1 + (1 - f1) * f2), rel=1e-5)
 
 
 def test_depth_of_single_gaussian_is_its_z_and_zero_outside() -> None:
     out = render(make_splats([[0.1, 0.0, 3.0]], 0.3, 0.99, [1.0, 1.0, 1.0]), axis_camera())
     covered = out.alpha[..., 0] > 0
-    assert covered.any() and (~covered).any()
+    assert covered.any() and (~covered).any() and out.depth is not None
     torch.testing.assert_close(out.depth[..., 0][covered], torch.full_like(out.depth[..., 0][covered], 3.0), rtol=1e-5, atol=0)
     assert (out.depth[..., 0][~covered] == 0).all()
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("gsplat", marks=pytest.mark.gpu)])
-def test_skipping_depth_keeps_colour_and_alpha(backend) -> None:
+def test_skipping_depth_keeps_colour_and_alpha(backend: Backend) -> None:
     dev = "cuda" if backend == "gsplat" else "cpu"
     splats = make_splats([[0.1, 0.0, 3.0], [-0.2, 0.1, 4.0]], 0.3, 0.7, [0.2, 0.6, 1.0])
     splats = Splats(*(getattr(splats, k).to(dev) for k in ("means", "quats", "scales", "opacities", "sh")))
@@ -176,7 +185,7 @@ def composite_naive(alphas: list[float], colours: list[float]) -> tuple[float, f
 
 
 @CPU_BACKENDS
-def test_transmittance_stops_before_1e_4(backend: str) -> None:
+def test_transmittance_stops_before_1e_4(backend: Backend) -> None:
     # stacked, nearly opaque layers of decreasing brightness, drawn in shuffled order
     z = [2.0 + 0.1 * i for i in range(6)]
     shuffle = [3, 0, 5, 1, 4, 2]
@@ -195,7 +204,7 @@ def test_transmittance_stops_before_1e_4(backend: str) -> None:
 
 
 @CPU_BACKENDS
-def test_random_scene_matches_naive_per_pixel_loop(backend: str) -> None:
+def test_random_scene_matches_naive_per_pixel_loop(backend: Backend) -> None:
     splats = random_splats(30, degree=0, seed=5)
     splats.scales.mul_(4.0)
     splats.opacities.clamp_(min=0.6)
@@ -257,6 +266,7 @@ def test_batch_dims_equal_per_item_loop() -> None:
     cams = orbit(t * c).reshape(t, c)
     bg = torch.tensor([0.1, 0.2, 0.3])
     out = render(splats, cams, bg)
+    assert out.means2d is not None and out.radii is not None
     assert out.rgb.shape == (t, c, 32, 32, 3) and out.means2d.shape == (t, c, n, 2) and out.radii.shape == (t, c, n)
     for i in range(t):
         one = render(Splats(*(x[i] for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh))), cams[i], bg)
@@ -286,6 +296,7 @@ def test_checkpointed_chunks_give_the_same_gradients() -> None:
         for x in (splats.means, splats.scales, splats.opacities, splats.sh, splats.quats):
             x.requires_grad_(True)
         out = rasterize_torch(splats, cams, chunk_pairs=4096, checkpoint_pairs=checkpoint_pairs)
+        assert out.depth is not None
         (out.rgb.square().sum() + out.depth.sum()).backward()
         grads.append([x.grad for x in (splats.means, splats.scales, splats.opacities, splats.sh, splats.quats)])
     for a, b in zip(*grads):
@@ -293,7 +304,7 @@ def test_checkpointed_chunks_give_the_same_gradients() -> None:
 
 
 @CPU_BACKENDS
-def test_gradients_match_finite_differences(backend: str) -> None:
+def test_gradients_match_finite_differences(backend: Backend) -> None:
     dtype = torch.float64
     cams = Cameras.orbit(torch.tensor([10.0, -20.0]), torch.tensor([0.0, 40.0]), 2.0, 50.0, 10, 10)
     cams = Cameras(cams.viewmats.to(dtype), cams.Ks.to(dtype), 10, 10)
@@ -315,10 +326,11 @@ def test_means2d_gradient_is_available_for_densification() -> None:
     splats = random_splats(100, degree=0)
     splats.means.requires_grad_(True)
     out = render(splats, orbit(2))
+    assert out.means2d is not None and out.radii is not None
     out.means2d.retain_grad()
     out.rgb.sum().backward()
     grad = out.means2d.grad
-    assert grad.shape == (2, 100, 2) and torch.isfinite(grad).all()
+    assert grad is not None and grad.shape == (2, 100, 2) and torch.isfinite(grad).all()
     visible = out.radii > 0
     assert grad[visible].abs().sum() > 0 and (grad[~visible] == 0).all()
 
@@ -332,10 +344,11 @@ def test_empty_and_fully_culled_scenes_return_background() -> None:
         splats.means.requires_grad_(True)
         out = render(splats, cams, bg)
         torch.testing.assert_close(out.rgb, bg.expand(1, 8, 8, 3))
+        assert out.depth is not None and out.radii is not None
         assert (out.alpha == 0).all() and (out.depth == 0).all()
         assert (out.radii == 0).all()
         out.rgb.sum().backward()  # still part of the graph
-        assert torch.isfinite(splats.means.grad).all()
+        assert splats.means.grad is not None and torch.isfinite(splats.means.grad).all()
 
 
 @pytest.mark.parametrize("batch, degree", [((), 0), ((2,), 1), ((2, 3), 3)])
@@ -347,10 +360,11 @@ def test_cpu_compositor_matches_the_torch_reference(batch: tuple[int, ...], degr
         splats = random_splats(200, batch=batch, degree=degree, seed=7)
         leaves = [x.requires_grad_(True) for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh)]
         out = rasterize(splats, cams, torch.tensor([0.2, 0.5, 0.9]))
+        assert out.depth is not None and out.means2d is not None and out.radii is not None
         out.means2d.retain_grad()
         weights = torch.rand(*out.rgb.shape[:-1], 5, generator=torch.Generator().manual_seed(1))
         (torch.cat([out.rgb, out.alpha, out.depth], -1) * weights).sum().backward()
-        results.append(([out.rgb, out.alpha, out.depth, out.radii], [x.grad for x in leaves] + [out.means2d.grad]))
+        results.append(([out.rgb, out.alpha, out.depth, out.radii], [grad_of(x) for x in (*leaves, out.means2d)]))
     (images, grads), (images_cpu, grads_cpu) = results
     for a, b in zip(images, images_cpu):
         torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
@@ -369,7 +383,7 @@ def test_cpu_compositor_is_bit_exact_whatever_the_thread_count() -> None:
             leaves = [x.requires_grad_(True) for x in (splats.means, splats.scales, splats.opacities, splats.sh)]
             out = rasterize_cpu(splats, cams.reshape(4, 1))
             out.rgb.square().sum().backward()
-            results.append([out.rgb, *(x.grad for x in leaves)])
+            results.append([out.rgb, *(grad_of(x) for x in leaves)])
         finally:
             torch.set_num_threads(before)
     for other in results[1:]:
@@ -398,7 +412,7 @@ def test_bad_inputs_raise_value_error_naming_the_field() -> None:
     with pytest.raises(ValueError, match="sh_degree"):
         render(good, cams, sh_degree=2)
     with pytest.raises(ValueError, match="unknown backend"):
-        render(good, cams, backend="vulkan")
+        render(good, cams, backend="vulkan")  # type: ignore[arg-type]  # not a Backend on purpose: the runtime check is under test
 
 
 def test_backend_selection() -> None:
@@ -422,6 +436,7 @@ def test_dc_colour_round_trip() -> None:
 @pytest.mark.skipif(not backend_available("gsplat"), reason="gsplat does not load here (the cuda extra)")
 def test_gsplat_matches_torch_reference() -> None:
     spec = importlib.util.spec_from_file_location("gpu_check_rasterizer", ROOT / "scripts" / "gpu_check_rasterizer.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     report = module.check(num_gaussians=500, resolution=64, cameras=3, batch=2)

@@ -72,12 +72,17 @@ def test_newest_request_wins_and_updates_never_displace_moves():
     assert rec.sent[1:3] == [WorkerConfig().move_quality, WorkerConfig().still_quality]
 
 
-def test_a_failing_render_is_reported_and_survived():
+def test_a_failing_render_is_reported_and_survived() -> None:
     rec = Recorder(fail_on=0.5)
     rec.release.set()
     errors: list[str] = []
     reported = threading.Event()
-    worker = RenderWorker(rec.render, rec.send, WorkerConfig(max_fps=1000), on_error=lambda m: (errors.append(m), reported.set()))
+
+    def on_error(message: str) -> None:
+        errors.append(message)
+        reported.set()
+
+    worker = RenderWorker(rec.render, rec.send, WorkerConfig(max_fps=1000), on_error=on_error)
     try:
         worker.submit(request("update", t=0.5))
         assert reported.wait(10)

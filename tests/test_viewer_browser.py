@@ -82,7 +82,12 @@ def field_input(page, label: str):
 def settled_picture(page) -> bytes:
     """The 3D view once two screenshots in a row agree (the sharp frame after a quick one has landed)."""
     shots = [page.screenshot(clip=VIEWPORT_CLIP)]
-    until(lambda: shots.append(page.screenshot(clip=VIEWPORT_CLIP)) or shots[-1] == shots[-2], what="the picture to settle")
+
+    def settled() -> bool:
+        shots.append(page.screenshot(clip=VIEWPORT_CLIP))
+        return shots[-1] == shots[-2]
+
+    until(settled, what="the picture to settle")
     return shots[-1]
 
 

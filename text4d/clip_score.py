@@ -22,6 +22,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,9 @@ from torch import Tensor, nn
 
 from text4d.errors import ModelFileError
 from text4d.guidance.zero123 import CLIP_MEAN, CLIP_STD
+
+if TYPE_CHECKING:  # transformers is imported where a model loads
+    from transformers import CLIPVisionModelWithProjection
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,10 @@ class ClipSimilarity(nn.Module):
         mean, std: per-channel normalisation of [0, 1] images.
     """
 
-    def __init__(self, encoder: nn.Module, resize: int, crop: int, mean: tuple[float, ...] = CLIP_MEAN,
+    mean: Tensor  # buffers (register_buffer): declared for the type checker, which cannot see them
+    std: Tensor
+
+    def __init__(self, encoder: CLIPVisionModelWithProjection, resize: int, crop: int, mean: tuple[float, ...] = CLIP_MEAN,
                  std: tuple[float, ...] = CLIP_STD, source: str = ""):
         super().__init__()
         self.encoder = encoder.eval().requires_grad_(False)
@@ -81,6 +88,15 @@ class ClipSimilarity(nn.Module):
         return (self.embed(pred) * self.embed(target)).sum(-1)
 
 
+def _side(value: object, keys: tuple[str, ...], default: int, where: str) -> int:
+    """A size in a processor config: a number, or a dict whose first present key of ``keys`` holds it (else ``default``)."""
+    if isinstance(value, dict):
+        value = next((value[k] for k in keys if k in value), default)
+    if not isinstance(value, (int, float)):
+        raise ModelFileError(f"{where} must be a number or a dict with {' or '.join(keys)}, got {value!r}")
+    return int(value)
+
+
 def _preprocessing(folder: Path, image_size: int, key: str) -> tuple[int, int, tuple, tuple]:
     """(resize, crop, mean, std) from the folder's (or a sibling feature_extractor/'s) processor config."""
     for cand in (folder / "preprocessor_config.json", folder.parent / "feature_extractor" / "preprocessor_config.json"):
@@ -89,10 +105,8 @@ def _preprocessing(folder: Path, image_size: int, key: str) -> tuple[int, int, t
                 cfg = json.loads(cand.read_text())
             except json.JSONDecodeError as e:
                 raise ModelFileError(f"{cand} (from {key}) is not valid JSON: {e}") from e
-            crop = cfg.get("crop_size", image_size)
-            crop = int(crop.get("height", image_size) if isinstance(crop, dict) else crop)
-            size = cfg.get("size", crop)
-            resize = int(size.get("shortest_edge", size.get("height", crop)) if isinstance(size, dict) else size)
+            crop = _side(cfg.get("crop_size", image_size), ("height",), image_size, f"{cand} (from {key}) crop_size")
+            resize = _side(cfg.get("size", crop), ("shortest_edge", "height"), crop, f"{cand} (from {key}) size")
             return resize, crop, tuple(cfg.get("image_mean", CLIP_MEAN)), tuple(cfg.get("image_std", CLIP_STD))
     log.info("%s has no preprocessor_config.json; using CLIP's defaults at %d px", folder, image_size)
     return image_size, image_size, CLIP_MEAN, CLIP_STD
@@ -133,5 +147,8 @@ def load_clip(path: str | Path, key: str = "clip_model", device: str | torch.dev
         raise ModelFileError(f"cannot load CLIP from {folder} (from {key}): {e}") from e
     finally:
         hf_logging.set_verbosity(verbosity)
-    resize, crop, mean, std = _preprocessing(folder, int(encoder.config.image_size), key)
+    image_size = encoder.config.image_size
+    if not isinstance(image_size, int):
+        raise ModelFileError(f"{config} (from {key}) gives image_size {image_size!r}; a CLIP vision model has one integer size")
+    resize, crop, mean, std = _preprocessing(folder, image_size, key)
     return ClipSimilarity(encoder, resize, crop, mean, std, str(folder)).to(device=device, dtype=dtype)

@@ -81,8 +81,10 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e) + source(str(getattr(e, "full_key", "") or ""))) from e
+    if not isinstance(cfg, schema):  # what to_object makes of a structured config (typed as any container)
+        raise TypeError(f"OmegaConf built a {type(cfg).__name__}, not a {schema.__name__}")
     validate(cfg, source=source)
-    return cfg  # type: ignore[return-value]
+    return cfg
 
 
 def to_yaml(cfg: Any) -> str:
@@ -166,7 +168,9 @@ def set_value(cfg: Any, key: str, value: Any) -> Any:
         elif kind in (int, float, str, bool):
             converted = kind(value)
         else:
-            converted = OmegaConf.to_object(OmegaConf.merge(OmegaConf.create({"v": current}), {"v": value}))["v"]
+            merged = OmegaConf.to_object(OmegaConf.merge(OmegaConf.create({"v": current}), {"v": value}))
+            assert isinstance(merged, dict)  # the merge of two {"v": ...} configs
+            converted = merged["v"]
     except (TypeError, ValueError, OmegaConfBaseException) as e:
         raise ConfigError(f"config key '{key}' expects {kind.__name__}, got {value!r}") from e
     if isinstance(converted, (int, float, str)) and not isinstance(converted, bool):

@@ -27,6 +27,14 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def compiled(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(module)``, typed as what it is for a module: an ``nn.Module`` (``OptimizedModule``) wrapping it."""
+    out = torch.compile(module)
+    if not isinstance(out, torch.nn.Module):
+        raise TypeError(f"torch.compile returned a {type(out).__name__} for a module")
+    return out
+
+
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The dtype for frozen networks on ``device`` (see the module docstring)."""
     if precision not in ("auto", *_DTYPES):

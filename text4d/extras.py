@@ -1,7 +1,7 @@
 """Optional extras: which ``pip`` extra brings which module, and the one-line error when one is missing.
 
-The core install (``bash scripts/install.sh``) brings the web studio, the mesh exports and the
-generative models; the desktop window, Ray batches, matting and the CUDA rasteriser are extras a
+The core install (``bash scripts/install.sh``) brings the web studio, the mesh and SPZ exports and
+the generative models; the desktop window, Ray batches, matting and the CUDA rasteriser are extras a
 user adds when needed. Any command that reaches for a module of a missing extra stops with one
 line naming the extra and the command that installs it, never a traceback: ``cli.main`` turns a
 :class:`ModuleNotFoundError` into :class:`MissingExtra` through :func:`missing_extra`, and code that
@@ -28,6 +28,7 @@ class Extra:
 EXTRAS: tuple[Extra, ...] = (
     Extra("viewer", "the web studio (--ui viser) and viser scene recordings", ("viser",)),
     Extra("mesh", "the mesh exports (OBJ sequence, animated GLB) and mesh refinement", ("skimage", "scipy", "xatlas", "fast_simplification", "pygltflib")),
+    Extra("splat", "the SPZ exports (spz-seq) and the web player (web)", ("gsply",)),
     Extra("video", "Zero123 guidance, text/image-to-video and MotionDirector", ("diffusers", "transformers", "peft", "accelerate")),
     Extra("dpg", "the desktop studio (--ui dpg)", ("dearpygui",)),
     Extra("batch", "text4d batch on Ray", ("ray",)),

@@ -125,6 +125,9 @@ class LPIPS(nn.Module):
         d = metric(pred, target)  # [..., H, W, 3] in [0, 1] -> [...]
     """
 
+    shift: Tensor  # buffers (register_buffer): declared for the type checker, which cannot see them
+    scale: Tensor
+
     def __init__(self, net: str = "alex"):
         super().__init__()
         if net not in TRUNKS:
@@ -155,14 +158,13 @@ class LPIPS(nn.Module):
         h = torch.cat([x, y]).float() * 2.0 - 1.0
         h = (h - self.shift) / self.scale
         total = torch.zeros(b, device=x.device)
-        taps = iter(zip(self.trunk.taps, self.lins))
-        tap, lin = next(taps)
+        lin_at = dict(zip(self.trunk.taps, self.lins))
         for i, layer in enumerate(self.features):
             h = layer(h)
-            if i == tap:
+            lin = lin_at.get(i)
+            if lin is not None:
                 f = h / (h.square().sum(1, keepdim=True).sqrt() + EPS)
                 total += lin((f[:b] - f[b:]).square()).mean((1, 2, 3))
-                tap, lin = next(taps, (-1, None))
         return total
 
     @torch.no_grad()
@@ -220,6 +222,7 @@ def _read(path: str, key: str) -> dict[str, Tensor]:
     if not p.is_file():
         what = "is a folder; give the weights file inside it" if p.is_dir() else "does not exist; give the path of a local weights file (nothing is downloaded)"
         raise ModelFileError(f"{p} (config key '{key}') {what}")
+    state: object
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -229,7 +232,8 @@ def _read(path: str, key: str) -> dict[str, Tensor]:
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, a pickled model instead of a state dict, not a checkpoint at all
         # (torch's own message for weights_only failures suggests weights_only=False: not advice to pass on)
-        raise ModelFileError(f"{p} (config key '{key}') is not a readable weights file ({type(e).__name__}); expected a state dict saved with torch.save(model.state_dict()) or safetensors, not a whole pickled model") from e
+        raise ModelFileError(f"{p} (config key '{key}') is not a readable weights file ({type(e).__name__}); expected a state dict saved with "
+                             "torch.save(model.state_dict()) or safetensors, not a whole pickled model") from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -254,8 +258,8 @@ def _split(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tenso
 def _infer_net(trunk: dict[str, Tensor], path: str, key: str) -> str:
     first = trunk.get("features.0.weight")
     for name, spec in TRUNKS.items():
-        cin, cout, k = spec.convs[0][:3]  # type: ignore[index]
-        if first is not None and tuple(first.shape) == (cout, cin, k, k):
+        conv = spec.convs[0]  # every trunk starts with a conv
+        if conv is not None and first is not None and tuple(first.shape) == (conv[1], conv[0], conv[2], conv[2]):  # [cout, cin, k, k]
             return name
     shape = tuple(first.shape) if first is not None else None
     raise ModelFileError(
@@ -271,7 +275,8 @@ def _check(model: LPIPS, state: dict[str, Tensor], prefix: str, source: dict[str
     wrong = [f"{k} {list(state[k].shape)} (expected {list(v.shape)})" for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or wrong:
         path, key = source["path"], source["key"]
-        problems = (f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}" if missing else "") + ("; " if missing and wrong else "") + (f"wrong shape {', '.join(wrong[:3])}" if wrong else "")
+        problems = "; ".join(([f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"] if missing else [])
+                             + ([f"wrong shape {', '.join(wrong[:3])}"] if wrong else []))
         raise ModelFileError(f"{path} (config key '{key}') does not fit LPIPS-{model.net}: {problems}; {source['hint']}")
 
 

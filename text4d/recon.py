@@ -134,7 +134,8 @@ def build_recon_stage(cfg: ReconConfig, device: torch.device | str = "cpu", scen
     centre, half_size = scene_box(cfg, scene.train)
     stage_cfg = resolved_stage_config(cfg, scene.train, centre, half_size)
     init = initial_gaussians(cfg, scene.train, centre, half_size, torch.Generator().manual_seed(cfg.seed))
-    log.info("scene cube: centre %s, half size %.3f; %d training, %d test images", [round(v, 3) for v in centre.tolist()], half_size, len(scene.train), len(scene.test) if scene.test is not None else 0)
+    log.info("scene cube: centre %s, half size %.3f; %d training, %d test images", [round(v, 3) for v in centre.tolist()], half_size, len(scene.train),
+             len(scene.test) if scene.test is not None else 0)
     return DynamicStage(stage_cfg, scene.train, novel=None, init=init, test=scene.test, device=device, lpips=lpips)
 
 

@@ -117,6 +117,7 @@ class SessionStats:
     snapshots: int
     exports_running: int
     steps_left: int
+    export_progress: dict[str, tuple[int, int]] = field(default_factory=dict)  # running export -> (done, total) as its writer reports it
 
     @property
     def training(self) -> bool:
@@ -295,6 +296,7 @@ class Session:
         self._losses: dict[str, float] = {}
         self._metrics: dict[str, float] = {}
         self._exports: list[threading.Thread] = []
+        self._export_progress: dict[str, tuple[int, int]] = {}
         self._last_autosave = (time.monotonic(), stage.iteration)
         self._save_after_command: str | None = None  # a checkpoint a command asked for, written once its edit is logged
         self.edit_history = edit_history or EditHistory()
@@ -893,8 +895,12 @@ class Session:
         return len(source), f"{direction}: {len(stage.keyframes())} keyframe(s), {self.frame_count} frames{' (' + stage.retiming.describe() + ')' if stage.retiming.ops else ''}"
 
     def _export_worker(self, kind: str, frozen: Stage, it: int, state_id: str, future: Future) -> None:
+        def progress(done: int, total: int) -> None:  # frames written, for the studios' export status
+            self._export_progress[kind] = (done, total)
+            self._publish()
+
         try:
-            path = self.exporters[kind](frozen, self.run.exports_dir, it)
+            path = self.exporters[kind](frozen, self.run.exports_dir, it, progress)
             self.run.record_export(kind, it, path, state_id)
         except Exception as e:  # an export failing (disk full, codec missing) must not stop training
             error = user_error(e)
@@ -908,6 +914,7 @@ class Session:
             self._emit("exported", f"exported {kind}: {path}", level="success", data={"kind": kind, "path": str(path)})
             future.set_result(path)
         finally:
+            self._export_progress.pop(kind, None)  # before the count drops: no stats show a finished export's progress
             self._exports.remove(threading.current_thread())
             self._publish()
 
@@ -966,6 +973,7 @@ class Session:
             snapshots=len(self._snapshots),
             exports_running=len(self._exports),
             steps_left=self._steps_left,
+            export_progress=dict(self._export_progress),
         )
 
     def _publish(self) -> None:

@@ -191,6 +191,8 @@ def _checked(op: dict, frames: int) -> dict:
         return {"op": kind, "frame": whole("frame", 0, frames - 1), "count": whole("count", 1, 100_000)}
     points = op.get("points")
     try:
+        if not isinstance(points, (list, tuple)):
+            raise TypeError(points)
         pts = [(float(x), float(y)) for x, y in points]
     except (TypeError, ValueError):
         raise ValueError(f"retime curve: points must be [x, y] pairs, got {points!r}") from None

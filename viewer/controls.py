@@ -6,7 +6,7 @@ Front-end agnostic on purpose: the desktop studio must not need viser installed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from viewer.render_worker import RenderMode
@@ -51,6 +51,9 @@ def count_axis(name: str, peak: float) -> tuple[float, str]:
 # What each export button says (one per format the session offers, in this order; see text4d.export.FORMATS).
 EXPORT_LABELS = {
     "ply-seq": ".ply sequence",
+    "spz-seq": ".spz sequence",
+    "gltf-splat": "glTF splats",
+    "web": "web player",
     "mp4": "orbit .mp4",
     "gif": "orbit .gif",
     "viser": "viser scene",
@@ -58,6 +61,11 @@ EXPORT_LABELS = {
     "glb": "animated .glb",
     "test-video": "test video",
 }
+
+
+def export_status(kind: str, progress: Mapping[str, tuple[int, int]]) -> str:
+    """A running export as the studios show it: "spz-seq 3/14" once its writer reports frames written, else its name."""
+    return f"{kind} {progress[kind][0]}/{progress[kind][1]}" if kind in progress else kind
 
 
 def export_buttons(offered: Iterable[str]) -> list[tuple[str, str]]:

@@ -60,6 +60,7 @@ from viewer.controls import (
     count_axis,
     edit_group,
     export_buttons,
+    export_status,
     format_value,
 )
 from viewer.display import require_display
@@ -584,7 +585,8 @@ class DesktopApp:
             dpg.add_text(text, parent="t4d.export_results", wrap=SIDE_WIDTH - 30, color=LEVEL_COLORS["error" if error else "success"])
         dpg.configure_item("t4d.export_busy", show=bool(running))
         if running:
-            dpg.set_value("t4d.export_status", "exporting " + ", ".join(f"{j.kind} ({now - j.started:.0f} s)" for j in running))
+            done = self.session.stats().export_progress
+            dpg.set_value("t4d.export_status", "exporting " + ", ".join(f"{export_status(j.kind, done)} ({now - j.started:.0f} s)" for j in running))
 
     def _update_status(self, s: SessionStats) -> None:
         psnr = s.metrics.get("test_psnr")

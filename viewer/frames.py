@@ -83,6 +83,7 @@ class FrameRenderer:
         if request.mode == "alpha":
             image = out.alpha[0].expand(-1, -1, 3)
         elif request.mode == "depth":
+            assert out.depth is not None  # stages render with depth
             image = colorize_depth(out.depth[0], out.alpha[0])
         else:
             image = out.rgb[0]
@@ -146,7 +147,8 @@ def draw_label(image: np.ndarray, text: str, box: tuple[int, int, int, int]) -> 
     """
     x, y, w, h = box
     font = ImageFont.load_default(size=max(10, h // 18))
-    ascent, descent = font.getmetrics()  # the line's height, not the text's: every tag is as tall
+    # The line's height, not the text's: every tag is as tall (Pillow without FreeType has only a bitmap font, without metrics).
+    ascent, descent = font.getmetrics() if isinstance(font, ImageFont.FreeTypeFont) else (font.getbbox("Ag")[3], 0)
     x0, _, x1, _ = font.getbbox(text)
     pad = max(2, (ascent + descent) // 4)
     tag_w, tag_h = x1 - x0 + 2 * pad, ascent + descent + pad

@@ -103,7 +103,7 @@ class RenderWorker:
         render: Callable[[ViewRequest, int, int], np.ndarray],
         send: Callable[[np.ndarray, int], None],
         cfg: WorkerConfig | None = None,
-        on_error: Callable[[str], None] | None = None,
+        on_error: Callable[[str], object] | None = None,
         name: str = "text4d-render",
     ):
         self._render = render
@@ -137,13 +137,13 @@ class RenderWorker:
     def _next(self, last: ViewRequest | None) -> ViewRequest | None:
         """The next request; after an interactive frame, a still re-render once things settle."""
         with self._cv:
-            wait_still = last is not None and last.reason in INTERACTIVE
+            interactive = last if last is not None and last.reason in INTERACTIVE else None  # a still re-render follows it
             deadline = time.monotonic() + self.cfg.still_delay
             while self._pending is None and not self._stopped:
-                if wait_still:
+                if interactive is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        return replace(last, reason="still", submitted=time.perf_counter())
+                        return replace(interactive, reason="still", submitted=time.perf_counter())
                     self._cv.wait(remaining)
                 else:
                     self._cv.wait()

@@ -21,16 +21,20 @@ two tabs can look at different times and angles.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import typing
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import viser
 import viser.transforms as vtf
+from viser import uplot
 
 from text4d.formatting import format_rate
 from text4d.render.camera import FIRST_VIEW, orbit_position, viewing_distance
@@ -45,6 +49,7 @@ from viewer.controls import (
     count_axis,
     edit_group,
     export_buttons,
+    export_status,
     format_value,
 )
 from viewer.frames import FrameRenderer
@@ -58,6 +63,7 @@ from viewer.render_worker import (
 log = logging.getLogger(__name__)
 
 NOTIFY_KINDS = {"refused", "nan", "error", "export_started", "exported", "export_failed"}
+_LEVEL_COLORS: dict[str, Literal["red", "yellow", "green", "blue"]] = {"error": "red", "warning": "yellow", "success": "green"}
 
 
 @dataclass
@@ -167,11 +173,11 @@ class ViewerApp:
             self.snapshot_btn = gui.add_button("Snapshot", icon=viser.Icon.CAMERA, hint="keep a copy of the parameters in memory")
             self.rollback_btn = gui.add_button("Roll back", icon=viser.Icon.ARROW_BACK_UP, hint="restore the latest snapshot")
         # Callbacks only queue commands; refusals reach every tab through the session's events.
-        self.pause_btn.on_click(lambda _: self.session.pause())
-        self.resume_btn.on_click(lambda _: self.session.resume())
-        self.step_btn.on_click(lambda _: self.session.step(self.step_count.value))
-        self.snapshot_btn.on_click(lambda _: self.session.snapshot())
-        self.rollback_btn.on_click(lambda _: self.session.rollback())
+        _on_click(self.pause_btn, self.session.pause)
+        _on_click(self.resume_btn, self.session.resume)
+        _on_click(self.step_btn, lambda: self.session.step(self.step_count.value))
+        _on_click(self.snapshot_btn, self.session.snapshot)
+        _on_click(self.rollback_btn, self.session.rollback)
 
         self.plot_folder = gui.add_folder("Loss curves", order=11)
         self._build_edit_panels(gui)
@@ -187,12 +193,12 @@ class ViewerApp:
         for handle in (self.crop_min, self.crop_max, self.crop_show):
             handle.on_update(lambda _: self._update_crop_box())
         self.crop_btn.on_click(self._on_crop)
-        self.prune_btn.on_click(lambda _: self.session.prune_opacity(self.prune_thr.value))
+        _on_click(self.prune_btn, lambda: self.session.prune_opacity(self.prune_thr.value))
 
         with gui.add_folder("Export", order=40):
             self.export_btns = {kind: gui.add_button(label, icon=viser.Icon.DOWNLOAD) for kind, label in export_buttons(self.session.exporters)}
         for kind, button in self.export_btns.items():
-            button.on_click(lambda _, kind=kind: self.session.export(kind))
+            _on_click(button, functools.partial(self.session.export, kind))
 
     def _build_edit_panels(self, gui: viser.GuiApi) -> None:
         groups: dict[str, list[Setting]] = {}
@@ -200,7 +206,7 @@ class ViewerApp:
             if not setting.key.startswith(STRUCTURAL_KEYS):
                 groups.setdefault(edit_group(setting.key), []).append(setting)
         order = {"Loss weights": 20, "Learning rates": 21, "Densification": 22, "Training settings": 23}
-        for name in sorted(groups, key=order.get):
+        for name in sorted(groups, key=order.__getitem__):
             with gui.add_folder(name, order=order[name], expand_by_default=name == "Loss weights"):
                 for setting in groups[name]:
                     self._edit_widgets[setting.key] = self._edit_widget(gui, setting)
@@ -209,15 +215,21 @@ class ViewerApp:
         key, kind, value = setting.key, setting.type, setting.value
         bounds = " ".join(f"{name} {limit}" for name, limit in (("min", setting.min), ("max", setting.max)) if limit is not None)
         hint = " · ".join(x for x in (setting.help, bounds) if x) or None
+        handle: viser.GuiCheckboxHandle | viser.GuiDropdownHandle[str] | viser.GuiTextHandle
+        apply: Callable[[str, Any], None] = self._set
         if kind is bool:
             handle = gui.add_checkbox(key, bool(value), hint=hint)
-            handle.on_update(lambda e, key=key: e.client is not None and self._set(key, e.target.value))
         elif typing.get_origin(kind) is typing.Literal:
             handle = gui.add_dropdown(key, [str(c) for c in typing.get_args(kind)], initial_value=str(value), hint=hint)
-            handle.on_update(lambda e, key=key: e.client is not None and self._set(key, e.target.value))
         else:  # numbers as text: anything typed reaches the validator and is refused visibly, never clamped
             handle = gui.add_text(key, format_value(value), hint=hint)
-            handle.on_update(lambda e, key=key: e.client is not None and self._debounced_set(key, e.target.value))
+            apply = self._debounced_set
+
+        def on_update(event: viser.GuiEvent) -> None:
+            if event.client is not None:  # a user's edit, not a value synced from the session
+                apply(key, event.target.value)
+
+        handle.on_update(on_update)
         return handle
 
     # -- config edits ------------------------------------------------------------------
@@ -234,7 +246,12 @@ class ViewerApp:
 
     def _set(self, key: str, value: Any) -> None:
         future = self.session.set(key, value)  # a refusal shows as a toast via the session's event
-        future.add_done_callback(lambda fut: fut.exception() is not None and self._sync_widget(key))
+
+        def sync_if_refused(done: Future) -> None:
+            if done.exception() is not None:
+                self._sync_widget(key)
+
+        future.add_done_callback(sync_if_refused)
 
     def _sync_widget(self, key: str) -> None:
         """Show the session's value in a widget (after a refusal, or an edit from another front end)."""
@@ -248,9 +265,9 @@ class ViewerApp:
                     return  # same number, typed differently: leave the user's text alone
             except ValueError:
                 pass
-            handle.value = format_value(value)
+            handle.value = format_value(value)  # type: ignore[misc]  # viser defines the setter apart from the getter: mypy takes it as read-only
         else:
-            handle.value = str(value) if isinstance(handle.value, str) else value
+            handle.value = str(value) if isinstance(handle.value, str) else value  # type: ignore[misc]  # viser defines the setter apart from the getter: mypy takes it as read-only
 
     def _on_crop(self, event: Any) -> None:
         view = self.views.get(event.client_id)
@@ -273,7 +290,7 @@ class ViewerApp:
         """A toast in every open tab."""
         if self.server is None:
             return
-        color = {"error": "red", "warning": "yellow", "success": "green"}.get(level, "blue")
+        color = _LEVEL_COLORS.get(level, "blue")
         for client in self.server.get_clients().values():
             client.add_notification(title, body, auto_close_seconds=None if level == "error" else 6.0, color=color)
 
@@ -294,7 +311,8 @@ class ViewerApp:
             if client.client_id in self.views:  # a tab that just closed gets no more frames
                 client.scene.set_background_image(image, format="jpeg", jpeg_quality=quality)
 
-        worker = RenderWorker(self.frames, send, self.worker_cfg, on_error=lambda m: client.add_notification("Render failed", m, color="red"), name=f"text4d-render-{client.client_id}")
+        worker = RenderWorker(self.frames, send, self.worker_cfg, on_error=lambda m: client.add_notification("Render failed", m, color="red"),
+                              name=f"text4d-render-{client.client_id}")
         view = ClientView(client, worker, frame, play, fps, mode, resolution, caption)
         with self._views_lock:
             self.views[client.client_id] = view
@@ -374,7 +392,7 @@ class ViewerApp:
             start, first = view.play_origin
             frame = (first + int((now - start) * float(view.fps.value))) % self.num_frames
             if frame != view.frame.value:
-                view.frame.value = frame  # programmatic: its callback queues a "play" frame
+                view.frame.value = frame  # type: ignore[misc]  # (viser's setter, as above) programmatic: its callback queues a "play" frame
                 return
         if iteration != view.last_iteration and now - view.last_update >= 1.0 / self.cfg.train_update_fps:
             view.last_iteration, view.last_update = iteration, now
@@ -390,13 +408,14 @@ class ViewerApp:
             f"loss {s.losses['loss']:.4g}" if "loss" in s.losses else "loss —",
         ]
         if s.exports_running:
-            lines.append(f"exporting ({s.exports_running}) ...")
+            reported = ", ".join(export_status(kind, s.export_progress) for kind in s.export_progress)
+            lines.append(f"exporting ({s.exports_running}){': ' + reported if reported else ''} ...")
         status = self.session.status_line()  # e.g. "generating driving video: step 3/25"
         if status:
             lines.insert(1, status)
         lines += [f"*{note}*" for note in self.session.notes]
         self.stats_md.content = "  \n".join(lines)
-        self.progress.value = 100.0 * min(1.0, s.iteration / max(s.iters, 1))
+        self.progress.value = 100.0 * min(1.0, s.iteration / max(s.iters, 1))  # type: ignore[misc]  # (viser's setter, as above)
         self.pause_btn.disabled = not s.training  # pausing also cancels queued steps
         self.resume_btn.disabled = s.state == "running"
         self.step_btn.disabled = s.state == "running"
@@ -440,7 +459,8 @@ class ViewerApp:
             return
         if handle is not None:
             handle.remove()
-        series = ({"label": "iteration"}, *({"label": k, "stroke": PALETTE[i % len(PALETTE)], "width": 1.5} for i, k in enumerate(keys)))
+        curves: list[uplot.Series] = [{"label": k, "stroke": PALETTE[i % len(PALETTE)], "width": 1.5} for i, k in enumerate(keys)]
+        series: tuple[uplot.Series, ...] = ({"label": "iteration"}, *curves)
         assert self.server is not None
         with self.plot_folder:
             self._plots[name] = self.server.gui.add_uplot(data, series, title=title, scales={"x": {"time": False}, "y": {"auto": True}}, aspect=1.6, order=len(self._plots))
@@ -448,6 +468,15 @@ class ViewerApp:
     def _default_radius(self) -> float:
         gt = self.session.ground_truth()
         return viewing_distance(gt.cameras if gt is not None else None)
+
+
+def _on_click(button: viser.GuiButtonHandle, action: Callable[[], object]) -> None:
+    """Run ``action`` on every click; what it returns (a command's future) is not waited for."""
+
+    def on_click(_: viser.GuiEvent) -> None:
+        action()
+
+    button.on_click(on_click)
 
 
 _TITLES = {

@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -86,7 +88,7 @@ class OurGuidance:
 
     def __init__(self, frames: int):
         self.num_references = frames
-        self.calls = []
+        self.calls: list[dict[str, Any]] = []
 
     def loss(self, images, frames, d_el, d_az, d_r, progress, ref_elevation=0.0):
         self.calls.append({"n": images.shape[0], "size": images.shape[-1], "d_el": d_el.tolist(), "d_az": d_az.tolist(),
@@ -143,14 +145,16 @@ def _reference(dg4d: Path, device: torch.device) -> dict:
         gui.input_mask_list = [alpha[i].numpy() for i in range(FRAMES)]
         gui.guidance_zero123 = RefGuidance()
         gui.prepare_train()
-        out = {"sizes": [], "bg": [], "ref_bg": [], "n_novel": [], "progress": [], "vers": [], "hors": [], "radii": [], "grads": {}}
+        out: dict[str, Any] = {"sizes": [], "bg": [], "ref_bg": [], "n_novel": [], "progress": [], "vers": [], "hors": [], "radii": [], "grads": {}}
         for step in range(1, ITERS + 1):
             RecordingRenderer.calls = []
             gui.train_step()
             calls = RecordingRenderer.calls
             refs, novel = calls[:FRAMES], calls[FRAMES:]
             g = gui.guidance_zero123.calls[-1]
-            out["sizes"].append(novel[0]["width"]), out["n_novel"].append(g["n"]), out["progress"].append(g["step_ratio"])
+            out["sizes"].append(novel[0]["width"])
+            out["n_novel"].append(g["n"])
+            out["progress"].append(g["step_ratio"])
             out["vers"] += g["vers"]
             out["hors"] += g["hors"]
             out["radii"] += g["radii"]
@@ -185,6 +189,13 @@ def grad_stats(g: torch.Tensor) -> torch.Tensor:
     return torch.stack([g.sum(1), g.abs().sum(1)], 1)
 
 
+class _InOrder(dynamic_module.DynamicStage):
+    """Our stage taking its frames in order, as main_4d's loop does (the batch holds every frame)."""
+
+    def _batch(self) -> torch.Tensor:
+        return super()._batch().sort().values
+
+
 class OurRun:
     """Our ``DynamicStage`` on the same inputs, with a recording renderer in place of the rasteriser."""
 
@@ -194,11 +205,10 @@ class OurRun:
         rgb, alpha = inputs(cfg.ref_size)
         views = frames_to_views(rgb, alpha, cfg.radius, cfg.fovy, cfg.elevation)
         self.guidance = OurGuidance(FRAMES)
-        novel = Zero123Views(self.guidance, views.times, n_views=lambda: self.dyn.n_views, sampling=cfg.views)
+        # The linear stand-in for Zero123Guidance: its loss and reference count are all a run uses.
+        novel = Zero123Views(self.guidance, views.times, n_views=lambda: self.dyn.n_views, sampling=cfg.views)  # type: ignore[arg-type]
         init = GaussianModel.random_ball(50, 0.5, 0, torch.Generator().manual_seed(0))
-        self.stage = dynamic_module.DynamicStage(self.dyn, views, novel=novel, init=init, device=device)
-        ordered = self.stage._batch
-        self.stage._batch = lambda: ordered().sort().values  # frames in order, as main_4d's loop (the batch holds every frame)
+        self.stage = _InOrder(self.dyn, views, novel=novel, init=init, device=device)
         self.device = device
         self.ref_size = cfg.ref_size
         self.sizes: list[int] = []
@@ -220,17 +230,20 @@ class OurRun:
     def step(self) -> dict:
         """One stage step: what it rendered, gave the SDS term, and the gradients on its renders."""
         stage = self.stage
-        self.leaves.clear(), self.bgs.clear(), self.sizes.clear()
-        step_opt = stage.optimizer.step
-        stage.optimizer.step = lambda *a, **k: (self.lrs.append({g["name"]: g["lr"] for g in stage.optimizer.param_groups}), step_opt(*a, **k))[1]
-        saved = dynamic_module.render
-        dynamic_module.render = self._render
-        try:
+        self.leaves.clear()
+        self.bgs.clear()
+        self.sizes.clear()
+        optimizer = stage.optimizer
+        adam_step = optimizer.step
+
+        def recording_step(*args: Any, **kwargs: Any) -> Any:
+            self.lrs.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+            return adam_step(*args, **kwargs)
+
+        with mock.patch.object(optimizer, "step", recording_step), mock.patch.object(dynamic_module, "render", self._render):
             stage.step()
-        finally:
-            dynamic_module.render = saved
-            stage.optimizer.step = step_opt
         first, last = self.leaves[0], self.leaves[-1]
+        assert first.rgb.grad is not None and first.alpha.grad is not None and last.rgb.grad is not None
         return {"call": self.guidance.calls[-1], "size": self.sizes[-1], "bg": self.bgs[-1], "ref_bg": self.bgs[0],
                 "grads": {"rgb": first.rgb.grad[:, 0].permute(0, 3, 1, 2).cpu(), "alpha": first.alpha.grad[:, 0].permute(0, 3, 1, 2).cpu(),
                           "novel": last.rgb.grad[:, -VIEWS:].permute(0, 1, 4, 2, 3).cpu()}}  # novel: [F, V, 3, H, W]
@@ -238,15 +251,18 @@ class OurRun:
 
 def _ours(device: torch.device) -> dict:
     run = OurRun(device)
-    out = {"sizes": [], "bg": [], "ref_bg": [], "n_novel": [], "progress": [], "vers": [], "hors": [], "radii": [], "grads": {}}
+    out: dict[str, Any] = {"sizes": [], "bg": [], "ref_bg": [], "n_novel": [], "progress": [], "vers": [], "hors": [], "radii": [], "grads": {}}
     for step in range(1, ITERS + 1):
         r = run.step()
         g = r["call"]
-        out["sizes"].append(r["size"]), out["n_novel"].append(g["n"]), out["progress"].append(g["progress"])
+        out["sizes"].append(r["size"])
+        out["n_novel"].append(g["n"])
+        out["progress"].append(g["progress"])
         out["vers"] += [-v for v in g["d_el"]]  # in DreamGaussian's sign
         out["hors"] += g["d_az"]
         out["radii"] += g["d_r"]
-        out["bg"].append(r["bg"]), out["ref_bg"].append(r["ref_bg"])
+        out["bg"].append(r["bg"])
+        out["ref_bg"].append(r["ref_bg"])
         if step in CHECK_STEPS:
             out["grads"][step] = r["grads"]
     out["lr_means"] = [lr["means"] for lr in run.lrs]

@@ -33,6 +33,7 @@ def copy_weights(grids: nn.ModuleList, trunk: list[nn.Linear], heads: list[list[
     space, time = [(0, 1), (0, 2), (1, 2)], [(0, 3), (1, 3), (2, 3)]
     with torch.no_grad():
         for s, planes in enumerate(grids):
+            assert isinstance(planes, nn.ParameterList)  # one scale's six planes
             for k, pair in enumerate(space):
                 ours.space_planes[s][k].copy_(planes[_PAIRS.index(pair)][0].flip(-1, -2))  # both axes are space
             for k, pair in enumerate(time):
@@ -43,6 +44,7 @@ def copy_weights(grids: nn.ModuleList, trunk: list[nn.Linear], heads: list[list[
             b.bias.copy_(a.bias)
         w = ours.cfg.width
         hidden, out = ours.heads_hidden[1], ours.heads_out
+        assert isinstance(hidden, nn.Linear)  # the heads' hidden layers side by side
         out.weight.zero_()
         start = 0
         for h, (mid, last) in enumerate(heads):
@@ -131,18 +133,18 @@ def _dg4d_case(report, dg4d, args, config, device, fixtures, n: int = 300, T: in
     copy_weights(net.grid.grids, trunk, heads, ours)
     xyz, scales, rots, opac = (x.to(device) for x in _gaussians(n, 2))
     with torch.no_grad():
-        got, want = [], []
+        got_frames, want_frames = [], []
         for i in range(T):
             time = torch.full((n, 1), ((i / T) - 0.5) * 2, device=device)  # gs_renderer_4d.prepare_render
             dx, ds, dr, do = ref(xyz, scales, rots, opac, time)
             d = ours(xyz, torch.tensor([i / T], device=device))
-            want.append(torch.cat([xyz + dx, scales + ds, rots + dr, opac], -1))  # gaussian_model_4d.get_deformed_everything
-            got.append(torch.cat([xyz + d.position[0], scales + d.log_scale[0], rots + d.rotation[0], opac], -1))
-        got, want = torch.stack(got), torch.stack(want)
+            want_frames.append(torch.cat([xyz + dx, scales + ds, rots + dr, opac], -1))  # gaussian_model_4d.get_deformed_everything
+            got_frames.append(torch.cat([xyz + d.position[0], scales + d.log_scale[0], rots + d.rotation[0], opac], -1))
+        got, want = torch.stack(got_frames), torch.stack(want_frames)
     tol = dict(atol=1e-6, rtol=3e-5)  # fp32; the plane products and sums run in another order
     report.compare(row, "HexPlane features (planes copied, mirrored)", ours.features(xyz, torch.tensor([3 / T], device=device))[0],
                    net.grid(xyz, torch.full((n, 1), (3 / T - 0.5) * 2, device=device)), **tol)
-    for k, (name, sl) in enumerate((("positions", slice(0, 3)), ("log-scales", slice(3, 6)), ("rotations", slice(6, 10)), ("opacity logits (no_do: unchanged)", slice(10, 11)))):
+    for name, sl in (("positions", slice(0, 3)), ("log-scales", slice(3, 6)), ("rotations", slice(6, 10)), ("opacity logits (no_do: unchanged)", slice(10, 11))):
         report.compare(row, f"deformed {name}, {T} frames x {n} Gaussians", got[..., sl], want[..., sl], **tol)
     if fixtures is not None:
         fixtures[f"{ROW}/xyz"], fixtures[f"{ROW}/scales"], fixtures[f"{ROW}/rots"], fixtures[f"{ROW}/opacity"] = (x.cpu() for x in (xyz, scales, rots, opac))

@@ -58,19 +58,20 @@ def run(report: Report, root: Path, work: Path, tiny: bool, device: torch.device
         save_t2v(harness_t2v(tiny, device), folder)
     ours = load_t2v(folder, device=device).unet.eval()  # the user's path: a zeroscope_v2_576w-layout folder
     ref = RefUNet.from_pretrained(str(folder / "unet")).to(device).eval()
-    tol = dict(atol=1e-6, rtol=1e-5) if tiny else dict(atol=1e-5, rtol=1e-4)
+    atol, rtol = (1e-6, 1e-5) if tiny else (1e-5, 1e-4)
     report.compare(ROW, "UNet3D parameter names (MotionDirector's fork vs diffusers')", [sorted(ours.state_dict()) == sorted(ref.state_dict())], [True], atol=0, rtol=0)
     g = torch.Generator().manual_seed(1)
     cfg = ours.config
     side = 8 if tiny else 40
     x = torch.randn(1, 4, 4, side, side, generator=g).to(device)
-    text = torch.randn(1, 77, cfg.cross_attention_dim, generator=g).to(device)
+    text = torch.randn(1, 77, cfg["cross_attention_dim"], generator=g).to(device)
     t = torch.tensor([417], device=device)
     with torch.no_grad():
-        report.compare(ROW, "UNet3D output, same weights and input", ours(x, t, text).sample, ref(x, t, text).sample, **tol)
+        report.compare(ROW, "UNet3D output, same weights and input", ours(x, t, text).sample, ref(x, t, text).sample, atol=atol, rtol=rtol)
 
     rank = 16
-    for path, modules in (("spatial", ["Transformer2DModel"]), ("temporal", ["TransformerTemporalModel"])):
+    paths: tuple[tuple[ours_lora.Path_, list[str]], ...] = (("spatial", ["Transformer2DModel"]), ("temporal", ["TransformerTemporalModel"]))
+    for path, modules in paths:
         handler = LoraHandler(use_unet_lora=True, unet_replace_modules=modules)
         torch.manual_seed(2)
         params, _ = handler.add_lora_to_model(True, ref, modules, 0.0, "", r=rank)
@@ -85,10 +86,10 @@ def run(report: Report, root: Path, work: Path, tiny: bool, device: torch.device
         ranks_ours = [lora.layers[path][n].r[adapter] for n in mine]
         report.compare(ROW, f"{path} LoRA: rank per adapted linear (clipped to the layer's width)", ranks_ours, ranks_ref, atol=0, rtol=0)
         down_ref = torch.cat([injected[n].lora_down.weight.flatten() for n in names])
-        down_ours = torch.cat([lora.layers[path][n].lora_A[adapter].weight.flatten() for n in mine])
+        down_ours = torch.cat([ours_lora.adapter_weights(lora.layers[path][n], adapter)[0].flatten() for n in mine])
         report.compare(ROW, f"{path} LoRA: initial lora_down std x rank (N(0, 1/r) there)", [down_ours.std().item() * rank], [down_ref.std().item() * rank],
                        atol=0.05, rtol=0, note="distribution, not values: both draw from their own RNG")
-        up_ours = torch.cat([lora.layers[path][n].lora_B[adapter].weight.flatten() for n in mine])
+        up_ours = torch.cat([ours_lora.adapter_weights(lora.layers[path][n], adapter)[1].flatten() for n in mine])
         report.compare(ROW, f"{path} LoRA: initial lora_up (zero)", up_ours.abs().max(), torch.zeros(()), atol=0, rtol=0)
 
         # A trained-looking adapter, saved in the released format and loaded by ours.
@@ -101,10 +102,12 @@ def run(report: Report, root: Path, work: Path, tiny: bool, device: torch.device
         released = ours_lora.read_adapter(ckpt, path, ours)
         report.compare(ROW, f"{path} LoRA: released checkpoint file found and read by ours", [released is not None], [True], atol=0, rtol=0,
                        note=", ".join(str(f.relative_to(ckpt)) for f in sorted((ckpt / path / "lora").glob("*"))))
+        assert released is not None  # (reported just above)
         lora.load_state(path, released.tensors, released.source)
         lora.activate(spatial=0 if path == "spatial" else None, temporal=path == "temporal")
         with torch.no_grad():
-            report.compare(ROW, f"UNet3D output with the {path} adapter (released .pt loaded by ours)", ours(x, t, text).sample, ref(x, t, text).sample, **tol)
+            report.compare(ROW, f"UNet3D output with the {path} adapter (released .pt loaded by ours)", ours(x, t, text).sample, ref(x, t, text).sample,
+                           atol=atol, rtol=rtol)
         lora.activate(spatial=None, temporal=False)
         ours_lora.remove_adapters(ours)
         _restore_linears(ref)
@@ -130,8 +133,8 @@ def _inversion(report: Report, t2v_root: Path, device: torch.device, tiny: bool,
     with torch.no_grad():
         ref = ddim_utils.ddim_inversion(pipe, sched, video_latent=latents, num_inv_steps=50, prompt="")[-1]
         ours = ddim_invert(models, latents, num_steps=50)
-    tol = dict(atol=1e-5, rtol=1e-5) if tiny else dict(atol=1e-4, rtol=1e-4)
-    report.compare(ROW, "DDIM inversion (50 steps, empty prompt) of the same latents", ours, ref, **tol)
+    tol = 1e-5 if tiny else 1e-4
+    report.compare(ROW, "DDIM inversion (50 steps, empty prompt) of the same latents", ours, ref, atol=tol, rtol=tol)
     if tiny:  # the CI fixture: 10 steps of 2 frames (the same loop; CI time)
         small = latents[:, :, :2]
         sched.set_timesteps(10)
@@ -143,13 +146,14 @@ def harness_t2v(tiny: bool, device: torch.device | str = "cpu"):
     """The row's random text-to-video model: ZeroScope's (full), or tiny with a UNet3D whose widths are
     multiples of 32 (MotionDirector's fork builds ``transformer_in`` with 32 norm groups whatever
     ``norm_num_groups`` says)."""
-    from diffusers import UNet3DConditionModel
+    from diffusers.models.unets.unet_3d_condition import UNet3DConditionModel
 
     models = build_t2v(tiny=tiny, device=device, seed=0)
     if tiny:
         torch.manual_seed(0)
-        models.unet = UNet3DConditionModel(**{**unet3d_config(True), "block_out_channels": (32, 64), "norm_num_groups": 32,
-                                              "attention_head_dim": 8}).to(device)
+        models.unet = UNet3DConditionModel(**{**unet3d_config(True), "block_out_channels": (32, 64), "norm_num_groups": 32, "attention_head_dim": 8})
+        unet: torch.nn.Module = models.unet  # moved as a Module (diffusers wraps .to in functools.wraps, opaque to type checkers)
+        unet.to(device)
         models.freeze()
     return models
 

@@ -10,6 +10,7 @@ import contextlib
 import importlib.machinery
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -95,10 +96,12 @@ def pil_clip_processor(folder: str | Path):
     """The PIL ``CLIPImageProcessor`` the originals ran with (transformers 4.x); transformers 5 picks a
     torchvision backend for ``CLIPImageProcessor`` when torchvision is installed, which resizes differently."""
     try:
-        from transformers import CLIPImageProcessorPil as Processor
+        from transformers import CLIPImageProcessorPil
     except ImportError:  # transformers 4.x: CLIPImageProcessor is the PIL one
-        from transformers import CLIPImageProcessor as Processor
-    return Processor.from_pretrained(str(folder))
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor.from_pretrained(str(folder))
+    return CLIPImageProcessorPil.from_pretrained(str(folder))
 
 
 def install_dreamgaussian4d_shims() -> None:
@@ -131,7 +134,7 @@ class RecordingRenderer:
     attributes, since ``main_4d`` builds the renderer itself).
     """
 
-    make = None
+    make: Callable[..., tuple[Any, Any]] | None = None
     calls: list[dict[str, Any]] = []
 
     def __init__(self, opt, sh_degree=0, **_):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -108,7 +108,8 @@ def run(report: Report, dg4d: Path, work: Path, tiny: bool, device: torch.device
     on_path(dg4d)
     install_scipy_rotation_shim()
     _cameras(report)
-    for variant, name in (("stable", "stable-zero123-diffusers"), ("zero123", "zero123-xl-diffusers")):
+    variants: tuple[tuple[Literal["zero123", "stable"], str], ...] = (("stable", "stable-zero123-diffusers"), ("zero123", "zero123-xl-diffusers"))
+    for variant, name in variants:
         row = f"{ROW}/{name.split('-diffusers')[0]}"
         folder = work / "models" / name
         if not (folder / "model_index.json").is_file():

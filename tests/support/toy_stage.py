@@ -12,6 +12,7 @@ on the built-in sample at a few dozen pixels, for the integration tests.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch import Tensor
 from text4d.io.ply import PlyGaussians
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput
-from text4d.stages.base import Stage
+from text4d.stages.base import Stage, total_loss
 from text4d.timing import frame_times
 from text4d.views import Views
 
@@ -50,7 +51,7 @@ def _blobs(n: int, seed: int) -> dict[str, Tensor]:
     }
 
 
-def splat(p: dict[str, Tensor], cameras: Cameras, t: float | Tensor, radius: float, bg: Tensor) -> RenderOutput:
+def splat(p: Mapping[str, Tensor], cameras: Cameras, t: float | Tensor, radius: float, bg: Tensor) -> RenderOutput:
     """Render blobs ``p`` at time ``t`` from ``cameras`` (batch [C]) -> [C, H, W, *]."""
     cams = cameras.reshape(-1)
     means = p["means"] + p["velocity"] * torch.as_tensor(t, dtype=torch.float32)
@@ -92,7 +93,7 @@ class ToyStage(Stage):
         self._targets: tuple[int, Tensor, Tensor] | None = None
 
     @property
-    def iters(self) -> int:  # type: ignore[override]
+    def iters(self) -> int:
         return self.cfg.iters
 
     def _init_params(self, raw: dict[str, Tensor]) -> None:
@@ -121,7 +122,7 @@ class ToyStage(Stage):
             "alpha": cfg.lambda_alpha * (alpha - target_alpha).square().mean(),
             "reg": cfg.lambda_reg * self.params["velocity"].square().mean(),
         }
-        loss = sum(terms.values())
+        loss = total_loss(terms)
         if self.nan_at == self.iteration + 1:
             loss = loss * float("nan")
         for group in self.optimizer.param_groups:

@@ -24,11 +24,13 @@ import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 _Key = tuple
+Out = TypeVar("Out", Tensor, tuple[Tensor, ...])  # what a pass returns: a loss, or a tuple of tensors
 
 
 class _Entry:
@@ -128,7 +130,7 @@ class StepGraphs:
         self.captures = 0  # tests and benchmarks read it
         self._seen: set = set()
         self._graphs: dict = {}
-        self._pool = None
+        self._pool: torch.cuda._POOL_HANDLE | None = None  # the first capture's memory pool, shared by the later ones
 
     @staticmethod
     def prepare_grads(params: Sequence[Tensor]) -> None:
@@ -144,7 +146,7 @@ class StepGraphs:
         self._graphs.clear()
         self._pool = None
 
-    def __call__(self, key, fn: Callable[..., Tensor | tuple[Tensor, ...]], **inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
+    def __call__(self, key, fn: Callable[..., Out], **inputs: Tensor) -> Out:
         device = next(iter(inputs.values())).device
         if not self.enabled or device.type != "cuda":
             return fn(**inputs)
@@ -178,5 +180,7 @@ class StepGraphs:
         return _cloned(outputs)
 
 
-def _cloned(outputs: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
-    return outputs.clone() if isinstance(outputs, Tensor) else tuple(x.clone() for x in outputs)
+def _cloned(outputs: Out) -> Out:
+    if isinstance(outputs, Tensor):
+        return outputs.clone()
+    return tuple(x.clone() for x in outputs)

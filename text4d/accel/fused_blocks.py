@@ -35,6 +35,7 @@ it folded in. Parameters are shared, not copied, and state-dict keys do not chan
 from __future__ import annotations
 
 import types
+from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,13 @@ from text4d.accel.fused_norm import (
     triton,
     triton_available,
 )
+
+if TYPE_CHECKING:  # diffusers comes with the extras that use these rewrites; imported where they run
+    from diffusers.models.activations import GEGLU
+    from diffusers.models.attention_processor import Attention
+    from diffusers.models.autoencoders.vae import Encoder
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D
 
 if triton is not None:
     import triton.language as tl
@@ -113,7 +121,7 @@ def add_residual(h: Tensor, residual: Tensor, bias: Tensor | None = None, scale:
 class FusedGEGLU(nn.Module):
     """diffusers' ``GEGLU`` (same ``proj`` submodule) whose gate is one Triton pass when no gradient is needed."""
 
-    def __init__(self, geglu: nn.Module):
+    def __init__(self, geglu: GEGLU):
         super().__init__()
         self.proj = geglu.proj
 
@@ -157,12 +165,15 @@ class NormForCrossAttention(nn.LayerNorm):
     its input through while its cross-attention runs :class:`SingleTokenCrossAttention`, which reads
     only the tokens' count and normalises them itself when it falls back to full attention."""
 
+    _attn: tuple[Attention]  # a tuple: the attention module is the block's child, not this norm's
+
     @classmethod
-    def defer(cls, norm: nn.LayerNorm, attn: nn.Module) -> NormForCrossAttention:
+    def defer(cls, norm: nn.LayerNorm, attn: Attention, processor: SingleTokenCrossAttention) -> NormForCrossAttention:
+        """The deferring norm for ``norm``, registered with ``processor``, ``attn``'s processor."""
         deferred = cls(norm.normalized_shape, norm.eps, norm.elementwise_affine, bias=norm.bias is not None, device="meta")
         deferred.weight, deferred.bias = norm.weight, norm.bias
-        deferred._attn = (attn,)  # a tuple: the attention module is the block's child, not this norm's
-        attn.processor.pre_norm = deferred
+        deferred._attn = (attn,)
+        processor.pre_norm = deferred
         return deferred
 
     def normalize(self, x: Tensor) -> Tensor:
@@ -178,17 +189,20 @@ class NormForCrossAttention(nn.LayerNorm):
 def _defer_cross_attention_norm(block: nn.Module) -> None:
     """Leave ``block.norm2`` to its cross-attention's processor where diffusers' ``BasicTransformerBlock``
     feeds the norm's output straight into ``attn2`` and nothing else."""
+    from diffusers.models.attention_processor import Attention
+
+    norm, attn = getattr(block, "norm2", None), getattr(block, "attn2", None)
     if (getattr(block, "norm_type", None) == "layer_norm" and getattr(block, "pos_embed", None) is None
-            and type(getattr(block, "norm2", None)) is nn.LayerNorm and block.attn2 is not None
-            and isinstance(block.attn2.processor, SingleTokenCrossAttention) and block.attn2.processor.pre_norm is None):
-        block.norm2 = NormForCrossAttention.defer(block.norm2, block.attn2)
+            and type(norm) is nn.LayerNorm and isinstance(attn, Attention)
+            and isinstance(attn.processor, SingleTokenCrossAttention) and attn.processor.pre_norm is None):
+        block.norm2 = NormForCrossAttention.defer(norm, attn, attn.processor)
 
 
 class FusedDownsample(nn.Module):
     """diffusers' ``Downsample2D`` with ``padding=0`` (asymmetric pad, then a 3x3 stride-2 conv), as one
     4x4 stride-2 conv with padding 1. Holds the same ``conv`` (and ``Conv2d_0`` alias) submodule."""
 
-    def __init__(self, down: nn.Module):
+    def __init__(self, down: Downsample2D):
         super().__init__()
         self.conv = down.conv
         if getattr(down, "Conv2d_0", None) is down.conv:
@@ -196,7 +210,7 @@ class FusedDownsample(nn.Module):
         self.bias_later = False  # True once the resnet this feeds adds the bias (see _defer_encoder_biases)
 
     @staticmethod
-    def supports(down: nn.Module) -> bool:
+    def supports(down: nn.Module) -> TypeGuard[Downsample2D]:
         from diffusers.models.downsampling import Downsample2D
 
         return (type(down) is Downsample2D and down.use_conv and down.padding == 0 and down.norm is None
@@ -254,6 +268,12 @@ def _sum_biases(*biases: Tensor | None) -> Tensor | None:
     return None if not present else present[0] if len(present) == 1 else torch.stack(present).sum(0)
 
 
+def _pair(t: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's kernel size, stride or dilation (any-length tuples to the type checker) as the pair it is."""
+    a, b = t
+    return a, b
+
+
 def _conv_without_bias(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
@@ -266,7 +286,7 @@ def _plain_conv(conv: nn.Module | None) -> bool:
 
 def _plain_3x3(conv: nn.Module | None, stride: int, padding: int) -> bool:
     """A plain, dense, undilated 3x3 Conv2d with this stride and padding (what the resampler rewrites assume)."""
-    return (conv is not None and _plain_conv(conv) and conv.kernel_size == (3, 3) and conv.stride == (stride, stride)
+    return (isinstance(conv, nn.Conv2d) and _plain_conv(conv) and conv.kernel_size == (3, 3) and conv.stride == (stride, stride)
             and conv.padding == (padding, padding) and conv.dilation == (1, 1) and conv.groups == 1)
 
 
@@ -274,7 +294,7 @@ class FusedResnetBlock(nn.Module):
     """A diffusers ``ResnetBlock2D`` (SiLU, additive time embedding, no resampling) computed with
     the passes of the module docstring. It holds the block's own submodules under the same names."""
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: ResnetBlock2D):
         super().__init__()
         self.norm1 = FusedGroupNorm.from_group_norm(block.norm1, silu=True)
         self.conv1 = block.conv1
@@ -296,7 +316,7 @@ class FusedResnetBlock(nn.Module):
         return True
 
     @staticmethod
-    def supports(block: nn.Module) -> bool:
+    def supports(block: nn.Module) -> TypeGuard[ResnetBlock2D]:
         from diffusers.models.resnet import ResnetBlock2D
 
         return (type(block) is ResnetBlock2D and isinstance(block.nonlinearity, nn.SiLU)
@@ -331,7 +351,8 @@ class BiasLaterConv2d(nn.Conv2d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> BiasLaterConv2d:
-        later = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+        padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
+        later = cls(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride), padding, _pair(conv.dilation),
                     conv.groups, bias=True, padding_mode=conv.padding_mode, device="meta")
         later.weight, later.bias = conv.weight, conv.bias
         return later
@@ -340,7 +361,7 @@ class BiasLaterConv2d(nn.Conv2d):
         return _conv_without_bias(self, x)
 
 
-def _defer_encoder_biases(encoder: nn.Module) -> None:
+def _defer_encoder_biases(encoder: Encoder) -> None:
     """In a VAE encoder, ``conv_in`` and each down block's downsampler feed only the next block's
     first resnet: that resnet adds their biases, saving a full pass over each of those tensors."""
     blocks = list(encoder.down_blocks)
@@ -363,8 +384,9 @@ def _channels_last_transformer_output(self, hidden_states: Tensor, residual: Ten
 
 
 def _keeps_channels_last(transformer: nn.Module) -> bool:
-    return (getattr(transformer, "is_input_continuous", False) and not transformer.use_linear_projection
-            and _plain_conv(transformer.proj_out) and transformer.proj_out.kernel_size == (1, 1))
+    proj = getattr(transformer, "proj_out", None)
+    return (getattr(transformer, "is_input_continuous", False) and not getattr(transformer, "use_linear_projection", True)
+            and isinstance(proj, nn.Conv2d) and _plain_conv(proj) and proj.kernel_size == (1, 1))
 
 
 def fuse_model(model: nn.Module) -> nn.Module:
@@ -390,13 +412,15 @@ def fuse_model(model: nn.Module) -> nn.Module:
                 setattr(parent, name, FusedDownsample(child))
             elif FusedUpsample.supports(child):
                 setattr(parent, name, FusedUpsample(child))
-        if type(getattr(parent, "conv_norm_out", None)) is nn.GroupNorm and isinstance(getattr(parent, "conv_act", None), nn.SiLU):
-            parent.conv_norm_out = FusedGroupNorm.from_group_norm(parent.conv_norm_out, silu=True)
+        norm_out = getattr(parent, "conv_norm_out", None)
+        if type(norm_out) is nn.GroupNorm and isinstance(getattr(parent, "conv_act", None), nn.SiLU):
+            parent.conv_norm_out = FusedGroupNorm.from_group_norm(norm_out, silu=True)
             parent.conv_act = nn.Identity()
         if isinstance(parent, Transformer2DModel) and _keeps_channels_last(parent):
             parent._get_output_for_continuous_inputs = types.MethodType(_channels_last_transformer_output, parent)
         if isinstance(parent, Attention) and parent.is_cross_attention and not isinstance(parent.processor, SingleTokenCrossAttention):
-            parent.set_processor(SingleTokenCrossAttention(parent.processor))
+            # diffusers annotates set_processor with its own processor classes; it calls any processor
+            parent.set_processor(SingleTokenCrossAttention(parent.processor))  # type: ignore[arg-type]
     for block in list(model.modules()):
         if isinstance(block, BasicTransformerBlock):
             _defer_cross_attention_norm(block)
@@ -406,4 +430,4 @@ def fuse_model(model: nn.Module) -> nn.Module:
                 setattr(parent, name, FusedGroupNorm.from_group_norm(child, silu=False))
         if isinstance(parent, Encoder):
             _defer_encoder_biases(parent)
-    return model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's overloads of Module.to omit memory_format

@@ -23,7 +23,7 @@ diffusers model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,9 @@ T = TypeVar("T")
 
 
 def triton_available(device: torch.device) -> bool:
-    return triton is not None and device.type == "cuda"
+    """Whether the Triton kernels can run on ``device``: Triton installed (the dev extra installs it on CPU
+    machines too, for the interpreter) and a CUDA device that this torch build can actually use."""
+    return triton is not None and device.type == "cuda" and torch.cuda.is_available()
 
 
 if triton is not None:
@@ -351,8 +353,19 @@ class _GroupNormNHWC(torch.autograd.Function):
         db = sum_dz.sum(0).to(b_dtype) if need_b else None
         ds = None
         if need_shift:  # the shift is broadcast over pixels (and over samples when it is [C])
+            assert dx is not None  # allocated above whenever the shift needs a gradient
             ds = dx.float().sum((2, 3)).sum_to_size(ctx.shift_shape).to(s_dtype)
         return dx if need_x else None, dw, db, ds, None, None, None, None
+
+
+@overload
+def group_norm_nhwc(x: Tensor, groups: int, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5, silu: bool = False,
+                    pre_shift: Tensor | None = None, keep_input: Literal[False] = False) -> Tensor: ...
+
+
+@overload
+def group_norm_nhwc(x: Tensor, groups: int, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5, silu: bool = False,
+                    pre_shift: Tensor | None = None, *, keep_input: Literal[True]) -> tuple[Tensor, Tensor]: ...
 
 
 def group_norm_nhwc(x: Tensor, groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
@@ -376,11 +389,12 @@ def frozen_derived(owner: nn.Module, tensors: tuple[Tensor, ...], make: Callable
     if any(t.requires_grad for t in tensors):
         return make()
     key = tuple((t.data_ptr(), t._version) for t in tensors)
-    if getattr(owner, "_derived_key", None) != key:
+    cached = vars(owner).get("_frozen_derived")  # (key, value): a plain attribute, neither a buffer nor a submodule
+    if cached is None or cached[0] != key:
         with torch.no_grad():
-            owner._derived = make()
-        owner._derived_key = key
-    return owner._derived
+            cached = (key, make())
+        vars(owner)["_frozen_derived"] = cached
+    return cached[1]
 
 
 class FusedGroupNorm(nn.GroupNorm):

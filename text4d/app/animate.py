@@ -13,7 +13,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from rich.console import Console
@@ -27,7 +26,7 @@ from text4d.devices import Precision
 from text4d.errors import ConfigError
 from text4d.guidance.novel import ViewSampling, Zero123Views
 from text4d.guidance.sds import SDSConfig, Zero123Guidance
-from text4d.guidance.zero123 import load_zero123
+from text4d.guidance.zero123 import Variant, load_zero123
 from text4d.io.frames import (
     GroundTruthLayout,
     frames_to_views,
@@ -48,9 +47,10 @@ class AnimateConfig(DynamicConfig):
 
     frames: str = field(default="", metadata={"help": "RGBA frames folder (driving video or Consistent4D clip)"})
     static: str = field(default="", metadata={"help": "static .ply (empty: random points)"})
-    static_radius: float = field(default=0.0, metadata={"min": 0.0, "help": "camera distance the .ply was made for; 2 = the original's radius=2 (DreamGaussian models); 0 = radius"})
+    static_radius: float = field(default=0.0, metadata={
+        "min": 0.0, "help": "camera distance the .ply was made for; 2 = the original's radius=2 (DreamGaussian models); 0 = radius"})
     zero123: str = field(default="", metadata={"help": "local Zero123 folder (empty: no novel-view term)"})
-    zero123_variant: Literal["auto", "zero123", "stable"] = "auto"
+    zero123_variant: Variant = "auto"
     precision: Precision = "auto"
     compile: bool = field(default=False, metadata={"help": "torch.compile the Zero123 UNet"})
     paper: bool = field(default=False, metadata={"help": "the paper's setting: frozen static Gaussians, max noise 0.5"})
@@ -61,7 +61,8 @@ class AnimateConfig(DynamicConfig):
     sds: SDSConfig = field(default_factory=SDSConfig)
     views: ViewSampling = field(default_factory=ViewSampling)
     ground_truth: GroundTruthLayout = field(default_factory=GroundTruthLayout)
-    clip_model: str = field(default="", metadata={"help": "local CLIP folder (CLIPModel or CLIPVisionModelWithProjection): CLIP similarity on ground-truth views; empty = not computed"})
+    clip_model: str = field(default="", metadata={
+        "help": "local CLIP folder (CLIPModel or CLIPVisionModelWithProjection): CLIP similarity on ground-truth views; empty = not computed"})
 
 
 @dataclass

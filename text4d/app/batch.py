@@ -656,6 +656,7 @@ class _Driver:
 
     def __init__(self, jobs: list[Job], batch_dir: Path, resources: dict[str, float], max_retries: int):
         import ray
+        from ray.actor import ActorHandle
 
         self.ray = ray
         self.jobs = {j.id: j for j in jobs}
@@ -674,14 +675,17 @@ class _Driver:
         self._slots_checked = time.monotonic()
         kinds = sorted({j.kind for j in jobs})
         # max_restarts=0: a dead worker is replaced by the driver, which then retries its job on the new one.
-        self.worker = ray.remote(max_restarts=0, max_task_retries=0, **resources)(JobWorker)
+        self.worker = ray.remote(max_restarts=0, max_task_retries=0, num_gpus=resources["num_gpus"], num_cpus=resources["num_cpus"])(JobWorker)
         self.worker_args = (kinds,)
-        self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        assert isinstance(board, ActorHandle)  # ray annotates .remote() as "a handle, or the class" (so methods type-check)
+        self.board: ActorHandle[ProgressBoard] = board
         self._written = ""
 
     def start(self, previous: dict[str, dict[str, Any]]) -> None:
         for job in self.jobs.values():
-            row = {"job": job.id, "kind": job.kind, "input": job.input, "state": "pending", "attempts": 0, "stage": "", "iteration": None, "iters": None, "run": None, "error": None}
+            row = {"job": job.id, "kind": job.kind, "input": job.input, "state": "pending", "attempts": 0, "stage": "",
+                   "iteration": None, "iters": None, "run": None, "error": None}
             runs = job_runs(self.batch_dir, job.id)
             old = previous.get(job.id, {})
             done_here = bool(runs) and is_done(runs[-1])
@@ -885,7 +889,8 @@ def run_batch(
             jobs = [Job(j.id, j.kind, j.input, j.config, ("device=cpu", *j.overrides), j.exports) for j in jobs]
         slots = job_slots(resources)
         if slots == 0:
-            raise ConfigError(f"no node of the Ray cluster has {resources['num_gpus']:g} GPU(s) and {resources['num_cpus']:g} CPU(s) for one job; lower --gpus-per-job / --cpus-per-job")
+            raise ConfigError(f"no node of the Ray cluster has {resources['num_gpus']:g} GPU(s) and {resources['num_cpus']:g} CPU(s) for one job; "
+                              "lower --gpus-per-job / --cpus-per-job")
         kind = "GPU" if resources["num_gpus"] else "CPU"
         console.print(f"batch folder: [bold]{batch_dir}[/bold]  ({len(jobs)} jobs, up to {slots} {kind} workers; Ctrl-C stops and saves)")
         t0 = time.perf_counter()
@@ -953,4 +958,7 @@ def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
 
-__all__ = ["BATCH_COLUMNS", "JOB_KINDS", "BatchResult", "Job", "JobKind", "JobWorker", "ProgressBoard", "batch_rows", "batch_table", "check_available", "execute_job", "find_batch_dir", "job_runs", "job_slots", "load_jobs", "print_status", "read_rows", "run_batch", "run_job", "run_progress"]
+__all__ = [
+    "BATCH_COLUMNS", "JOB_KINDS", "BatchResult", "Job", "JobKind", "JobWorker", "ProgressBoard", "batch_rows", "batch_table", "check_available",
+    "execute_job", "find_batch_dir", "job_runs", "job_slots", "load_jobs", "print_status", "read_rows", "run_batch", "run_job", "run_progress",
+]

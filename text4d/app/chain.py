@@ -33,10 +33,13 @@ from text4d.app.spec import RunSpec
 from text4d.config import CONFIGS, load_config, to_yaml
 from text4d.devices import pick_dtype, resolve_device
 from text4d.errors import ConfigError, InputError, Text4DError
+from text4d.guidance.zero123 import Variant
 from text4d.io.frames import list_frames
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
+from text4d.stages.base import Stage
 from text4d.stages.video import DrivingVideoStage, VideoPreview
+from text4d.video.preview import Layout
 
 
 @dataclass
@@ -50,7 +53,7 @@ class ChainRun(RunSpec):
     motion: str = field(default="", metadata={"help": "MotionDirector checkpoint (optional)"})
     svd: str = ""
     zero123: str = ""
-    zero123_variant: str = field(default="auto", metadata={"choices": ["auto", "zero123", "stable"]})
+    zero123_variant: Variant = "auto"
     static_config: str = str(CONFIGS / "static" / "dg.yaml")
     dynamic_config: str = str(CONFIGS / "dynamic" / "4d.yaml")
     static_ply: str = field(default="", metadata={"help": "skip the static stage: import this .ply"})
@@ -64,11 +67,11 @@ class ChainRun(RunSpec):
     run_dir: str = field(default="", metadata={"help": "reuse this run folder (skips finished stages)"})
 
 
-KIND = RunKind("chain", ChainRun, preset=lambda overrides: None, build=None,
-               unopenable="it has no trained stage yet (its stages are the static/ and dynamic/ folders in it)")
-VIDEO_KIND = RunKind("video", RunSpec, preset=lambda overrides: None, build=None,
-                     unopenable="its generated driving video is in its frames/ folder; there is no trainable state to reopen, "
-                                "and it is made again by text4d run with the same seed")
+KIND: RunKind[Stage] = RunKind("chain", ChainRun, preset=lambda overrides: None, build=None,
+                              unopenable="it has no trained stage yet (its stages are the static/ and dynamic/ folders in it)")
+VIDEO_KIND: RunKind[Stage] = RunKind("video", RunSpec, preset=lambda overrides: None, build=None,
+                                    unopenable="its generated driving video is in its frames/ folder; there is no trainable state to reopen, "
+                                               "and it is made again by text4d run with the same seed")
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
@@ -166,7 +169,7 @@ def _driving_video(cfg: ChainRun, out: Path, device: torch.device, models: Model
         def job(callback):
             return make_driving_video(req, models=t2v, progress=False, callback=callback)["raw"]
 
-        layout = "bcfhw"
+        layout: Layout = "bcfhw"
     else:
         from text4d.video.svd import from_image_to_files, load_svd
 

@@ -4,7 +4,9 @@ The run is reopened through its kind (:func:`text4d.app.kinds.open_run`: a chain
 newest trained stage) and written with the format table of :mod:`text4d.export`, framed as the
 run's kind frames it. Mesh options come from ``--config`` (e.g. ``configs/refine.yaml``) and
 ``key=value`` overrides on :class:`~text4d.mesh.sequence.MeshConfig`, with ``--resolution`` and
-``--texture`` as shortcuts.
+``--texture`` as shortcuts; ``--sh-layout`` and ``--fps`` set the other
+:class:`~text4d.export.ExportSettings` options. A flag the chosen format does not read is an
+error naming the formats that do (from the table's ``options``), never silently ignored.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress as Bar
@@ -33,12 +36,29 @@ def load_mesh_config(config: str | Path | None, overrides: Sequence[str] | None,
     return load_config(MeshConfig, config, extra)
 
 
+# The flags that set each per-export option of ExportSettings (what a format's ``options`` name).
+OPTION_FLAGS = {"mesh": "--resolution/--texture/--config/key=value", "sh_layout": "--sh-layout", "fps": "--fps"}
+
+
+def check_options(fmt: str, given: Sequence[str]) -> None:
+    """Refuse options (ExportSettings fields) that format ``fmt`` would ignore, naming the formats that read them."""
+    chosen = export.get(fmt, key="--format")
+    for option in given:
+        if option not in chosen.options:
+            readers = ", ".join(f.name for f in export.FORMATS.values() if option in f.options)
+            raise ConfigError(f"{OPTION_FLAGS[option]} applies to {readers}; {fmt} does not read it")
+
+
 def export_run(run_dir: str | Path, fmt: str, frames: str | None = None, resolution: int | None = None, texture: int | None = None,
                out: str | Path | None = None, config: str | Path | None = None, overrides: Sequence[str] | None = None,
-               console: Console | None = None) -> Path:
+               console: Console | None = None, sh_layout: str | None = None, fps: float | None = None) -> Path:
     """Export a run folder's latest checkpoint as ``fmt`` (see :data:`text4d.export.FORMATS`); returns what was written."""
     console = console or Console(stderr=True)
     chosen = export.get(fmt, key="--format")
+    given = {"mesh": any(x is not None for x in (resolution, texture, config)) or bool(overrides), "sh_layout": sh_layout is not None, "fps": fps is not None}
+    check_options(fmt, [option for option, was_given in given.items() if was_given])
+    options: dict[str, Any] = {key: value for key, value in (("sh_layout", sh_layout), ("fps", fps)) if value is not None}
+    export.ExportSettings(**options)  # bad values fail here, before the run is opened
     if chosen.extra is not None:
         require_extra(chosen.extra)
     mesh = load_mesh_config(config, overrides, resolution, texture)
@@ -51,7 +71,7 @@ def export_run(run_dir: str | Path, fmt: str, frames: str | None = None, resolut
     picked = parse_frames(frames, clip)
     if not chosen.frames and picked != list(range(clip)):
         raise ConfigError(f"--frames applies to {', '.join(f.name for f in export.FORMATS.values() if f.frames)}; {fmt} always exports the whole clip")
-    settings = dataclasses.replace(opened.kind.export_settings(opened.cfg, stage), mesh=mesh)
+    settings = dataclasses.replace(opened.kind.export_settings(opened.cfg, stage), mesh=mesh, **options)
     path = Path(out) if out is not None else export.output_path(session.run.exports_dir, fmt, stage.iteration)
     with Bar(console=console, transient=True) as bar:
         task = bar.add_task(f"export {fmt}", total=None)

@@ -7,7 +7,7 @@ end or test can drive any stage's session the same way.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 
@@ -150,7 +150,7 @@ def headless(session: Session, console: Console, exports: Sequence[str] = ()) ->
         task = bar.add_task(stats.stage, total=target, completed=stats.iteration, info="")
         while not _done(stats):
             try:
-                stats = session.wait(lambda s: s.iteration != stats.iteration or _done(s), timeout=0.5)
+                stats = session.wait(_moved_past(stats.iteration), timeout=0.5)
             except TimeoutError:
                 continue
             loss = stats.losses.get("loss")
@@ -166,6 +166,11 @@ def headless(session: Session, console: Console, exports: Sequence[str] = ()) ->
     for kind in exports:
         kept = session.exported(kind)  # the same state exports the same files: keep them rather than rewrite them
         console.print(f"kept {kept} (exported from this very state; `text4d export` writes it again)" if kept else f"wrote {session.export(kind).result()}")
+
+
+def _moved_past(iteration: int) -> Callable[[SessionStats], bool]:
+    """A wait predicate: the session is past ``iteration``, or has nothing left to run."""
+    return lambda s: s.iteration != iteration or _done(s)
 
 
 def _done(s: SessionStats) -> bool:

@@ -106,7 +106,7 @@ def compare_states(a: Any, b: Any, where: str = "") -> tuple[bool, float, list[s
         items = [(x, y, f"{where}/{i}") for i, (x, y) in enumerate(zip(a, b))]
     else:
         return (a == b, 0.0, []) if a == b else (False, math.inf, [f"{where} {a!r} vs {b!r}"])
-    exact, worst, bad = True, 0.0, []
+    exact, worst, bad = True, 0.0, list[str]()
     for x, y, w in items:
         e, d, m = compare_states(x, y, w)
         exact, worst, bad = exact and e, max(worst, d), bad + m
@@ -269,7 +269,7 @@ def replay(
         finally:
             session.stop()
         exact, worst, mismatched = compare_states(expected, clone_state(stage.state_dict()))
-    count, metric_diff, first = compare_metrics(original.metrics(), run.metrics())
+    count, metric_diff, first_diff = compare_metrics(original.metrics(), run.metrics())
     on_cpu = str(getattr(stage, "device", "cpu")).startswith("cpu")
     result = ReplayResult(
         original=str(original.path),
@@ -281,7 +281,7 @@ def replay(
         mismatched=mismatched[:20],
         metrics_compared=count,
         metrics_max_abs_diff=metric_diff,
-        first_metric_divergence=first,
+        first_metric_divergence=first_diff,
         threads=n_threads,
         device=str(getattr(stage, "device", "cpu")),
         atol=float(atol if atol is not None else (0.0 if on_cpu else 1e-3)),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from rich.console import Console
@@ -29,6 +29,7 @@ from text4d.session import Session
 from text4d.stages.base import Stage
 
 Models = Mapping[str, Any]  # preloaded networks by role ("zero123", "t2v", "svd"): tests, benchmarks, the chain
+StageT = TypeVar("StageT", bound=Stage)
 
 
 def default_export_settings(cfg: Any, stage: Stage) -> ExportSettings:
@@ -37,16 +38,17 @@ def default_export_settings(cfg: Any, stage: Stage) -> ExportSettings:
 
 
 @dataclass(frozen=True)
-class RunKind:
-    """One kind of run. ``build(cfg, device, run, models)`` makes its stage; ``run`` is the folder when reopening."""
+class RunKind(Generic[StageT]):
+    """One kind of run. ``build(cfg, device, run, models)`` makes its stage; ``run`` is the folder when reopening.
+    The hooks after it get that stage (``StageT``: the stage class the kind builds)."""
 
     name: str
     config: type[RunSpec]
     preset: Callable[[Sequence[str]], Path | None]
-    build: Callable[[Any, torch.device, RunFolder | None, Models], Stage] | None
-    export_settings: Callable[[Any, Stage], ExportSettings] = default_export_settings
-    prepare: Callable[[Any, Stage, RunFolder], None] | None = None  # once the folder exists: e.g. keep the static stage's input
-    finish: Callable[[Any, Stage, RunFolder], None] | None = None  # after training: e.g. the static stage's model.ply
+    build: Callable[[Any, torch.device, RunFolder | None, Models], StageT] | None
+    export_settings: Callable[[Any, StageT], ExportSettings] = default_export_settings
+    prepare: Callable[[Any, StageT, RunFolder], None] | None = None  # once the folder exists: e.g. keep the static stage's input
+    finish: Callable[[Any, StageT, RunFolder], None] | None = None  # after training: e.g. the static stage's model.ply
     inputs: Callable[[Any], Mapping[str, str]] = field(default=lambda cfg: {})  # input paths to fingerprint in the manifest
     unopenable: str = ""  # why a run of this kind cannot be reopened (kinds without a stage)
 
@@ -81,7 +83,9 @@ def start(
     device = resolve_device(cfg.device)
     for note in notes:
         console.print(f"[cyan]{note}[/cyan]")
-    stage = kind.build(cfg, device, None, models or {})  # type: ignore[misc]
+    if kind.build is None:
+        raise ValueError(f"run kind '{kind.name}' builds no stage to start ({kind.unopenable})")
+    stage = kind.build(cfg, device, None, models or {})
     run = run_folder(kind, cfg, run_dir)
     with run.discard_if_unused():
         run.write_config(to_yaml(cfg))

@@ -24,7 +24,7 @@ from text4d.config import CONFIGS, to_yaml
 from text4d.devices import Precision
 from text4d.errors import ConfigError, InputError
 from text4d.guidance.sds import Zero123Guidance
-from text4d.guidance.zero123 import Zero123Models, load_zero123
+from text4d.guidance.zero123 import Variant, Zero123Models, load_zero123
 from text4d.recording import RunFolder
 from text4d.stages.static import StaticConfig, StaticStage, import_ply, save_static
 
@@ -41,7 +41,7 @@ class StaticRun(StaticConfig, RunSpec):
     ply: str = field(default="", metadata={"help": "import this .ply instead of optimising"})
     ply_radius: float = field(default=0.0, metadata={"min": 0.0, "help": "camera distance the .ply was made for (2 = DreamGaussian, the original's radius=2); 0 = 1.5"})
     zero123: str = ""
-    zero123_variant: str = field(default="auto", metadata={"choices": ["auto", "zero123", "stable"]})
+    zero123_variant: Variant = "auto"
     precision: Precision = "auto"
     compile: bool = False
     matting_model: str = field(default="", metadata={"help": "ONNX matting model for RGB inputs (empty: colour keying)"})
@@ -91,7 +91,7 @@ def static_stage(cfg: StaticRun, rgb: torch.Tensor, alpha: torch.Tensor, device:
     """The static stage on an RGBA image in memory; Zero123 SDS from ``zero123`` (preloaded) or ``cfg.zero123`` when either is given."""
     guidance = None
     if zero123 is not None or cfg.zero123:
-        zero123 = zero123 or load_zero123(cfg.zero123, key="--zero123", variant=cfg.zero123_variant)  # type: ignore[arg-type]
+        zero123 = zero123 or load_zero123(cfg.zero123, key="--zero123", variant=cfg.zero123_variant)
         guidance = Zero123Guidance(zero123, cfg.sds, device, cfg.precision, cfg.compile)
     return StaticStage(cfg, rgb, alpha, guidance=guidance, device=device)
 

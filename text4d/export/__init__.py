@@ -7,9 +7,17 @@ how to write it from a stage. The same table serves the studios' export buttons 
 result is framed (:class:`ExportSettings`): a generated object is orbited at the default preset,
 a posed capture as its cameras saw it.
 
-Formats: ``ply-seq`` (one 3DGS ``.ply`` per frame), ``mp4`` / ``gif`` (an orbit while the clip
-plays), ``viser`` (a browser-playable scene recording), ``obj-seq`` / ``glb`` (meshes; the
-``mesh`` extra), ``test-video`` (prediction | ground truth on the held-out views).
+Formats: the Gaussians themselves, one file per frame (there is no standard 4D splat format;
+engines and players read per-frame sequences): ``ply-seq`` (standard 3DGS ``.ply``),
+``spz-seq`` (Niantic's compact SPZ; the ``splat`` extra), ``gltf-splat`` (glTF with
+``KHR_gaussian_splatting``) and ``web`` (a self-contained offline player folder on Spark; the
+``splat`` extra); ``mp4`` / ``gif`` (an orbit while the clip plays), ``viser`` (a
+browser-playable scene recording), ``obj-seq`` / ``glb`` (meshes; the ``mesh`` extra),
+``test-video`` (prediction | ground truth on the held-out views).
+
+Per-export options are fields of :class:`ExportSettings`; each format names the ones it reads
+(:attr:`ExportFormat.options`), so ``text4d export`` refuses a flag the chosen format would
+ignore without a special case per format.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from pathlib import Path
 
 from text4d.errors import ConfigError
 from text4d.export.base import Exporter
+from text4d.export.ply import SH_LAYOUTS
 from text4d.extras import require as require_extra
 from text4d.mesh.sequence import MeshConfig
 from text4d.render.camera import Orbit
@@ -30,13 +39,26 @@ __all__ = ["FORMATS", "ExportFormat", "ExportSettings", "Exporter", "Progress", 
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """How one run's result is framed and sized in its exports."""
+    """How one run's result is framed and sized in its exports, and the options a user sets per export.
+
+    ``sh_layout``: ``native`` (the model's SH bands) or ``full`` (always degree 3, what Unity's and
+    Unreal's importers require; see :mod:`text4d.export.ply`). ``fps``: the web player's playback
+    rate (frames per second of the clip).
+    """
 
     orbit: Orbit = field(default_factory=Orbit)
     video_frames: int = 48
     video_resolution: int = 256
     test_video_fps: int = 10
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    sh_layout: str = "native"
+    fps: float = 12.0
+
+    def __post_init__(self) -> None:
+        if self.sh_layout not in SH_LAYOUTS:
+            raise ConfigError(f"--sh-layout {self.sh_layout!r} is not a layout; choose native (the model's SH bands) or full (degree 3, for Unity/Unreal importers)")
+        if not self.fps > 0:
+            raise ConfigError(f"--fps must be positive, got {self.fps}")
 
 
 Writer = Callable[[Stage, Path, ExportSettings, "Sequence[int] | None", "Progress | None"], Path]
@@ -52,12 +74,33 @@ class ExportFormat:
     extra: str | None = None
     frames: bool = False  # whether a subset of frames can be chosen (``--frames``)
     needs_ground_truth: bool = False
+    options: tuple[str, ...] = ()  # the per-export ExportSettings fields its writer reads (``text4d export`` flags)
 
 
 def _ply(stage: Stage, path: Path, s: ExportSettings, frames: Sequence[int] | None, progress: Progress | None) -> Path:
     from text4d.export.ply import export_ply_sequence
 
-    return export_ply_sequence(stage, path, progress=progress)
+    return export_ply_sequence(stage, path, progress=progress, sh_layout=s.sh_layout, frames=frames)
+
+
+def _spz(stage: Stage, path: Path, s: ExportSettings, frames: Sequence[int] | None, progress: Progress | None) -> Path:
+    from text4d.export.sequence import export_frames
+    from text4d.export.spz import save_spz
+
+    return export_frames(stage, path, ".spz", save_spz, frames, progress=progress)
+
+
+def _gltf_splat(stage: Stage, path: Path, s: ExportSettings, frames: Sequence[int] | None, progress: Progress | None) -> Path:
+    from text4d.export.gltf_splat import save_splat_glb
+    from text4d.export.sequence import export_frames
+
+    return export_frames(stage, path, ".glb", save_splat_glb, frames, progress=progress)
+
+
+def _web(stage: Stage, path: Path, s: ExportSettings, frames: Sequence[int] | None, progress: Progress | None) -> Path:
+    from text4d.export.web import export_web_player
+
+    return export_web_player(stage, path, s.orbit, s.fps, progress)
 
 
 def _orbit(stage: Stage, path: Path, s: ExportSettings, frames: Sequence[int] | None, progress: Progress | None) -> Path:
@@ -93,12 +136,15 @@ def _test_video(stage: Stage, path: Path, s: ExportSettings, frames: Sequence[in
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("ply-seq", "ply-it{it:06d}", _ply),
+    ExportFormat("ply-seq", "ply-it{it:06d}", _ply, frames=True, options=("sh_layout",)),
+    ExportFormat("spz-seq", "spz-it{it:06d}", _spz, extra="splat", frames=True),
+    ExportFormat("gltf-splat", "gltf-splat-it{it:06d}", _gltf_splat, frames=True),
+    ExportFormat("web", "web-it{it:06d}", _web, extra="splat", options=("fps",)),
     ExportFormat("mp4", "orbit-it{it:06d}.mp4", _orbit),
     ExportFormat("gif", "orbit-it{it:06d}.gif", _orbit),
     ExportFormat("viser", "scene-it{it:06d}", _scene, extra="viewer"),
-    ExportFormat("obj-seq", "mesh-obj-it{it:06d}", _obj, extra="mesh", frames=True),
-    ExportFormat("glb", "mesh-it{it:06d}.glb", _glb, extra="mesh", frames=True),
+    ExportFormat("obj-seq", "mesh-obj-it{it:06d}", _obj, extra="mesh", frames=True, options=("mesh",)),
+    ExportFormat("glb", "mesh-it{it:06d}.glb", _glb, extra="mesh", frames=True, options=("mesh",)),
     ExportFormat("test-video", "test-it{it:06d}.mp4", _test_video, needs_ground_truth=True),
 )}
 
@@ -126,10 +172,15 @@ def write(name: str, stage: Stage, path: Path, settings: ExportSettings, frames:
     return fmt.write(stage, path, settings, frames, progress)
 
 
+def _exporter(name: str, settings: ExportSettings) -> Exporter:
+    """The Session's exporter for format ``name`` (bound here: a lambda made in a loop would see the last name)."""
+    return lambda stage, out, it, progress: write(name, stage, output_path(out, name, it), settings, progress=progress)
+
+
 def exporters(settings: ExportSettings, has_ground_truth: bool) -> dict[str, Exporter]:
     """A Session's exporters: every format (the test video only for runs with held-out views)."""
     return {
-        name: (lambda stage, out, it, name=name: write(name, stage, output_path(out, name, it), settings))
+        name: _exporter(name, settings)
         for name, fmt in FORMATS.items()
         if has_ground_truth or not fmt.needs_ground_truth
     }

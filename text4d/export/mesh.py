@@ -40,7 +40,8 @@ def export_glb(stage, path: str | os.PathLike, cfg: MeshConfig | None = None, fr
     return path
 
 
-def export_meshes(stage, obj_dir: str | os.PathLike, glb_path: str | os.PathLike, cfg: MeshConfig | None = None, frames: Sequence[int] | None = None, progress: Progress | None = None) -> MeshSequence:
+def export_meshes(stage, obj_dir: str | os.PathLike, glb_path: str | os.PathLike, cfg: MeshConfig | None = None, frames: Sequence[int] | None = None,
+                  progress: Progress | None = None) -> MeshSequence:
     """Both formats from a single extraction (what ``text4d bench export`` times); returns the sequence."""
     cfg = cfg or MeshConfig()
     with atomic_dir(obj_dir) as tmp, atomic_write(glb_path) as f:

@@ -62,7 +62,8 @@ class ControlPointConfig:
     """Shape of the control-point model (``deform.model: control_points``)."""
 
     num: int = field(default=512, metadata={"min": 4, "help": "control points"})
-    motion: Literal["mlp", "table"] = field(default="mlp", metadata={"help": "per-node transforms from an MLP of (node, time) as SC-GS, or learned per node at time_knots times, linear between"})
+    motion: Literal["mlp", "table"] = field(default="mlp", metadata={
+        "help": "per-node transforms from an MLP of (node, time) as SC-GS, or learned per node at time_knots times, linear between"})
     time_knots: int = field(default=32, metadata={"min": 2, "help": "knots of the per-node motion table (motion: table)"})
     neighbours: int = field(default=4, metadata={"min": 1, "help": "nodes each Gaussian blends"})
     width: int = field(default=256, metadata={"min": 8})
@@ -118,6 +119,10 @@ class ControlPointField(EditableField):
         field.prepare(means)                      # nodes from the Gaussians
         m, q, ls = field.deform(means, quats, log_scales, torch.tensor([0.0, 0.5]))  # [2, N, .]
     """
+
+    nodes: Tensor  # buffers (register_buffer): declared for the type checker, which cannot see them
+    initialised: Tensor
+    graph: Tensor
 
     def __init__(self, cfg: ControlPointConfig, bound: float):
         super().__init__()
@@ -215,7 +220,7 @@ class ControlPointField(EditableField):
         """
         translation, rotation, log_scale = self._split(self._raw_motion(t))
         if edited:
-            translation, rotation = self.edits.apply(t, translation, rotation, layer)
+            translation, rotation = self.edits.pose(t, translation, rotation, layer)
         return translation, rotation, log_scale
 
     def weights(self, means: Tensor) -> tuple[Tensor, Tensor]:

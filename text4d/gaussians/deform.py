@@ -55,7 +55,8 @@ class DeformConfig:
     half size of the cube the field covers) is shared by all models.
     """
 
-    model: Literal["hexplane", "control_points", "hash_grid"] = field(default="hexplane", metadata={"help": "deformation model: hexplane (DreamGaussian4D), control_points (SC-GS), hash_grid (Grid4D)"})
+    model: Literal["hexplane", "control_points", "hash_grid"] = field(default="hexplane", metadata={
+        "help": "deformation model: hexplane (DreamGaussian4D), control_points (SC-GS), hash_grid (Grid4D)"})
     channels: int = field(default=32, metadata={"min": 1})
     resolution: int = field(default=32, metadata={"min": 2, "help": "base spatial plane resolution"})
     time_resolution: int = field(default=12, metadata={"min": 2, "help": "HexPlane T (12 in 4d.yaml)"})
@@ -96,6 +97,9 @@ class HexPlaneField(DeformationField):
         d = field(means, torch.tensor([0.0, 0.5, 1.0]))  # d.position: [3, N, 3]
     """
 
+    heads_mask: Tensor  # buffers (register_buffer): declared for the type checker, which cannot see them
+    space_index: Tensor
+
     def __init__(self, cfg: DeformConfig):
         super().__init__()
         if not cfg.multires:
@@ -118,12 +122,13 @@ class HexPlaneField(DeformationField):
             raise ValueError(f"heads must be 'residual' or 'mlp', got {cfg.heads!r}")
         # Heads for position (3), log-scale (3), rotation (4): hidden layers side by side,
         # output layer masked to blocks so each head sees only its own hidden units.
-        self.heads_hidden = nn.Sequential(nn.ReLU(), nn.Linear(w, len(_HEAD_SIZES) * w), nn.ReLU())
+        hidden = nn.Linear(w, len(_HEAD_SIZES) * w)
+        self.heads_hidden = nn.Sequential(nn.ReLU(), hidden, nn.ReLU())
         self.heads_out = nn.Linear(len(_HEAD_SIZES) * w, sum(_HEAD_SIZES))
-        for layer in (*self.trunk, self.heads_hidden[1]):
+        for layer in (*self.trunk, hidden):
             if isinstance(layer, nn.Linear):
                 nn.init.xavier_uniform_(layer.weight)
-        zero = (self.heads_out, self.heads_hidden[1]) if cfg.heads == "residual" else (self.heads_out,)
+        zero = (self.heads_out, hidden) if cfg.heads == "residual" else (self.heads_out,)
         for layer in zero:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)

@@ -75,6 +75,11 @@ class HashEncoding(nn.Module):
     corners ``0..res_l``; its entries are ``min(2^log2_table, prod(res_l + 1))``.
     """
 
+    resolution: Tensor  # buffers (register_buffer): declared for the type checker, which cannot see them
+    hashed: Tensor
+    sizes: Tensor
+    offsets: Tensor
+
     def __init__(self, levels: int, features: int, base: tuple[int, int, int], finest: tuple[int, int, int], log2_table: int):
         super().__init__()
         growth = [math.exp((math.log(f) - math.log(b)) / max(levels - 1, 1)) for b, f in zip(base, finest)]
@@ -146,6 +151,7 @@ class HashGridField(DeformationField):
     """
 
     regularisers = ("tv", "time")
+    axes: Tensor  # a buffer (register_buffer): declared for the type checker
 
     def __init__(self, cfg: HashGridConfig, bound: float):
         super().__init__()
@@ -154,10 +160,11 @@ class HashGridField(DeformationField):
         r, rt, f = cfg.base_resolution, cfg.time_base_resolution, cfg.features
         self.canonical = HashEncoding(cfg.levels, f, (r, r, r), (cfg.max_resolution,) * 3, cfg.log2_table)
         space_time = ((rt, rt, rt), (cfg.time_max_resolution, cfg.time_max_resolution, cfg.time_max_time_resolution))
-        self.space_time = nn.ModuleList(HashEncoding(cfg.time_levels, f, *space_time, cfg.log2_table) for _ in range(3))  # xyt, yzt, xzt
+        grids = [HashEncoding(cfg.time_levels, f, *space_time, cfg.log2_table) for _ in range(3)]  # xyt, yzt, xzt
+        self.space_time = nn.ModuleList(grids)
         w = cfg.width
         self.attention = nn.Linear(self.canonical.out_dim, w)
-        self.motion = nn.Linear(3 * self.space_time[0].out_dim, w)
+        self.motion = nn.Linear(sum(g.out_dim for g in grids), w)
         self.trunk = nn.Sequential(*[m for _ in range(cfg.depth) for m in (nn.Linear(w, w), nn.ReLU())])
         self.heads = nn.Linear(w, sum(_HEAD_SIZES))
         nn.init.zeros_(self.heads.weight)
@@ -165,7 +172,7 @@ class HashGridField(DeformationField):
         self.register_buffer("axes", torch.tensor([[0, 1, 3], [1, 2, 3], [0, 2, 3]]), persistent=False)
 
     def grid_parameters(self) -> list[nn.Parameter]:
-        return [self.canonical.table] + [g.table for g in self.space_time]
+        return [m.table for m in self.modules() if isinstance(m, HashEncoding)]  # canonical, then the space-time grids
 
     def mlp_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.endswith("table")]

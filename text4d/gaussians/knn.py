@@ -99,7 +99,7 @@ def knn_mean_sq_dist(points: Tensor, k: int = 3, leaf_size: int | None = None, m
         centre = query.mean(0)
         q = query - centre
         q_sq = q.square().sum(-1, keepdim=True)  # [Q, 1]
-        cand = torch.cat([torch.arange(ranges[l][0], ranges[l][0] + ranges[l][1], device=pts.device) for l in leaves])
+        cand = torch.cat([torch.arange(ranges[leaf][0], ranges[leaf][0] + ranges[leaf][1], device=pts.device) for leaf in leaves])
         for c0 in range(0, len(cand), step):
             c = sorted_pts[cand[c0 : c0 + step]] - centre
             d = torch.addmm(c.square().sum(-1)[None], q, c.T, alpha=-2.0) + q_sq  # [Q, M]

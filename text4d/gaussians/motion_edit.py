@@ -239,7 +239,7 @@ class MotionEdits(nn.Module):
     def count(self) -> int:
         return int(self.times.shape[0])
 
-    def apply(self, t: Tensor, translation: Tensor, rotation: Tensor, layer: PoseLayer | None = None) -> tuple[Tensor, Tensor]:
+    def pose(self, t: Tensor, translation: Tensor, rotation: Tensor, layer: PoseLayer | None = None) -> tuple[Tensor, Tensor]:
         """Node translations [T, M, 3] and rotations [T, M, 4] at times ``t`` [T] with the keyframes (and ``layer``, a drag being previewed) added."""
         if self.count == 0 and layer is None:
             return translation, rotation  # untouched: an unedited model computes exactly what it did before edits existed

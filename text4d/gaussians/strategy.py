@@ -49,9 +49,11 @@ class DensifyStrategy:
         self.grad_accum: Tensor | None = None  # [N]
         self.count: Tensor | None = None  # [N]
 
-    def reset_stats(self, n: int, device: torch.device) -> None:
+    def reset_stats(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Zero the statistics for ``n`` Gaussians; returns them (gradient sums, counts)."""
         self.grad_accum = torch.zeros(n, device=device)
         self.count = torch.zeros(n, device=device)
+        return self.grad_accum, self.count
 
     def active(self, iteration: int) -> bool:
         """Whether statistics gathered at ``iteration`` can still be used (skip the work otherwise)."""
@@ -62,10 +64,11 @@ class DensifyStrategy:
         if grad2d_norm.ndim == 1:
             grad2d_norm, visible = grad2d_norm.unsqueeze(0), visible.unsqueeze(0)
         n = grad2d_norm.shape[-1]
-        if self.grad_accum is None or self.grad_accum.shape[0] != n:
-            self.reset_stats(n, grad2d_norm.device)
-        self.grad_accum += torch.where(visible, grad2d_norm, torch.zeros_like(grad2d_norm)).sum(0)
-        self.count += visible.float().sum(0)
+        grad_accum, count = self.grad_accum, self.count
+        if grad_accum is None or count is None or grad_accum.shape[0] != n:
+            grad_accum, count = self.reset_stats(n, grad2d_norm.device)
+        grad_accum += torch.where(visible, grad2d_norm, torch.zeros_like(grad2d_norm)).sum(0)  # in place: the same tensors as self's
+        count += visible.float().sum(0)
 
     def step(self, model: GaussianModel, optimizer: torch.optim.Optimizer, iteration: int) -> dict[str, int]:
         """Densify/prune/reset when the schedule says so; returns counts of what changed."""

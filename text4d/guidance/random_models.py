@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -43,10 +44,12 @@ def clip_processor(size: int, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[fl
 
 
 def build_zero123(tiny: bool = True, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  seed: int = 0, variant: str = "stable", vae_scale_factor: int = 2) -> Zero123Models:
+                  seed: int = 0, variant: Literal["zero123", "stable"] = "stable", vae_scale_factor: int = 2) -> Zero123Models:
     """Random Zero123 parts (``tiny``: 8/16-channel UNet, 8-channel VAE that downsamples by ``vae_scale_factor``;
     8 keeps the real model's 256 px -> 32 x 32 latents, which code that hard-codes 256 px needs)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     torch.manual_seed(seed)
     with torch.device(device):
@@ -89,7 +92,7 @@ def save_zero123(models: Zero123Models, folder: str | Path, projection_dir: str 
     ``projection_dir``: ``clip_camera_projection`` (ashawkey's zero123-xl / stable-zero123 conversions,
     whose ``Zero123Pipeline`` DreamGaussian4D loads) or ``cc_projection`` (kxic's / bennyguo's).
     """
-    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
     from safetensors.torch import save_file
 
     folder = Path(folder)

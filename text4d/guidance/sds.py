@@ -61,7 +61,9 @@ class SDSConfig:
     schedule: Literal["anneal", "random"] = field(default="anneal", metadata={"help": "anneal: noise falls linearly with progress"})
     image_size: int = field(default=256, metadata={"min": 8, "help": "Zero123's input resolution"})
     chunk: int = field(default=28, metadata={"min": 0, "help": "renders per VAE+UNet chunk (memory bound); 0 = all at once"})
-    level_reference: bool = field(default=False, metadata={"help": "Stable-Zero123: condition as if the reference view were level (90°) whatever its elevation, as DreamGaussian4D (its main_4d.py / dg.py never pass default_elevation)"})
+    level_reference: bool = field(default=False, metadata={
+        "help": "Stable-Zero123: condition as if the reference view were level (90°) whatever its elevation, as DreamGaussian4D "
+                "(its main_4d.py / dg.py never pass default_elevation)"})
     seed: int = 0
 
 
@@ -166,6 +168,12 @@ class Zero123Guidance:
         self.generator.set_state(state["generator"].cpu())
         self.t_generator.set_state(state["t_generator"].cpu())
 
+    def _references(self) -> tuple[Tensor, Tensor]:
+        """(CLIP embeddings, reference latents) of :meth:`set_references`."""
+        if self.clip_embeds is None or self.ref_latents is None:
+            raise RuntimeError("set_references() must be called before loss()")
+        return self.clip_embeds, self.ref_latents
+
     @property
     def num_references(self) -> int:
         return 0 if self.clip_embeds is None else self.clip_embeds.shape[0]
@@ -187,15 +195,14 @@ class Zero123Guidance:
         (ours: elevation > 0 = above) and radius units. The value is the summed surrogate loss; its
         gradient w.r.t. ``images`` is the SDS gradient pushed through the VAE encoder.
         """
-        if self.clip_embeds is None:
-            raise RuntimeError("set_references() must be called before loss()")
+        self._references()  # set already
         m, dev = self.models, self.device
         b = images.shape[0]
         ref_elevation = 0.0 if self.cfg.level_reference else ref_elevation
         cams = camera_embedding(d_elevation.float(), d_azimuth.float(), d_radius.float(), m.variant, ref_elevation).to(dev)
         t_all = timesteps(self.cfg, progress, b, m.alphas_cumprod.shape[0], self.t_generator).to(dev)
         side = self.cfg.image_size // m.vae_scale_factor
-        noise = torch.randn((b, m.vae.config.latent_channels, side, side), generator=self.generator, device=dev, dtype=self.dtype)
+        noise = torch.randn((b, m.vae.config["latent_channels"], side, side), generator=self.generator, device=dev, dtype=self.dtype)
         guidance = torch.tensor(float(self.cfg.guidance_scale), device=dev)  # an input, so a graph follows live edits
         frames = frames.to(dev)
         chunk = self.cfg.chunk if self.cfg.chunk > 0 else b
@@ -217,14 +224,15 @@ class Zero123Guidance:
         :class:`StepGraphs` can capture (everything that varies per step is an input tensor)."""
         leaf = images.detach().requires_grad_(True)
         m = self.models
+        clip_embeds, ref_latents = self._references()
         size = self.cfg.image_size
         x = leaf if leaf.shape[-2:] == (size, size) else F.interpolate(leaf, (size, size), mode="bilinear", align_corners=False)
         latents = self._encode(x)  # [b, 4, h, w], with grad
         with torch.no_grad():
             alpha_bar = m.alphas_cumprod[t].view(-1, 1, 1, 1)
             noisy = alpha_bar.sqrt().to(latents.dtype) * latents + (1 - alpha_bar).sqrt().to(latents.dtype) * noise
-            cond = m.projection(torch.cat([self.clip_embeds[frames], cams], dim=-1).to(self.dtype)).unsqueeze(1)  # [b, 1, D]
-            ref = self.ref_latents[frames].to(self.dtype)
+            cond = m.projection(torch.cat([clip_embeds[frames], cams], dim=-1).to(self.dtype)).unsqueeze(1)  # [b, 1, D]
+            ref = ref_latents[frames].to(self.dtype)
             x_in = torch.cat([torch.cat([noisy, ref], 1), torch.cat([noisy, torch.zeros_like(ref)], 1)]).contiguous(memory_format=self.memory_format)
             eps = self.unet(x_in, torch.cat([t, t]), encoder_hidden_states=torch.cat([cond, torch.zeros_like(cond)])).sample
             eps_cond, eps_uncond = eps.float().chunk(2)

@@ -22,12 +22,17 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
 
 from text4d.errors import ModelFileError, require_model_folder
+
+if TYPE_CHECKING:  # diffusers and transformers are imported where a model loads
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from transformers import CLIPVisionModelWithProjection
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +58,9 @@ class Zero123Models:
             "stable" (Stable-Zero123: the 4th number is the reference view's polar angle).
     """
 
-    unet: nn.Module
-    vae: nn.Module
-    image_encoder: nn.Module
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    image_encoder: CLIPVisionModelWithProjection
     projection: nn.Linear
     alphas_cumprod: Tensor
     clip_size: int = 224
@@ -66,11 +71,11 @@ class Zero123Models:
 
     @property
     def latent_scale(self) -> float:
-        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+        return float(self.vae.config.get("scaling_factor", 0.18215))
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return 2 ** (len(self.vae.config["block_out_channels"]) - 1)
 
     def modules(self) -> tuple[nn.Module, ...]:
         return (self.unet, self.vae, self.image_encoder, self.projection)
@@ -146,7 +151,7 @@ def _clip_preprocessing(root: Path) -> tuple[int, tuple, tuple]:
 
 
 def _alphas_cumprod(root: Path) -> Tensor:
-    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler  # (the package root's lazy names are opaque to type checkers)
 
     if (root / "scheduler").is_dir():
         try:
@@ -180,7 +185,8 @@ def detect_variant(root: Path, variant: Variant) -> Literal["zero123", "stable"]
 def load_zero123(path: str | Path, *, key: str = "--zero123", variant: Variant = "auto",
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Zero123Models:
     """Load the frozen Zero123 parts from ``path`` (see module docstring for the layout)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPVisionModelWithProjection
 
     root = require_model_folder(path, key, REQUIRED_DIRS, "Zero123", "https://huggingface.co/ashawkey/stable-zero123-diffusers")

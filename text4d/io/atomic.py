@@ -129,10 +129,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1:
                 break
-            raise InputError(f"{path}: line {i + 1} is not valid JSON; the file is corrupt")
+            raise InputError(f"{path}: line {i + 1} is not valid JSON; the file is corrupt") from e
     return records
 
 

@@ -106,14 +106,15 @@ def read_dnerf(folder: str | os.PathLike, max_width: int | None = None) -> Dnerf
         raise InputError(f"scene folder {folder} does not exist; pass a folder with transforms_train.json")
     if not transforms_path(folder, "train").is_file():
         raise InputError(f"{transforms_path(folder, 'train')} does not exist; is {folder} a D-NeRF-layout scene?")
-    splits: dict[str, Views | None] = {}
-    for split in SPLITS:
-        if split != "train" and not transforms_path(folder, split).is_file():
+    train = read_split(folder, "train", max_width)
+    optional: dict[str, Views | None] = {}
+    for split in SPLITS[1:]:
+        if not transforms_path(folder, split).is_file():
             log.warning("%s does not exist; the scene has no %s split", transforms_path(folder, split), split)
-            splits[split] = None
+            optional[split] = None
             continue
-        splits[split] = read_split(folder, split, max_width)
-    return DnerfScene(folder, splits["train"], splits["val"], splits["test"])  # type: ignore[arg-type]
+        optional[split] = read_split(folder, split, max_width)
+    return DnerfScene(folder, train, optional["val"], optional["test"])
 
 
 def read_split(folder: str | os.PathLike, split: str, max_width: int | None = None) -> Views:

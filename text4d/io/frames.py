@@ -56,7 +56,9 @@ def list_frames(folder: str | Path) -> list[Path]:
     for i in range(first, last + 1):
         if i not in numbered:
             neighbour = numbered[i - 1]
-            prefix, digits = _NUMBER.match(neighbour.stem).groups()
+            m = _NUMBER.match(neighbour.stem)
+            assert m is not None  # every listed stem matched above
+            prefix, digits = m.groups()
             width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
             expected = folder / f"{prefix}{i:0{width}d}{neighbour.suffix}"
             raise InputError(f"frame {expected} is missing: {folder} has frames {first}..{last} with a gap at {i}")

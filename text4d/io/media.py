@@ -7,6 +7,7 @@ in [0, 1]. Every write is atomic so an interrupted run never leaves a truncated 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
         reader = imageio.get_reader(str(path), format="ffmpeg" if path.suffix.lower() != ".gif" else None)
         try:
             fps = float(reader.get_meta_data().get("fps", 8.0) or 8.0)
-            frames = [np.asarray(f)[..., :3] for f in reader]
+            # imageio annotates Reader.iter_data (what iterating a reader calls) as returning an Array, not an iterator
+            frames = [np.asarray(f)[..., :3] for f in reader]  # type: ignore[attr-defined]
         finally:
             reader.close()
     except Exception as e:  # imageio/ffmpeg raise many types (OSError, RuntimeError, IndexError...)
@@ -70,7 +72,7 @@ def to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float) -> Path:
+def write_video(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: float) -> Path:
     """Write RGB frames [F, H, W, 3] (uint8, or float in [0, 1]) as an H.264 ``.mp4``, or a looping ``.gif``."""
     import imageio.v2 as imageio
     import imageio.v3 as iio

@@ -40,6 +40,18 @@ class PlyGaussians:
     def sh_degree(self) -> int:
         return int(round(np.sqrt(self.sh.shape[1]))) - 1
 
+    def with_sh_degree(self, degree: int) -> PlyGaussians:
+        """The same Gaussians with SH bands up to ``degree``: missing bands are zeros (no view dependence), extra ones dropped.
+
+        Zero bands render exactly like the lower degree, which is how a degree-0 model fills
+        layouts that insist on degree 3 (Unity's and Unreal's importers read only that one).
+        """
+        k = (degree + 1) ** 2
+        sh = np.zeros((self.sh.shape[0], k, 3), dtype=self.sh.dtype)
+        keep = min(k, self.sh.shape[1])
+        sh[:, :keep] = self.sh[:, :keep]
+        return PlyGaussians(self.means, sh, self.opacity_logits, self.log_scales, self.quats)
+
 
 def save_ply(path: str | os.PathLike, g: PlyGaussians) -> None:
     n, k, _ = g.sh.shape

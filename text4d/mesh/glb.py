@@ -16,50 +16,19 @@ within the 8 active influences older renderers (three.js < r133) honour.
 It needs every frame to share vertices and faces, which the shared-topology
 extraction (:mod:`text4d.mesh.follow`) guarantees.
 
-Written with the standard library (json + struct): the structure is small and
-a writer of our own controls alignment, accessor bounds and normal lengths,
-which the Khronos validator checks.
+Written with our own container writer (:mod:`text4d.io.glb`), so alignment, accessor bounds
+and normal lengths, which the Khronos validator checks, are ours to control.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from typing import Any
 
 import numpy as np
 
-ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
-FLOAT, UNSIGNED_INT = 5126, 5125
+from text4d.io.glb import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, GlbBuilder
+
 LINEAR, LINEAR_MIPMAP_LINEAR, CLAMP_TO_EDGE = 9729, 9987, 33071
-
-
-class _Builder:
-    """Accumulates 4-byte-aligned buffer views and their accessors."""
-
-    def __init__(self) -> None:
-        self.blob = bytearray()
-        self.views: list[dict[str, Any]] = []
-        self.accessors: list[dict[str, Any]] = []
-
-    def view(self, data: bytes, target: int | None = None) -> int:
-        self.blob.extend(b"\0" * (-len(self.blob) % 4))
-        view: dict[str, Any] = {"buffer": 0, "byteOffset": len(self.blob), "byteLength": len(data)}
-        if target is not None:
-            view["target"] = target
-        self.blob.extend(data)
-        self.views.append(view)
-        return len(self.views) - 1
-
-    def accessor(self, a: np.ndarray, kind: str, target: int | None = None, bounds: bool = False) -> int:
-        comp = UNSIGNED_INT if a.dtype == np.uint32 else FLOAT
-        acc: dict[str, Any] = {"bufferView": self.view(np.ascontiguousarray(a).tobytes(), target), "componentType": comp, "count": int(a.shape[0]), "type": kind}
-        if bounds:
-            flat = a.reshape(a.shape[0], -1)
-            acc["min"] = [float(x) for x in flat.min(0)]
-            acc["max"] = [float(x) for x in flat.max(0)]
-        self.accessors.append(acc)
-        return len(self.accessors) - 1
 
 
 def glb_bytes(
@@ -73,7 +42,7 @@ def glb_bytes(
 ) -> bytes:
     """The ``.glb`` file's bytes (see the module docstring for the layout)."""
     t = verts.shape[0]
-    b = _Builder()
+    b = GlbBuilder()
     base_v = verts[0].astype(np.float32)
     base_n = normals[0].astype(np.float32)
     base_n /= np.linalg.norm(base_n, axis=-1, keepdims=True).clip(1e-12)
@@ -116,11 +85,4 @@ def glb_bytes(
             "samplers": [{"input": b.accessor(times, "SCALAR", bounds=True), "output": b.accessor(weights.reshape(-1), "SCALAR"), "interpolation": "LINEAR"}],
             "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}],
         }]  # fmt: skip
-    b.blob.extend(b"\0" * (-len(b.blob) % 4))
-    gltf["buffers"] = [{"byteLength": len(b.blob)}]
-    gltf["bufferViews"] = b.views
-    gltf["accessors"] = b.accessors
-    js = json.dumps(gltf, separators=(",", ":")).encode()
-    js += b" " * (-len(js) % 4)
-    total = 12 + 8 + len(js) + 8 + len(b.blob)
-    return b"".join([struct.pack("<III", 0x46546C67, 2, total), struct.pack("<II", len(js), 0x4E4F534A), js, struct.pack("<II", len(b.blob), 0x004E4942), bytes(b.blob)])
+    return b.glb(gltf)

@@ -47,7 +47,7 @@ from text4d.mesh.glb import glb_bytes
 from text4d.mesh.obj import encode_png, frame_stem, write_obj_frame
 from text4d.mesh.texture import RenderFn, bake, unwrap
 from text4d.render.camera import DEFAULT_FOVY, Cameras
-from text4d.render.splat import RenderOutput, Splats, render
+from text4d.render.splat import Backend, RenderOutput, Splats, render
 from text4d.stages.base import Progress
 from text4d.stages.refine import RefineConfig, RefineStage
 
@@ -119,7 +119,7 @@ def parse_frames(spec: str | None, num_frames: int) -> list[int]:
 
 def gaussian_renderer(stage) -> RenderFn:
     """Renders of ``stage``'s deformed Gaussians (cameras [B, C], times [B]) on black, for baking and refinement."""
-    backend = getattr(stage.cfg, "backend", "auto")
+    backend: Backend = stage.cfg.backend if hasattr(stage.cfg, "backend") else "auto"
 
     @torch.no_grad()
     def fn(cameras: Cameras, times: Tensor) -> RenderOutput:
@@ -250,7 +250,9 @@ def refine_sequence(seq: MeshSequence, render_fn: RenderFn, cfg: MeshConfig, rad
     if not seq.shared:
         raise ConfigError("mesh.refine needs mesh.topology=shared (it optimises one mesh over all frames)")
     with torch.enable_grad():
-        stage = RefineStage(seq.frames[0].faces, torch.stack([f.verts for f in seq.frames]), seq.frames[0].uv, seq.frames[0].texture, seq.times, render_fn, cfg.refine, radius=radius, fovy=cfg.fovy)
+        first = seq.frames[0]
+        stage = RefineStage(first.faces, torch.stack([f.verts for f in seq.frames]), first.uv, first.texture, seq.times, render_fn, cfg.refine,
+                            radius=radius, fovy=cfg.fovy)
         while stage.iteration < stage.iters:
             stage.step()
     textures, verts = stage.result()
@@ -267,7 +269,8 @@ def write_obj_files(seq: MeshSequence, folder: str | os.PathLike, name: str = "m
         key = id(frame.texture)
         if key not in png_of:
             png_of[key] = encode_png(frame.texture.cpu().numpy())
-        write_obj_frame(folder, frame_stem(name, index), *(x.cpu().numpy() for x in (frame.verts, frame.uv, frame.normals, frame.faces)), png_of[key])
+        verts, uv, normals, faces = (x.cpu().numpy() for x in (frame.verts, frame.uv, frame.normals, frame.faces))
+        write_obj_frame(folder, frame_stem(name, index), verts, uv, normals, faces, png_of[key])
     return folder
 
 

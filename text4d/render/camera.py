@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -41,7 +42,10 @@ _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 _BLENDER_TO_WORLD = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 
-def from_dreamgaussian_elevation(dg_elevation: float) -> float:
+Angle = TypeVar("Angle", float, Tensor)  # degrees, one or many
+
+
+def from_dreamgaussian_elevation(dg_elevation: Angle) -> Angle:
     """DreamGaussian's elevation (negative = above) to ours (positive = above)."""
     return -dg_elevation
 

@@ -173,12 +173,13 @@ def backend_available(name: str) -> bool:
     return backend_load_error(name) is None
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: torch.device) -> Backend:
     """The concrete backend ``render`` uses for ``backend`` on ``device``."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        for name in ("gsplat", "inria") if device.type == "cuda" else ("cpu",):
+        candidates: tuple[Backend, ...] = ("gsplat", "inria") if device.type == "cuda" else ("cpu",)
+        for name in candidates:
             if backend_available(name):
                 return name
         return "torch"
@@ -198,7 +199,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             require_extra("cuda")
         package = "gsplat" if backend == "gsplat" else "diff-gaussian-rasterization"
         raise ConfigError(f"backend={backend} requested but {package} does not load here ({problem}); reinstall it or use backend=auto")
-    return backend
+    return "gsplat" if backend == "gsplat" else "inria"
 
 
 # -- input checks ------------------------------------------------------------------------------
@@ -237,7 +238,8 @@ def _check_inputs(splats: Splats, cameras: Cameras, sh_degree: int | None) -> tu
     except RuntimeError:
         ok = False
     if not ok:
-        raise ValueError(f"splats batch dims {tuple(splat_batch)} do not broadcast to the cameras' leading dims {tuple(batch)} (cameras are [B..., C] = {tuple(cameras.batch_shape)})")
+        raise ValueError(f"splats batch dims {tuple(splat_batch)} do not broadcast to the cameras' leading dims {tuple(batch)} "
+                         f"(cameras are [B..., C] = {tuple(cameras.batch_shape)})")
     k = sh.shape[-2]
     degree = math.isqrt(k) - 1 if sh_degree is None else sh_degree
     if not 0 <= degree <= 3 or num_sh_bases(degree) > k:
@@ -667,11 +669,15 @@ def _loop_over_batch(fn, splats: Splats, cameras: Cameras, bg: Tensor) -> Render
     cams, bgs = cameras.reshape(nb, c), flat(bg)
     outs = [fn(Splats(*(x[i] for x in fields)), cams[i], bgs[i]) for i in range(nb)]
 
-    def stack(name: str) -> Tensor | None:
-        parts = [getattr(o, name) for o in outs]
-        return None if parts[0] is None else torch.stack(parts).reshape(*batch, *parts[0].shape)
+    def stack(parts: list[Tensor]) -> Tensor:
+        return torch.stack(parts).reshape(*batch, *parts[0].shape)
 
-    return RenderOutput(*(stack(name) for name in ("rgb", "alpha", "depth", "means2d", "radii")))
+    def stack_present(parts: list[Tensor | None]) -> Tensor | None:  # one backend: all present or none
+        present = [p for p in parts if p is not None]
+        return stack(present) if present else None
+
+    return RenderOutput(stack([o.rgb for o in outs]), stack([o.alpha for o in outs]), stack_present([o.depth for o in outs]),
+                        stack_present([o.means2d for o in outs]), stack_present([o.radii for o in outs]))
 
 
 def _render_gsplat(splats: Splats, cameras: Cameras, bg: Tensor, degree: int, near: float, far: float,

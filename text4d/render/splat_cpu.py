@@ -17,6 +17,7 @@ replays bit-exact). numba compiles the loops on first use (a few seconds, cached
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -140,32 +141,60 @@ def _backward(means2d, conics, opac, feats, ids, x0, x1, y0, y1, offsets, lists,
                             v_means2d[g, 1] += -(conics[g, 1] * dx + conics[g, 2] * dy) * v_power
 
 
+class _Gaussians2D(NamedTuple):
+    """The differentiable inputs of the kernels, as numpy arrays (and their gradients, in the same layout)."""
+
+    means2d: np.ndarray
+    conics: np.ndarray
+    opacities: np.ndarray
+    feats: np.ndarray
+
+
+class _Geometry(NamedTuple):
+    """The kernels' non-differentiable inputs: visible boxes, the tile lists and the image layout."""
+
+    ids: np.ndarray
+    x0: np.ndarray
+    x1: np.ndarray
+    y0: np.ndarray
+    y1: np.ndarray
+    offsets: np.ndarray
+    lists: np.ndarray
+    images: int
+    width: int
+    height: int
+    tiles_x: int
+    tiles_y: int
+
+
 class _Composite(torch.autograd.Function):
     """Compositing as one autograd node: gradients for means2d, conics, opacities and features."""
 
     # Both outputs' gradients arrive as tensors (zeros for an unused one), never None.
 
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, feats, ids, image, x0, x1, y0, y1, images, width, height):  # type: ignore[override]
+    def forward(ctx, means2d, conics, opacities, feats, ids, image, x0, x1, y0, y1, images, width, height):
         tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-        box = [t.numpy() for t in (x0, x1, y0, y1)]
-        offsets, lists = _bin_tiles(image.numpy(), *box, images, tiles_x, tiles_y)
-        arrays = [t.detach().contiguous().numpy() for t in (means2d, conics, opacities, feats)]
+        bx0, bx1, by0, by1 = (t.numpy() for t in (x0, x1, y0, y1))
+        offsets, lists = _bin_tiles(image.numpy(), bx0, bx1, by0, by1, images, tiles_x, tiles_y)
+        arrays = _Gaussians2D._make(t.detach().contiguous().numpy() for t in (means2d, conics, opacities, feats))
         pixels = images * height * width
-        acc = np.zeros((pixels, feats.shape[-1]), arrays[3].dtype)
-        trans = np.empty(pixels, arrays[3].dtype)
+        acc = np.zeros((pixels, feats.shape[-1]), arrays.feats.dtype)
+        trans = np.empty(pixels, arrays.feats.dtype)
         last = np.empty(pixels, np.int64)
-        geometry = (ids.numpy(), *box, offsets, lists, images, width, height, tiles_x, tiles_y)
+        geometry = _Geometry(ids.numpy(), bx0, bx1, by0, by1, offsets, lists, images, width, height, tiles_x, tiles_y)
         with _threads():
             _forward(*arrays, *geometry, acc, trans, last)
         ctx.arrays, ctx.geometry, ctx.trans, ctx.last = arrays, geometry, trans, last
         return torch.from_numpy(acc), torch.from_numpy(trans)
 
     @staticmethod
-    def backward(ctx, g_acc, g_trans):  # type: ignore[override]
-        grads = [np.zeros_like(a) for a in ctx.arrays]
+    def backward(ctx, g_acc, g_trans):
+        arrays: _Gaussians2D = ctx.arrays
+        geometry: _Geometry = ctx.geometry
+        grads = _Gaussians2D._make(np.zeros_like(a) for a in arrays)
         with _threads():
-            _backward(*ctx.arrays, *ctx.geometry, ctx.trans, ctx.last, g_acc.contiguous().numpy(), g_trans.contiguous().numpy(), *grads)
+            _backward(*arrays, *geometry, ctx.trans, ctx.last, g_acc.contiguous().numpy(), g_trans.contiguous().numpy(), *grads)
         return (*(torch.from_numpy(g) for g in grads), *([None] * 9))
 
 
@@ -174,7 +203,8 @@ class _threads:
 
     def __enter__(self) -> None:
         self.before = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        # numba.config sets its settings through globals(), where the type checker cannot see them
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
     def __exit__(self, *exc: object) -> None:
         numba.set_num_threads(self.before)

@@ -171,7 +171,7 @@ def load_sample(cfg: SampleConfig | None = None, cache_dir: str | Path | None = 
         "test": _per_frame(heldout_angles(cfg.test_views), cfg),
     }
     res = cfg.resolution
-    expected = {}
+    expected: dict[str, tuple[int, ...]] = {}
     for name, (cams, _) in sets.items():
         m = cams.batch_shape[0]
         expected[f"{name}_rgb"], expected[f"{name}_alpha"] = (m, res, res, 3), (m, res, res, 1)

@@ -65,6 +65,7 @@ def write_arrays(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
     """Atomically write ``arrays`` (uint8) and ``key``; a failure is logged, not raised."""
     try:
         with atomic_path(path) as tmp:
-            np.savez_compressed(tmp, key=np.array(key), **arrays)
+            # numpy's stub lets **arrays reach savez_compressed's allow_pickle: bool parameter (no array is named so)
+            np.savez_compressed(tmp, key=np.array(key), **arrays)  # type: ignore[arg-type]
     except (OSError, InputError) as e:
         log.warning("could not write sample cache %s (%s); continuing without it", path, e)

@@ -36,7 +36,8 @@ from text4d.render.camera import Cameras
 from text4d.render.mesh_raster import Fragments, interpolate, rasterize, texture
 
 BONES = ("hips", "chest", "head", "arm_l", "arm_r", "leg_l", "leg_r", "tail", "antenna_l", "antenna_r")
-_PARENT = {"hips": None, "chest": "hips", "head": "chest", "arm_l": "chest", "arm_r": "chest", "leg_l": "hips", "leg_r": "hips", "tail": "hips", "antenna_l": "head", "antenna_r": "head"}
+_PARENT = {"hips": None, "chest": "hips", "head": "chest", "arm_l": "chest", "arm_r": "chest", "leg_l": "hips", "leg_r": "hips", "tail": "hips",
+           "antenna_l": "head", "antenna_r": "head"}
 # Joint (pivot) of each bone in the rest pose.
 _JOINT = {
     "hips": (0.0, -0.30, 0.0),

@@ -13,6 +13,8 @@ on the next one.
 from __future__ import annotations
 
 import copy
+import functools
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +42,11 @@ def stepped_resolution(progress: float, milestones: list[float], resolutions: li
     return resolutions[min(level, len(resolutions) - 1)]
 
 
+def total_loss(terms: dict[str, Tensor]) -> Tensor:
+    """The loss terms added in order: what ``sum(terms.values())`` computes, typed as the Tensor it is (one term at least)."""
+    return functools.reduce(operator.add, terms.values())
+
+
 class Stage(ABC):
     """A resumable optimiser stepped by a Session.
 
@@ -47,15 +54,18 @@ class Stage(ABC):
         name: short stage name shown in the UI ("static", "dynamic", ...).
         cfg: the stage's dataclass config; its fields are the live-editable knobs.
         iteration: number of completed steps.
-        iters: planned total number of steps.
         num_frames: frames of the clip (1 for a static stage).
     """
 
     name: str
     cfg: Any
     iteration: int
-    iters: int
     num_frames: int
+
+    @property
+    @abstractmethod
+    def iters(self) -> int:
+        """Planned total number of steps (read afresh: a live config edit may change it)."""
 
     @abstractmethod
     def step(self) -> dict[str, float]:

@@ -50,7 +50,7 @@ from text4d.lpips import LPIPS
 from text4d.metrics import score, ssim
 from text4d.render.camera import Cameras
 from text4d.render.splat import Backend, RenderOutput, Splats, render, resolve_backend
-from text4d.stages.base import GaussianStage, Keyframe, MotionEditing, stepped_resolution
+from text4d.stages.base import GaussianStage, Keyframe, MotionEditing, stepped_resolution, total_loss
 from text4d.stages.novel import NovelViewTerm
 from text4d.timing import Retime
 from text4d.views import Views
@@ -80,14 +80,17 @@ class DynamicConfig:
     lambda_arap: float = field(default=0.0, metadata={"min": 0.0, "help": "as-rigid-as-possible motion of the control points (deform.model=control_points)"})
     lambda_edit: float = field(default=1000.0, metadata={"min": 0.0, "help": "how firmly pose edits (keyframes) hold against the data when training resumes; 0 = the data wins"})
     rgb_loss: Literal["mse", "l1"] = field(default="mse", metadata={"help": "photometric term of the reference loss"})
-    lambda_dssim: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0, "help": "fraction of the reference RGB loss that is D-SSIM (0.2 in 3DGS), the rest the photometric term"})
+    lambda_dssim: float = field(default=0.0, metadata={
+        "min": 0.0, "max": 1.0, "help": "fraction of the reference RGB loss that is D-SSIM (0.2 in 3DGS), the rest the photometric term"})
     ramp_reference: bool = field(default=True, metadata={"help": "scale reference losses by training progress (as the original)"})
     bg: Literal["white", "black", "random"] = field(default="white", metadata={"help": "white as 4d.yaml (invert_bg_prob 0: main_4d renders every view on white)"})
     train_gaussians: bool = field(default=True, metadata={"help": "False = frozen static model (the paper's setting)"})
     lr: LearningRates = field(default_factory=LearningRates)
     lr_deform: float = field(default=6.4e-4, metadata={"min": 0.0})
     lr_grid: float = field(default=6.4e-3, metadata={"min": 0.0})
-    lr_field_decay: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0, "help": "deformation and grid lr at the end of the dynamic phase, as a fraction of lr_deform / lr_grid (log-linear); 1 = constant, as DreamGaussian4D"})
+    lr_field_decay: float = field(default=1.0, metadata={
+        "min": 0.0, "max": 1.0,
+        "help": "deformation and grid lr at the end of the dynamic phase, as a fraction of lr_deform / lr_grid (log-linear); 1 = constant, as DreamGaussian4D"})
     deform: DeformConfig = field(default_factory=DeformConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     init_points: int = field(default=5000, metadata={"min": 1, "help": "random Gaussians when no static model is given"})
@@ -137,7 +140,8 @@ class DynamicStage(GaussianStage, MotionEditing):
             self.field = make_field(cfg.deform).to(self.device)
         unused = [name for name, weight in self._regulariser_weights().items() if weight > 0 and name not in self.field.regularisers]
         if unused:
-            raise ConfigError(f"lambda_{unused[0]} has no effect on deform.model={cfg.deform.model} (its regularisers: {', '.join(self.field.regularisers) or 'none'}); set lambda_{unused[0]}=0")
+            used = ", ".join(self.field.regularisers) or "none"
+            raise ConfigError(f"lambda_{unused[0]} has no effect on deform.model={cfg.deform.model} (its regularisers: {used}); set lambda_{unused[0]}=0")
         self.iteration = 0
         self.retiming = Retime()
         self.strategy = DensifyStrategy(cfg.densify, extent=self._scene_extent(), generator=self.generator)
@@ -147,7 +151,7 @@ class DynamicStage(GaussianStage, MotionEditing):
 
     # -- setup -------------------------------------------------------------------
     @property
-    def iters(self) -> int:  # type: ignore[override]
+    def iters(self) -> int:
         return self.cfg.static_iters + self.cfg.iters
 
     @property
@@ -268,17 +272,18 @@ class DynamicStage(GaussianStage, MotionEditing):
         bg = self._background()
         progress = (self.iteration + 1) / max(self.iters, 1)
         views = [batch.cameras.reshape(len(batch), 1)]  # [B, 1], then [B, V] novel cameras
-        use_novel = self.novel is not None and cfg.n_views > 0 and cfg.lambda_novel > 0
-        if use_novel:
-            novel_cams = self.novel.cameras(batch.times.cpu(), batch.cameras, self.generator).to(self.device)
+        novel = self.novel if cfg.n_views > 0 and cfg.lambda_novel > 0 else None
+        if novel is not None:
+            novel_cams = novel.cameras(batch.times.cpu(), batch.cameras, self.generator).to(self.device)
             size = stepped_resolution(progress, cfg.resolution_milestones, cfg.resolutions, novel_cams.width)
             views.append(novel_cams.resized(size, size) if (size, size) != (novel_cams.width, novel_cams.height) else novel_cams)
         splats = self.deformed(batch.times)
         outs = self._render_views(splats, views, bg)
-        track = self.strategy.active(self.iteration + 1) and all(o.means2d is not None and o.means2d.requires_grad for o, _ in outs)
+        screen = [o.means2d for o, _ in outs if o.means2d is not None and o.means2d.requires_grad]
+        track = self.strategy.active(self.iteration + 1) and len(screen) == len(outs)
         if track:
-            for o, _ in outs:
-                o.means2d.retain_grad()
+            for means2d in screen:
+                means2d.retain_grad()
 
         ramp = progress if cfg.ramp_reference else 1.0
         target = batch.composite(bg)
@@ -287,18 +292,19 @@ class DynamicStage(GaussianStage, MotionEditing):
             "rgb": cfg.lambda_rgb * ramp * self._rgb_loss(ref_out.rgb[:, 0], target),
             "alpha": cfg.lambda_alpha * ramp * (ref_out.alpha[:, 0] - batch.alpha).square().mean(),
         }
-        if use_novel:
+        if novel is not None:
             out, v = outs[-1][0], views[1].viewmats.shape[1]
             novel_out = RenderOutput(out.rgb[:, -v:], out.alpha[:, -v:], None)
-            terms["novel"] = cfg.lambda_novel * self.novel.loss(novel_out, bg, progress)
+            terms["novel"] = cfg.lambda_novel * novel.loss(novel_out, bg, progress)
         if self.phase == "dynamic":
             terms.update(self.field.losses(self._regulariser_weights(), self.model.means, batch.times, self.generator))
             if isinstance(self.field, EditableField) and self.field.edits.count and cfg.lambda_edit > 0:
                 terms["edit"] = cfg.lambda_edit * self.field.edit_loss(self.generator)
-        loss = sum(terms.values())
+        loss = total_loss(terms)
         loss.backward()
-        if track and all(o.means2d.grad is not None for o, _ in outs):
-            self._accumulate_densify_stats(outs, cfg.lambda_rgb * ramp)
+        grads = [m.grad for m in screen if m.grad is not None]
+        if track and len(grads) == len(outs):
+            self._accumulate_densify_stats(grads, outs, cfg.lambda_rgb * ramp)
         return self.finish_step(terms, loss)
 
     def _render_views(self, splats: Splats, views: list[Cameras], bg: Tensor) -> list[tuple[RenderOutput, Cameras]]:
@@ -309,18 +315,18 @@ class DynamicStage(GaussianStage, MotionEditing):
         return [(render(splats, cams, bg, backend=self.cfg.backend, sh_degree=self.model.sh_degree, depth=False), cams)
                 for cams in views]
 
-    def _accumulate_densify_stats(self, outs: list[tuple[RenderOutput, Cameras]], loss_scale: float) -> None:
-        """Per-Gaussian view-space gradient norm in 3DGS NDC units, per view.
+    def _accumulate_densify_stats(self, grads: list[Tensor], outs: list[tuple[RenderOutput, Cameras]], loss_scale: float) -> None:
+        """Per-Gaussian view-space gradient norm in 3DGS NDC units, per view, from the gradients of
+        each render's ``means2d`` ([B, C, N, 2] pixels).
 
         The losses are means over all B x C images, so each view's gradient is
         multiplied back by the number of images (as gsplat's strategy does),
         and divided by the reference RGB weight (with its ramp) so the densify
         threshold keeps its meaning when loss weights are edited or ramped.
         """
-        images = sum(o.means2d.grad.shape[0] * o.means2d.grad.shape[1] for o, _ in outs)
+        images = sum(grad.shape[0] * grad.shape[1] for grad in grads)
         norms, visible = [], []
-        for out, cams in outs:
-            grad = out.means2d.grad  # [B, C, N, 2] pixels
+        for grad, (out, cams) in zip(grads, outs):
             half = torch.tensor([cams.width / 2.0, cams.height / 2.0], device=grad.device)
             scale = half * images / (loss_scale if loss_scale > 0 else 1.0)
             norms.append((grad * scale).norm(dim=-1).flatten(0, -2))  # [B*C, N]
@@ -443,7 +449,7 @@ class DynamicStage(GaussianStage, MotionEditing):
             "generator": self.generator.get_state(),
             "retime": [dict(op) for op in self.retiming.ops],
             "densify": {"grad_accum": self.strategy.grad_accum, "count": self.strategy.count},
-            **({"novel": self.novel.state_dict()} if hasattr(self.novel, "state_dict") else {}),  # e.g. Zero123's SDS RNG
+            **({"novel": self.novel.state_dict()} if self.novel is not None and hasattr(self.novel, "state_dict") else {}),  # e.g. Zero123's SDS RNG
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -454,7 +460,7 @@ class DynamicStage(GaussianStage, MotionEditing):
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.retiming = Retime(state["retime"])
-        if "novel" in state and hasattr(self.novel, "load_state_dict"):
+        if "novel" in state and self.novel is not None and hasattr(self.novel, "load_state_dict"):
             self.novel.load_state_dict(state["novel"])
         dens = state.get("densify") or {}
         self.strategy.grad_accum = dens.get("grad_accum")

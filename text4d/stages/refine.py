@@ -35,6 +35,7 @@ from torch import Tensor
 from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.mesh_raster import interpolate, rasterize, texture
 from text4d.render.splat import RenderOutput
+from text4d.stages.base import total_loss
 from text4d.timing import t_to_frame
 
 RenderFn = Callable[[Cameras, Tensor], RenderOutput]
@@ -130,7 +131,7 @@ class RefineStage:
         terms = {"rgb": (rgb - want).square().mean()}
         if cfg.offsets and cfg.lambda_offsets > 0:
             terms["offsets"] = cfg.lambda_offsets * self.offsets.square().sum(-1).mean()
-        loss = sum(terms.values())
+        loss = total_loss(terms)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

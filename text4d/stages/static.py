@@ -33,7 +33,7 @@ from text4d.io.atomic import write_json
 from text4d.io.ply import PlyGaussians, load_ply, save_ply
 from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.splat import Backend, RenderOutput, Splats, render, resolve_backend
-from text4d.stages.base import GaussianStage, stepped_resolution
+from text4d.stages.base import GaussianStage, stepped_resolution, total_loss
 
 
 def _static_densify() -> DensifyConfig:
@@ -126,7 +126,7 @@ class StaticStage(GaussianStage):
         self._target: tuple[int, Tensor, Tensor] | None = None
 
     @property
-    def iters(self) -> int:  # type: ignore[override]
+    def iters(self) -> int:
         return self.cfg.iters
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -157,18 +157,18 @@ class StaticStage(GaussianStage):
         }
         novel_out = None
         if self.guidance is not None and cfg.batch_size > 0 and cfg.lambda_zero123 > 0:
-            novel_out, sds = self._novel(splats, progress)
+            novel_out, sds = self._novel(self.guidance, splats, progress)
             terms["zero123"] = cfg.lambda_zero123 * sds
-        loss = sum(terms.values())
+        loss = total_loss(terms)
         loss.backward()
         if novel_out is not None and novel_out.means2d is not None and novel_out.means2d.grad is not None:
             grad = novel_out.means2d.grad  # [V, N, 2] pixels -> NDC
             res = novel_out.rgb.shape[-2]
             norms = (grad * res / 2.0).norm(dim=-1)
-            self.strategy.update(norms, novel_out.radii > 0)
+            self.strategy.update(norms, novel_out.radii > 0 if novel_out.radii is not None else norms > 0)
         return self.finish_step(terms, loss)
 
-    def _novel(self, splats, progress: float) -> tuple[RenderOutput, Tensor]:
+    def _novel(self, guidance: Zero123Guidance, splats: Splats, progress: float) -> tuple[RenderOutput, Tensor]:
         """Render ``batch_size`` random views (one call) and their SDS loss."""
         cfg, s = self.cfg, self.cfg.views
         v = cfg.batch_size
@@ -184,7 +184,7 @@ class StaticStage(GaussianStage):
         if out.means2d is not None and out.means2d.requires_grad:
             out.means2d.retain_grad()
         images = out.rgb.permute(0, 3, 1, 2)  # [V, 3, H, W]
-        sds = self.guidance.loss(images, torch.zeros(v, dtype=torch.long), d_el, d_az, d_r, progress, ref_elevation=cfg.elevation)
+        sds = guidance.loss(images, torch.zeros(v, dtype=torch.long), d_el, d_az, d_r, progress, ref_elevation=cfg.elevation)
         return out, sds / v  # dg.py divides the summed SDS loss by batch_size
 
     # -- Stage API ---------------------------------------------------------------------------

@@ -83,7 +83,6 @@ class DrivingVideoStage(Stage):
         self.cfg = VideoStageConfig()
         self.job = job
         self.steps = int(steps)
-        self.iters = self.steps + 1
         self.num_frames = max(1, int(num_frames))
         self.layout = layout
         self.on_preview = on_preview
@@ -95,6 +94,10 @@ class DrivingVideoStage(Stage):
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def iters(self) -> int:
+        return self.steps + 1  # the denoising steps, then the decode
 
     @property
     def done(self) -> bool:

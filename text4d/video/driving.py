@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from text4d.devices import pick_dtype, resolve_device
+from text4d.devices import compiled, pick_dtype, resolve_device
 from text4d.errors import InputError
 from text4d.io.atomic import write_json
 from text4d.io.media import VIDEO_EXTS, read_video, write_rgba_frames, write_video
@@ -181,7 +181,7 @@ def make_driving_video(req: DrivingVideoRequest, models: T2VModels | None = None
             else:
                 lo.set_scale("temporal", req.temporal_scale)
                 stack.enter_context(lo.merged(spatial=None, temporal=True))
-        unet = torch.compile(models.unet) if req.compile else None
+        unet = compiled(models.unet) if req.compile else None
         res = generate(
             models, req.prompt, negative_prompt=req.negative_prompt, num_frames=req.frames, width=req.width,
             height=req.height, num_inference_steps=req.steps, guidance_scale=req.guidance, seed=req.seed,

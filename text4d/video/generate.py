@@ -79,7 +79,7 @@ def _progress(iterable, enabled: bool, desc: str):
 
 def size_multiple(models: T2VModels) -> int:
     """Width/height must be multiples of this (VAE factor times the UNet's downsampling)."""
-    return models.vae_scale_factor * 2 ** (len(models.unet.config.block_out_channels) - 1)
+    return models.vae_scale_factor * 2 ** (len(models.unet.config["block_out_channels"]) - 1)
 
 
 @torch.no_grad()
@@ -100,14 +100,14 @@ def ddim_sample(
     unconditional half first (as diffusers does, so results match it for the same seed).
     ``unet`` may be a compiled wrapper of ``models.unet``.
     """
-    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     unet = unet if unet is not None else models.unet  # a compiled module has no truth value
     device, dtype = _device_dtype(models)
     sched = DDIMScheduler.from_config(models.scheduler.config)
     sched.set_timesteps(num_inference_steps, device=device)
     cfg = uncond is not None and guidance_scale > 1.0
-    emb = torch.cat([uncond, cond]) if cfg else cond
+    emb = torch.cat([uncond, cond]) if uncond is not None and cfg else cond
     emb = emb.to(device, dtype)
     latents = latents.to(device, dtype)
     with _autocast(device, dtype, unet):
@@ -133,7 +133,7 @@ def ddim_invert(models: T2VModels, latents: torch.Tensor, num_steps: int = 50, c
     current (less noisy) latents: the reverse of the sampler's step at t, exact up to the change of
     the prediction between neighbouring latents.
     """
-    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     device, dtype = _device_dtype(models)
     sched = DDIMScheduler.from_config(models.scheduler.config)
@@ -287,7 +287,7 @@ def generate(
     else:
         cond, uncond = prompt_embeds
     f = models.vae_scale_factor
-    shape = (1, models.unet.config.in_channels, num_frames, height // f, width // f)
+    shape = (1, models.unet.config["in_channels"], num_frames, height // f, width // f)
     latents = initial_latents(shape, generator, device, dtype, noise_prior, inversion)
     _sync(device)
     t1 = time.perf_counter()

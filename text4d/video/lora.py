@@ -35,7 +35,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 import torch
 from safetensors import safe_open
@@ -43,6 +43,9 @@ from safetensors.torch import save
 
 from text4d.errors import InputError
 from text4d.io.atomic import atomic_write
+
+if TYPE_CHECKING:  # peft is imported where adapters are made
+    from peft.tuners.lora.layer import Linear as LoraLinear
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +78,35 @@ def target_modules(unet: torch.nn.Module, path: Path_) -> list[str]:
     return names
 
 
+def _base_linear(layer: torch.nn.Module) -> torch.nn.Linear:
+    """The plain linear of a target module: itself, or a peft layer's ``base_layer``."""
+    base = getattr(layer, "base_layer", layer)
+    if not isinstance(base, torch.nn.Linear):
+        raise TypeError(f"a LoRA target must be a linear layer, got {type(base).__name__}")
+    return base
+
+
 def _effective_rank(layer: torch.nn.Module, rank: int) -> int:
     """The original clips a rank above the layer's smaller side to that side; so do we."""
-    base = getattr(layer, "base_layer", layer)
+    base = _base_linear(layer)
     return min(rank, base.in_features, base.out_features)
+
+
+def _lora_layer(module: torch.nn.Module) -> LoraLinear:
+    """``module`` as the peft LoRA linear that injection made of it."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if not isinstance(module, LoraLinear):
+        raise TypeError(f"expected a peft LoRA linear after injection, got {type(module).__name__}")
+    return module
+
+
+def adapter_weights(layer: LoraLinear, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(down, up) weights of ``layer``'s ``adapter`` (peft's lora_A and lora_B linears)."""
+    down, up = layer.lora_A[adapter], layer.lora_B[adapter]
+    if not isinstance(down, torch.nn.Linear) or not isinstance(up, torch.nn.Linear):
+        raise TypeError(f"adapter {adapter} of a LoRA linear holds {type(down).__name__}/{type(up).__name__}, not linears")
+    return down.weight, up.weight
 
 
 @dataclass
@@ -94,8 +122,8 @@ class DualLoRA:
     dropout: float = 0.1
     n_spatial: int = 1
     temporal: bool = True
-    layers: dict[str, dict[str, torch.nn.Module]] = field(default_factory=dict, init=False)
-    current: tuple[int | None, bool, str | None] = field(default=(None, False, None), init=False)
+    layers: dict[str, dict[str, LoraLinear]] = field(default_factory=dict, init=False)
+    current: tuple[int | None, bool, Path_ | None] = field(default=(None, False, None), init=False)
     _applied: dict[str, tuple[str | None, bool]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -103,7 +131,7 @@ class DualLoRA:
 
         if self.rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
-        plan = [("spatial", f"spatial_{i}") for i in range(self.n_spatial)]
+        plan: list[tuple[Path_, str]] = [("spatial", f"spatial_{i}") for i in range(self.n_spatial)]
         if self.temporal:
             plan.append(("temporal", "temporal"))
         for path in PATHS:
@@ -122,7 +150,7 @@ class DualLoRA:
                 warnings.simplefilter("ignore")
                 inject_adapter_in_model(cfg, self.unet, adapter_name=adapter)
             modules = dict(self.unet.named_modules())
-            self.layers[path] = {n: modules[n] for n in names}
+            self.layers[path] = {n: _lora_layer(modules[n]) for n in names}
         # Adapters train in fp32 even when the frozen base runs in bf16 (autocast does the matmuls).
         for p in self.parameters():
             p.data = p.data.float()
@@ -162,8 +190,8 @@ class DualLoRA:
                     layer.enable_adapters(True)
                 if layer.active_adapters != [name]:
                     layer.set_adapter([name])
-                layer.lora_A[name].weight.requires_grad_(trainable)
-                layer.lora_B[name].weight.requires_grad_(trainable)
+                for weight in adapter_weights(layer, name):
+                    weight.requires_grad_(trainable)
             self._applied[path] = (name, trainable)
 
     @contextmanager
@@ -183,7 +211,7 @@ class DualLoRA:
                 layer.set_scale(adapter, scale)
 
     # -- parameters and state ------------------------------------------------------------------
-    def parameters(self, path: Path_ | None = None, index: int | None = None) -> Iterator[torch.nn.Parameter]:
+    def parameters(self, path: Path_ | None = None, index: int | None = None) -> Iterator[torch.Tensor]:
         """Adapter parameters of ``path`` (all paths if None); ``index`` picks one spatial adapter."""
         for p in PATHS if path is None else (path,):
             names = ["temporal"] if p == "temporal" else (
@@ -191,8 +219,7 @@ class DualLoRA:
             for layer in self.layers[p].values():
                 for name in names:
                     if name in layer.lora_A:
-                        yield layer.lora_A[name].weight
-                        yield layer.lora_B[name].weight
+                        yield from adapter_weights(layer, name)
 
     def state(self, path: Path_) -> dict[str, torch.Tensor]:
         """Adapter weights of ``path`` in our file layout (``"{i}.{module}.up|down"``)."""
@@ -200,8 +227,9 @@ class DualLoRA:
         names = self.spatial_names() if path == "spatial" else (["temporal"] if self.temporal else [])
         for i, adapter in enumerate(names):
             for mod, layer in self.layers[path].items():
-                out[f"{i}.{mod}.up"] = layer.lora_B[adapter].weight.detach().float().cpu().contiguous()
-                out[f"{i}.{mod}.down"] = layer.lora_A[adapter].weight.detach().float().cpu().contiguous()
+                down, up = adapter_weights(layer, adapter)
+                out[f"{i}.{mod}.up"] = up.detach().float().cpu().contiguous()
+                out[f"{i}.{mod}.down"] = down.detach().float().cpu().contiguous()
         return out
 
     def load_state(self, path: Path_, tensors: dict[str, torch.Tensor], source: str = "") -> None:
@@ -217,7 +245,8 @@ class DualLoRA:
         with torch.no_grad():
             for i, adapter in enumerate(names):
                 for mod, layer in self.layers[path].items():
-                    for key, w in (("up", layer.lora_B[adapter].weight), ("down", layer.lora_A[adapter].weight)):
+                    down, up = adapter_weights(layer, adapter)
+                    for key, w in (("up", up), ("down", down)):
                         t = tensors[f"{i}.{mod}.{key}"]
                         if t.shape != w.shape:
                             raise InputError(
@@ -318,8 +347,8 @@ def released_to_adapter(tensors: list[torch.Tensor], unet: torch.nn.Module, path
     out = {}
     for k, name in enumerate(names):
         up, down = tensors[2 * k], tensors[2 * k + 1]
-        base = getattr(modules[name], "base_layer", modules[name])
-        r = min(rank, base.in_features, base.out_features)
+        base = _base_linear(modules[name])
+        r = _effective_rank(base, rank)
         if tuple(up.shape) != (base.out_features, r) or tuple(down.shape) != (r, base.in_features):
             raise InputError(
                 f"{source}: tensors {2 * k}/{2 * k + 1} have shapes {tuple(up.shape)}/{tuple(down.shape)} but "

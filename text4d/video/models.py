@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from text4d.errors import ModelFileError, require_model_folder
 
+if TYPE_CHECKING:  # diffusers and transformers are imported where a model loads
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_3d_condition import UNet3DConditionModel
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
 logger = logging.getLogger(__name__)
 
 T2V_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+Part = TypeVar("Part")
 
 
 @dataclass
@@ -30,24 +39,28 @@ class T2VModels:
     folder's scheduler config (training uses its noise schedule, sampling its DDIM steps).
     """
 
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    text_encoder: torch.nn.Module
-    tokenizer: object
-    scheduler: object
+    unet: UNet3DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDIMScheduler
     source: str = ""
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return 2 ** (len(self.vae.config["block_out_channels"]) - 1)
 
     @property
     def latent_scale(self) -> float:
         """Latent scaling (0.18215 for ZeroScope), read from the VAE config."""
-        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+        return float(self.vae.config.get("scaling_factor", 0.18215))
+
+    def modules(self) -> tuple[torch.nn.Module, ...]:
+        """The networks (not the tokenizer or the scheduler)."""
+        return (self.unet, self.vae, self.text_encoder)
 
     def freeze(self) -> None:
-        for m in (self.unet, self.vae, self.text_encoder):
+        for m in self.modules():
             m.requires_grad_(False)
             m.eval()
 
@@ -63,31 +76,33 @@ def load_t2v(
 
     ``key`` is the config key or CLI flag that named the folder; it appears in every error.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_3d_condition import UNet3DConditionModel
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = require_model_folder(path, key, T2V_SUBFOLDERS, "text-to-video model", "https://huggingface.co/cerspense/zeroscope_v2_576w")
-    parts = {}
-    loaders = {
-        "unet": lambda p: UNet3DConditionModel.from_pretrained(p, torch_dtype=dtype),
-        "vae": lambda p: AutoencoderKL.from_pretrained(p, torch_dtype=dtype),
-        "text_encoder": lambda p: CLIPTextModel.from_pretrained(p, torch_dtype=dtype),
-        "tokenizer": CLIPTokenizer.from_pretrained,
-        "scheduler": DDIMScheduler.from_pretrained,
-    }
-    for name, load in loaders.items():
+
+    def load(name: str, loader: Callable[[str], Part]) -> Part:
         sub = folder / name
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                parts[name] = load(str(sub))
+                return loader(str(sub))
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
             raise ModelFileError(f"cannot load {name} from {sub} (from {key}): {e}") from e
-    models = T2VModels(**parts, source=str(folder))
+
+    models = T2VModels(
+        unet=load("unet", lambda p: UNet3DConditionModel.from_pretrained(p, torch_dtype=dtype)),
+        vae=load("vae", lambda p: AutoencoderKL.from_pretrained(p, torch_dtype=dtype)),
+        text_encoder=load("text_encoder", lambda p: CLIPTextModel.from_pretrained(p, torch_dtype=dtype)),
+        tokenizer=load("tokenizer", CLIPTokenizer.from_pretrained),
+        scheduler=load("scheduler", DDIMScheduler.from_pretrained),
+        source=str(folder),
+    )
     models.freeze()
-    models.unet.to(device)
-    models.vae.to(device)
-    models.text_encoder.to(device)
+    for m in models.modules():
+        m.to(device)
     logger.info("loaded text-to-video model from %s", folder)
     return models
 

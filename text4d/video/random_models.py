@@ -55,7 +55,9 @@ def build_t2v(tiny: bool = True, device: str | torch.device = "cpu", dtype: torc
     """Random-weight UNet3D + VAE + CLIP text encoder + tokenizer + DDIM scheduler (ZeroScope's schedule)."""
     import tempfile
 
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_3d_condition import UNet3DConditionModel
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -74,9 +76,6 @@ def build_t2v(tiny: bool = True, device: str | torch.device = "cpu", dtype: torc
                                       num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
                                       projection_dim=1024)
         text_encoder = CLIPTextModel(text_cfg)
-    if dtype != torch.float32:
-        for m in (unet, vae, text_encoder):
-            m.to(dtype)
     if tokenizer_dir is None:
         tokenizer_dir = tempfile.mkdtemp(prefix="text4d-tok-")
     tok_folder = write_clip_tokenizer(tokenizer_dir)
@@ -85,6 +84,9 @@ def build_t2v(tiny: bool = True, device: str | torch.device = "cpu", dtype: torc
                               set_alpha_to_one=False, steps_offset=1)
     models = T2VModels(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                        source="random-tiny" if tiny else "random-zeroscope")
+    if dtype != torch.float32:
+        for m in models.modules():
+            m.to(dtype)
     models.freeze()
     return models
 

@@ -53,6 +53,21 @@ def prepare_image(image: np.ndarray, width: int, height: int, background: float 
     return pil.resize((width, height), Image.Resampling.LANCZOS)
 
 
+def _step_end(callback: Callable[[int, torch.Tensor], None]) -> Callable[..., dict]:
+    """The pipeline's ``callback_on_step_end``, handing ``callback`` each step's latents at unit scale."""
+
+    def on_step_end(_pipe, i: int, _t, tensors: dict) -> dict:
+        latents = tensors["latents"]
+        sched = _pipe.scheduler  # Euler (k-diffusion) latents carry noise of std sigma: shown at unit scale, as DDIM's
+        sigmas, index = getattr(sched, "sigmas", None), getattr(sched, "step_index", None)
+        if sigmas is not None and index is not None and index < len(sigmas):
+            latents = latents / (1.0 + float(sigmas[index]) ** 2) ** 0.5
+        callback(i, latents)
+        return {}
+
+    return on_step_end
+
+
 def image_to_video(pipe, image: np.ndarray, *, num_frames: int = 14, num_inference_steps: int = 25, fps: int = 7,
                    motion_bucket_id: int = 127, width: int = 512, height: int = 512, seed: int | None = 0,
                    noise_aug_strength: float = 0.02, decode_chunk_size: int = 8, background: float = 1.0,
@@ -66,17 +81,7 @@ def image_to_video(pipe, image: np.ndarray, *, num_frames: int = 14, num_inferen
     if width % 8 or height % 8:
         raise InputError(f"--width and --height have to be multiples of 8 but are {width} and {height}")
     generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
-
-    def on_step_end(_pipe, i: int, _t, tensors: dict) -> dict:
-        latents = tensors["latents"]
-        sched = _pipe.scheduler  # Euler (k-diffusion) latents carry noise of std sigma: shown at unit scale, as DDIM's
-        sigmas, index = getattr(sched, "sigmas", None), getattr(sched, "step_index", None)
-        if sigmas is not None and index is not None and index < len(sigmas):
-            latents = latents / (1.0 + float(sigmas[index]) ** 2) ** 0.5
-        callback(i, latents)
-        return {}
-
-    extra = {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": ["latents"]} if callback else {}
+    extra = {"callback_on_step_end": _step_end(callback), "callback_on_step_end_tensor_inputs": ["latents"]} if callback is not None else {}
     out = pipe(
         prepare_image(image, width, height, background), height=height, width=width, num_frames=num_frames,
         num_inference_steps=num_inference_steps, fps=fps, motion_bucket_id=motion_bucket_id,

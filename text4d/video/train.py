@@ -33,6 +33,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ def enable_gradient_checkpointing(unet: torch.nn.Module) -> int:
             return _forward(*args, **kwargs)
 
         module.forward = wrapped
-        module._text4d_checkpointed = True
+        vars(module)["_text4d_checkpointed"] = True  # a plain attribute (what Module.__setattr__ does with a bool)
         count += 1
     return count
 
@@ -132,7 +133,7 @@ class MotionTrainer:
         if models is None:
             models = load_t2v(cfg.model, key="model", device=self.device, dtype=self.dtype)
         else:
-            for m in (models.unet, models.vae, models.text_encoder):
+            for m in models.modules():
                 m.to(self.device)
                 if next(m.parameters()).dtype != self.dtype:
                     m.to(self.dtype)
@@ -145,8 +146,9 @@ class MotionTrainer:
         embs = encode_prompts(models, prompts)
         self.embeds = {p: embs[i : i + 1].to(self.device, self.dtype) for i, p in enumerate(prompts)}
         if cfg.memory_saving:
-            models.text_encoder.to("cpu")
-            models.vae.to("cpu")
+            offloaded: tuple[torch.nn.Module, ...] = (models.text_encoder, models.vae)
+            for m in offloaded:
+                m.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -220,22 +222,25 @@ class MotionTrainer:
         s_idx = 0 if self.lora.n_spatial == 1 else i
         latents = clip.latents[None].to(self.device, self.dtype)
         noise = torch.randn(latents.shape, generator=self.gen).to(self.device, self.dtype)
-        t = torch.randint(0, sched.config.num_train_timesteps, (1,), generator=self.gen).to(self.device)
-        noisy = sched.add_noise(latents, noise, t)
-        target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(latents, noise, t)
+        t = torch.randint(0, sched.config["num_train_timesteps"], (1,), generator=self.gen).to(self.device)
+        # diffusers annotates timesteps as torch.IntTensor (the legacy int32 class); it takes any integer tensor
+        timesteps = cast(torch.IntTensor, t)
+        noisy = sched.add_noise(latents, noise, timesteps)
+        target = noise if sched.config["prediction_type"] == "epsilon" else sched.get_velocity(latents, noise, timesteps)
         emb = self.embeds[clip.prompt]
-        temporal = self.opt_temporal is not None
+        opt_temporal = self.opt_temporal
+        temporal = opt_temporal is not None
         do_spatial = not temporal or self.rng.random() >= cfg.spatial_skip_prob
         frame = self.rng.randrange(latents.shape[2])
         anchor = self.rng.randrange(latents.shape[2])
-        flip = clip.latents_flip is not None and self.rng.random() < cfg.train.hflip_prob
+        flipped = clip.latents_flip if clip.latents_flip is not None and self.rng.random() < cfg.train.hflip_prob else None
         if not self.unet.training:  # a full .train() walks ~4000 modules: only after validation
             self.unet.train()
         losses: dict[str, torch.Tensor] = {}
         if do_spatial:
             x = noisy[:, :, frame : frame + 1]
-            if flip:
-                x = sched.add_noise(clip.latents_flip[None, :, frame : frame + 1].to(x), noise[:, :, frame : frame + 1], t)
+            if flipped is not None:
+                x = sched.add_noise(flipped[None, :, frame : frame + 1].to(x), noise[:, :, frame : frame + 1], timesteps)
             losses["loss_spatial"] = self.graphs(
                 ("spatial", s_idx, tuple(x.shape)), functools.partial(self._spatial_pass, s_idx),
                 x=x, t=t, emb=emb, target=target[:, :, frame : frame + 1])
@@ -248,9 +253,9 @@ class MotionTrainer:
         if do_spatial:
             self.opt_spatial[s_idx].step()
             self.opt_spatial[s_idx].zero_grad(set_to_none=not keep_grads)
-        if temporal:
-            self.opt_temporal.step()
-            self.opt_temporal.zero_grad(set_to_none=not keep_grads)
+        if opt_temporal is not None:
+            opt_temporal.step()
+            opt_temporal.zero_grad(set_to_none=not keep_grads)
         self.step += 1
         return {k: v.item() for k, v in losses.items()}  # one sync, after the whole step is queued
 
@@ -272,9 +277,10 @@ class MotionTrainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _state(self) -> dict:
+        numpy_state = np.random.get_state()
+        assert isinstance(numpy_state, tuple)  # the legacy form of the global MT19937: (name, keys, pos, has_gauss, gauss)
         rng = {"python": self.rng.getstate(), "global_python": random.getstate(), "torch": torch.get_rng_state(),
-               "gen": self.gen.get_state(), "numpy": list(np.random.get_state()[1].tolist()),
-               "numpy_pos": int(np.random.get_state()[2])}
+               "gen": self.gen.get_state(), "numpy": list(numpy_state[1].tolist()), "numpy_pos": int(numpy_state[2])}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -341,8 +347,9 @@ class MotionTrainer:
         s_idx = 0 if self.lora.n_spatial == 1 else clip_idx
         use_spatial = v.spatial_scale > 0 and self.lora.n_spatial > 0
         self.unet.eval()
+        vae: torch.nn.Module = self.models.vae  # moved as a Module (diffusers wraps its .to in functools.wraps, opaque to type checkers)
         if self.cfg.memory_saving:
-            self.models.vae.to(self.device)
+            vae.to(self.device)
         self.lora.set_scale("spatial", v.spatial_scale if use_spatial else 1.0)
         self.lora.activate(spatial=s_idx if use_spatial else None, temporal=self.lora.temporal)
         written = []
@@ -361,7 +368,7 @@ class MotionTrainer:
         finally:
             self.lora.set_scale("spatial", 1.0)
             if self.cfg.memory_saving:
-                self.models.vae.to("cpu")
+                vae.to("cpu")
         return written
 
     # -- loop ----------------------------------------------------------------------------------

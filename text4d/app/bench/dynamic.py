@@ -25,7 +25,6 @@ from text4d.devices import resolve_device
 from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.splat import render
 
-
 # A CPU-sized run (about a minute on 2 cores): the CPU preset's first 300 iterations, renders at 128 px.
 TINY_OVERRIDES = ["iters=250", "static_iters=50"]
 

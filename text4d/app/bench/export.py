@@ -36,7 +36,8 @@ from text4d.render.camera import DEFAULT_FOVY, Cameras
 SAMPLE_CONFIG = CONFIGS / "dynamic" / "sample.yaml"
 
 
-def _source(source: str, run_dir: str | None, device: torch.device, frames: int, fit_overrides: list[str] | None, tiny: bool):
+def source_stage(source: str, run_dir: str | None, device: torch.device, frames: int, fit_overrides: list[str] | None, tiny: bool):
+    """The Gaussians an export bench times: a run's checkpoint, the sample fitted here, or the sample's surface (see the module docstring)."""
     if run_dir is not None:
         from text4d.app.kinds import open_run
 
@@ -45,7 +46,8 @@ def _source(source: str, run_dir: str | None, device: torch.device, frames: int,
         return SurfaceGaussians(num_frames=frames, faces=1500 if tiny else 0, device=device), {"source": "surface"}
     if source != "fit":
         raise ValueError(f"source must be 'fit' or 'surface', got {source!r}")
-    overrides = [f"sample.num_frames={frames}", f"device={device}"] + (["iters=60", "static_iters=20", "ref_size=64", "sample.resolution=64", "init_points=1000"] if tiny else []) + list(fit_overrides or [])
+    tiny_fit = ["iters=60", "static_iters=20", "ref_size=64", "sample.resolution=64", "init_points=1000"] if tiny else []
+    overrides = [f"sample.num_frames={frames}", f"device={device}", *tiny_fit, *(fit_overrides or [])]
     cfg = load_config(SampleRun, SAMPLE_CONFIG, overrides)
     stage = build_sample_stage(cfg, device)
     synchronize(device)
@@ -53,7 +55,8 @@ def _source(source: str, run_dir: str | None, device: torch.device, frames: int,
     while stage.iteration < stage.iters:
         stage.step()
     synchronize(device)
-    return stage, {"source": "fit", "fit_iterations": stage.iteration, "fit_seconds": round(time.perf_counter() - start, 2), "fit_heldout": {k: round(v, 3) for k, v in stage.evaluate().items()}}
+    return stage, {"source": "fit", "fit_iterations": stage.iteration, "fit_seconds": round(time.perf_counter() - start, 2),
+                   "fit_heldout": {k: round(v, 3) for k, v in stage.evaluate().items()}}
 
 
 def run(
@@ -71,15 +74,17 @@ def run(
 ) -> dict:
     """Time OBJ sequence + GLB exports; ``tiny`` shrinks everything for a CPU smoke run. Returns a JSON-able dict."""
     dev = resolve_device(device or "auto")
-    stage, info = _source(source, run_dir, dev, frames, fit_overrides, tiny)
-    mesh_overrides = [f"resolution={resolution}", f"texture={texture}"] + (["bake_resolution=64", "bake_views=6", "bake_frames=1", "max_faces=5000"] if tiny else []) + list(overrides or [])
+    stage, info = source_stage(source, run_dir, dev, frames, fit_overrides, tiny)
+    tiny_mesh = ["bake_resolution=64", "bake_views=6", "bake_frames=1", "max_faces=5000"] if tiny else []
+    mesh_overrides = [f"resolution={resolution}", f"texture={texture}", *tiny_mesh, *(overrides or [])]
     cfg = load_config(MeshConfig, None, mesh_overrides)
-    seconds, timings, seq = [], [], None
-    with tempfile.TemporaryDirectory(prefix="text4d-bench-export-") as tmp:
-        tmp = Path(tmp)
+    seconds: list[float] = []
+    timings: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="text4d-bench-export-") as tmp_name:
+        tmp = Path(tmp_name)
         export_meshes(stage, tmp / "warmup", tmp / "warmup.glb", cfg)
         reset_peak(dev)
-        for i in range(max(1, repeats)):
+        for i in range(max(1, repeats)):  # at least once: seq is the last export
             synchronize(dev)
             start = time.perf_counter()
             seq = export_meshes(stage, tmp / f"obj{i}", tmp / f"out{i}.glb", cfg)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from text4d.devices import pick_dtype, resolve_device
+from text4d.devices import compiled, pick_dtype, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def run(tiny: bool = False, device: str | None = None, train_steps: int = 12, wa
     """
     import diffusers
 
-    from text4d.video.generate import InversionCache, ddim_invert, generate
+    from text4d.video.generate import GenerateResult, InversionCache, ddim_invert, generate
     from text4d.video.lora import DualLoRA, remove_adapters
     from text4d.video.random_models import build_t2v
 
@@ -131,7 +131,8 @@ def run(tiny: bool = False, device: str | None = None, train_steps: int = 12, wa
             logger.info("train %s: %s", name, result["train"][name])
         single = result["train"]["single_video"]["step_s"]
         result["train"]["single_video_150_steps_min"] = round(150 * single / 60, 2)
-        for m in (models.vae, models.text_encoder):
+        offloaded: tuple[torch.nn.Module, ...] = (models.vae, models.text_encoder)  # back from the memory-saving case
+        for m in offloaded:
             m.to(dev)
 
     if infer:
@@ -145,21 +146,25 @@ def run(tiny: bool = False, device: str | None = None, train_steps: int = 12, wa
         lora = DualLoRA(models.unet, rank=rank, dropout=0.0, n_spatial=0, temporal=True)
         for p in lora.parameters():
             p.data = p.data.to(dev)
-        kw = dict(num_frames=frames, width=w, height=h, num_inference_steps=n_steps, guidance_scale=12.0, seed=7)
+
+        def panda(steps: int = n_steps, unet: torch.nn.Module | None = None) -> GenerateResult:
+            return generate(models, "a panda is lifting weights", num_frames=frames, width=w, height=h, num_inference_steps=steps,
+                            guidance_scale=12.0, seed=7, unet=unet)
+
         inf: dict = {"frames": frames, "size": [w, h], "steps": n_steps}
         with lora.merged(spatial=None, temporal=True), torch.inference_mode():
-            generate(models, "a panda is lifting weights", **{**kw, "num_inference_steps": 1})  # warm-up
+            panda(steps=1)  # warm-up
             _reset_peak(dev)
-            res = generate(models, "a panda is lifting weights", **kw)
+            res = panda()
             inf.update(denoise_s=round(res.timings["denoise_s"], 3), decode_s=round(res.timings["decode_s"], 3),
                        end_to_end_s=round(res.timings["total_s"], 3), peak_gib=_peak(dev))
             if compile and dev.type == "cuda":
-                cunet = torch.compile(models.unet)
+                cunet = compiled(models.unet)
                 t1 = time.perf_counter()
-                generate(models, "a panda is lifting weights", unet=cunet, **{**kw, "num_inference_steps": 2})
+                panda(steps=2, unet=cunet)
                 inf["compile_warmup_s"] = round(time.perf_counter() - t1, 1)
                 _reset_peak(dev)
-                res = generate(models, "a panda is lifting weights", unet=cunet, **kw)
+                res = panda(unet=cunet)
                 inf["compiled"] = {"denoise_s": round(res.timings["denoise_s"], 3),
                                    "end_to_end_s": round(res.timings["total_s"], 3), "peak_gib": _peak(dev)}
         result["inference"] = inf

@@ -9,15 +9,18 @@ Two questions, answered on whatever device is given:
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import platform
+from dataclasses import dataclass
 
 import torch
 
 from text4d.app.bench.timing import device_name, time_ms
 from text4d.devices import resolve_device
 from text4d.render.camera import DEFAULT_FOVY, Cameras
-from text4d.render.splat import Splats, render, resolve_backend
+from text4d.render.splat import Backend, Splats, render, resolve_backend
 
 
 def random_splats(n: int, batch: tuple[int, ...], device: torch.device, sh_degree: int, generator: torch.Generator) -> Splats:
@@ -41,15 +44,26 @@ def _trainable(splats: Splats) -> Splats:
     return Splats(*(x.detach().clone().requires_grad_(True) for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh)))
 
 
-def _fwd_bwd(splats: Splats, cameras: Cameras, bg: torch.Tensor, backend: str) -> None:
+def _fwd_bwd(splats: Splats, cameras: Cameras, bg: torch.Tensor, backend: Backend) -> None:
     out = render(splats, cameras, bg, backend=backend)
     (out.rgb.mean() + out.alpha.mean()).backward()
 
 
 # Sizes that finish in about a minute: the GPU's answer the questions at DreamGaussian4D's scale,
 # the CPU's at the CPU preset's (96 px sample, a few thousand Gaussians).
-GPU_SIZES = {"sizes": (10_000, 100_000, 1_000_000), "resolution": 512, "repeats": 20, "times": 14, "views": 4}
-CPU_SIZES = {"sizes": (1_000, 10_000, 100_000), "resolution": 128, "repeats": 5, "times": 4, "views": 2}
+@dataclass(frozen=True)
+class Sizes:
+    """A device's defaults for :func:`run` (see its arguments)."""
+
+    sizes: tuple[int, ...]
+    resolution: int
+    repeats: int
+    times: int
+    views: int
+
+
+GPU_SIZES = Sizes(sizes=(10_000, 100_000, 1_000_000), resolution=512, repeats=20, times=14, views=4)
+CPU_SIZES = Sizes(sizes=(1_000, 10_000, 100_000), resolution=128, repeats=5, times=4, views=2)
 
 
 def run(
@@ -84,11 +98,11 @@ def run(
     """
     dev = resolve_device(device or "auto")
     preset = GPU_SIZES if dev.type == "cuda" else CPU_SIZES
-    sizes = sizes or preset["sizes"]
-    resolution = resolution or preset["resolution"]
-    repeats = repeats or preset["repeats"]
-    times = times or preset["times"]
-    views = views or preset["views"]
+    sizes = sizes or preset.sizes
+    resolution = resolution or preset.resolution
+    repeats = repeats or preset.repeats
+    times = times or preset.times
+    views = views or preset.views
     resolved = resolve_backend(backend, dev)
     g = torch.Generator().manual_seed(seed)
     bg = torch.ones(3, device=dev)
@@ -98,9 +112,8 @@ def run(
     for n in sizes:
         splats = random_splats(n, (), dev, sh_degree, g)
         with torch.no_grad():
-            fwd = time_ms(lambda s=splats: render(s, cams, bg, backend=resolved), dev, repeats)
-        train = _trainable(splats)
-        fwd_bwd = time_ms(lambda s=train: _fwd_bwd(s, cams, bg, resolved), dev, repeats)
+            fwd = time_ms(functools.partial(render, splats, cams, bg, backend=resolved), dev, repeats)
+        fwd_bwd = time_ms(functools.partial(_fwd_bwd, _trainable(splats), cams, bg, resolved), dev, repeats)
         scaling.append({"gaussians": n, "forward_ms": round(fwd, 3), "forward_backward_ms": round(fwd_bwd, 3)})
 
     n = batched_gaussians or sizes[0]
@@ -114,12 +127,12 @@ def run(
         _fwd_bwd(splats, batch_cams, bg, resolved)
 
     def separate_calls() -> None:
-        loss = 0.0
+        losses = []
         for t in range(times):
             for v in range(views):
                 out = render(per_time[t], batch_cams[t, v : v + 1], bg, backend=resolved)
-                loss = loss + out.rgb.mean() + out.alpha.mean()
-        loss.backward()
+                losses.append(out.rgb.mean() + out.alpha.mean())
+        functools.reduce(operator.add, losses).backward()  # one add per call, as the original loop's loss +=
 
     batched_ms = time_ms(one_call, dev, repeats)
     separate_ms = time_ms(separate_calls, dev, repeats)

@@ -30,10 +30,12 @@ from text4d.app.bench.timing import device_name, peak_gib, reset_peak, time_ms, 
 from text4d.app.recon import ReconRun
 from text4d.config import CONFIGS, load_config
 from text4d.devices import resolve_device
+from text4d.errors import ConfigError
 from text4d.io.atomic import atomic_path, write_json
-from text4d.io.dnerf import DnerfScene, read_dnerf
+from text4d.io.dnerf import read_dnerf
 from text4d.metrics import psnr
 from text4d.recon import build_recon_stage, export_sample_dnerf
+from text4d.views import Views
 
 DEFAULT_CONFIG = CONFIGS / "recon" / "dnerf_fast.yaml"
 TINY = {"resolution": 48, "n_train": 40, "n_test": 6, "render_resolution": 96, "eval_every": 20}
@@ -87,7 +89,8 @@ def run(
         **runs[(inits or (base.init,))[0]],
     }
     if len(runs) > 1:
-        result["init_comparison"] = {k: {"seconds_to_target": v["seconds_to_target"], "iterations_to_target": v["iterations_to_target"], "final_psnr": v["final"]["psnr"]} for k, v in runs.items()}
+        result["init_comparison"] = {k: {"seconds_to_target": v["seconds_to_target"], "iterations_to_target": v["iterations_to_target"],
+                                         "final_psnr": v["final"]["psnr"]} for k, v in runs.items()}
         result["runs"] = runs
     return result
 
@@ -121,7 +124,8 @@ def compare(
     if len(cfgs) != len(configs):
         raise ValueError(f"configs must have distinct file names (they name the runs), got {[str(c) for c in configs]}")
     dev = resolve_device(device or next(iter(cfgs.values())).device)
-    result: dict = {"benchmark": "recon-compare", "device": device_name(dev), "configs": [str(c) for c in configs], "overrides": list(overrides or []), "target_psnr": target_psnr, "budget_seconds": budget_seconds, "scenes": {}}
+    result: dict = {"benchmark": "recon-compare", "device": device_name(dev), "configs": [str(c) for c in configs], "overrides": list(overrides or []),
+                    "target_psnr": target_psnr, "budget_seconds": budget_seconds, "scenes": {}}
     out_dir = Path(out) if out is not None else None
     for scene_name in scenes:
         with tempfile.TemporaryDirectory(prefix="text4d-bench-recon-") as tmp:
@@ -129,39 +133,43 @@ def compare(
             folder = export_sample_dnerf(Path(tmp) / scene_name, n_train=n_train, n_val=0, n_test=n_test, resolution=resolution, scene=scene_name)
             export_seconds = time.perf_counter() - start
             scene = read_dnerf(folder, next(iter(cfgs.values())).data_resolution or None)
+        test = scene.test
+        if test is None:
+            raise ConfigError(f"n_test={n_test}: the comparison scores held-out views, so it needs at least one")
         runs, renders = {}, {}
         for name, cfg in cfgs.items():
             runs[name], stage = _fit_stage(cfg, scene, dev, target_psnr, eval_every, render_resolution, budget_seconds)
-            renders[name] = _test_renders(stage, scene)
+            renders[name] = _test_renders(stage, test)
             del stage
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
         baseline = next(iter(runs))
         best = max(runs, key=lambda k: runs[k]["final"]["psnr"])
         entry = {
-            "scene": {"train_images": len(scene.train), "test_images": len(scene.test), "resolution": [scene.train.width, scene.train.height], "export_seconds": round(export_seconds, 3)},
+            "scene": {"train_images": len(scene.train), "test_images": len(test), "resolution": [scene.train.width, scene.train.height],
+                      "export_seconds": round(export_seconds, 3)},
             "runs": runs,
             "baseline": baseline,
             "best": best,
             "gain_db": round(runs[best]["final"]["psnr"] - runs[baseline]["final"]["psnr"], 3),
         }
         if out_dir is not None:
-            entry["picture"] = str(_sharpest_picture(out_dir / f"{scene_name}_sharpest.png", scene, renders[baseline], renders[best]))
+            entry["picture"] = str(_sharpest_picture(out_dir / f"{scene_name}_sharpest.png", test, renders[baseline], renders[best]))
         result["scenes"][scene_name] = entry
         if out_dir is not None:  # after each scene, so a run cut short keeps what it measured
             write_json(out_dir / "recon_compare.json", result)
     return result
 
 
-def _test_renders(stage, scene: DnerfScene) -> torch.Tensor:
+def _test_renders(stage, test: Views) -> torch.Tensor:
     """The stage's renders of the test views on white, [M, H, W, 3] on the CPU."""
     with torch.no_grad():
-        return torch.stack([stage.render(scene.test.cameras[i : i + 1], float(scene.test.times[i])).rgb[0].clamp(0, 1).cpu() for i in range(len(scene.test))])
+        return torch.stack([stage.render(test.cameras[i : i + 1], float(test.times[i])).rgb[0].clamp(0, 1).cpu() for i in range(len(test))])
 
 
-def _sharpest_picture(path: Path, scene: DnerfScene, baseline: torch.Tensor, best: torch.Tensor) -> Path:
+def _sharpest_picture(path: Path, test: Views, baseline: torch.Tensor, best: torch.Tensor) -> Path:
     """baseline | best | ground truth of the test view where best gains the most PSNR over baseline."""
-    gt = scene.test.composite(torch.ones(3)).cpu()
+    gt = test.composite(torch.ones(3)).cpu()
     gain = psnr(best, gt) - psnr(baseline, gt)
     i = int(gain.argmax())
     row = torch.cat([baseline[i], best[i], gt[i]], dim=1)
