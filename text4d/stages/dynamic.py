@@ -78,13 +78,15 @@ class DynamicConfig:
     lambda_time: float = field(default=0.0, metadata={"min": 0.0, "help": "time smoothness of the field"})
     lambda_time_l1: float = field(default=0.0, metadata={"min": 0.0, "help": "sparsity of motion"})
     lambda_arap: float = field(default=0.0, metadata={"min": 0.0, "help": "as-rigid-as-possible motion of the control points (deform.model=control_points)"})
-    lambda_edit: float = field(default=1000.0, metadata={"min": 0.0, "help": "how firmly pose edits (keyframes) hold against the data when training resumes; 0 = the data wins"})
+    lambda_edit: float = field(default=10000.0, metadata={
+        "min": 0.0, "help": "how firmly pose edits (keyframes) hold against the data when training resumes (as lambda_rgb: they hold); 0 = the data wins"})
     rgb_loss: Literal["mse", "l1"] = field(default="mse", metadata={"help": "photometric term of the reference loss"})
     lambda_dssim: float = field(default=0.0, metadata={
         "min": 0.0, "max": 1.0, "help": "fraction of the reference RGB loss that is D-SSIM (0.2 in 3DGS), the rest the photometric term"})
     ramp_reference: bool = field(default=True, metadata={"help": "scale reference losses by training progress (as the original)"})
     bg: Literal["white", "black", "random"] = field(default="white", metadata={"help": "white as 4d.yaml (invert_bg_prob 0: main_4d renders every view on white)"})
     train_gaussians: bool = field(default=True, metadata={"help": "False = frozen static model (the paper's setting)"})
+    train_motion: bool = field(default=True, metadata={"help": "False = freeze the motion: the deformation and its pose edits stay as they are while the Gaussians train on"})
     lr: LearningRates = field(default_factory=LearningRates)
     lr_deform: float = field(default=6.4e-4, metadata={"min": 0.0})
     lr_grid: float = field(default=6.4e-3, metadata={"min": 0.0})
@@ -179,7 +181,7 @@ class DynamicStage(GaussianStage, MotionEditing):
         for group in self.optimizer.param_groups:
             if group["name"] in field_lrs:
                 base = field_lrs[group["name"]]
-                group["lr"] = 0.0 if static else exp_decay(base, base * cfg.lr_field_decay, dynamic_progress)
+                group["lr"] = 0.0 if static or not cfg.train_motion else exp_decay(base, base * cfg.lr_field_decay, dynamic_progress)
             elif not cfg.train_gaussians and not static:
                 group["lr"] = 0.0
 
