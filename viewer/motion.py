@@ -23,11 +23,25 @@ from text4d.gaussians.motion_edit import PoseDrag
 from text4d.gaussians.quaternion import multiply
 from text4d.session import pose_drag
 
+MOTION_COMMANDS = frozenset({"edit_pose", "edit_remove", "retime", "undo_edit", "redo_edit", "rollback"})  # commands after which a panel shows the edits afresh
 PICK_RADIUS = 0.03  # how near (in view heights) a click must land to a control point to pick it
 RETIME_CURVES = {  # remap curves a panel offers by name (see text4d.timing.Retime)
     "Reverse": [[0.0, 1.0], [1.0, 0.0]],
     "Ease in/out": [[0.0, 0.0], [0.25, 0.1], [0.5, 0.5], [0.75, 0.9], [1.0, 1.0]],
 }
+
+
+WEIGHT_HINT = "how firmly edits hold when training resumes: lambda_edit = 10^x; the left end is 0 (the data wins)"
+
+
+def weight_to_slider(weight: float) -> float:
+    """``lambda_edit`` on the panels' log slider (0 to 6): 0 is the slider's left end, else log10 (clamped to the slider)."""
+    return 0.0 if weight <= 0 else min(6.0, max(0.25, math.log10(weight)))
+
+
+def slider_to_weight(value: float) -> float:
+    """The ``lambda_edit`` a position of the log slider means (see :func:`weight_to_slider`)."""
+    return 0.0 if value <= 0 else 10.0 ** value
 
 
 def project(points: np.ndarray, c2w: np.ndarray, fovy: float, aspect: float) -> tuple[np.ndarray, np.ndarray]:

@@ -58,13 +58,14 @@ from viewer.controls import (
     format_value,
 )
 from viewer.frames import FrameRenderer
+from viewer.motion import MOTION_COMMANDS
 from viewer.render_worker import (
     Reason,
     RenderWorker,
     ViewRequest,
     WorkerConfig,
 )
-from viewer.viser_motion import MOTION_COMMANDS, MotionPanel
+from viewer.viser_motion import MotionPanel
 from viewer.viser_widgets import on_click
 
 log = logging.getLogger(__name__)

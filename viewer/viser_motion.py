@@ -21,7 +21,6 @@ command), and the viewer's ticker draws the control points (which waits for the 
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Protocol
 
@@ -31,23 +30,13 @@ import viser
 from text4d.gaussians.motion_edit import PoseDrag
 from text4d.session import CommandRefused, MotionInfo, Session
 from viewer.config import ViewerConfig
-from viewer.motion import RETIME_CURVES, gizmo_drag, in_box, parse_selection, pick
+from viewer.motion import RETIME_CURVES, WEIGHT_HINT, gizmo_drag, in_box, parse_selection, pick, slider_to_weight, weight_to_slider
 from viewer.render_worker import Reason
 from viewer.viser_widgets import on_click
 
 POINT_COLOR = np.array([40, 200, 230], np.uint8)
 SELECTED_COLOR = np.array([255, 120, 40], np.uint8)
-MOTION_COMMANDS = frozenset({"edit_pose", "edit_remove", "retime", "undo_edit", "redo_edit", "rollback"})  # commands that change the edit state
 NO_KEYFRAME = "(none)"
-
-
-def weight_to_slider(weight: float) -> float:
-    """``lambda_edit`` on the panel's log slider: 0 is the slider's left end, else log10 (clamped to the slider)."""
-    return 0.0 if weight <= 0 else min(6.0, max(0.25, math.log10(weight)))
-
-
-def slider_to_weight(value: float) -> float:
-    return 0.0 if value <= 0 else 10.0 ** value
 
 
 class Studio(Protocol):
@@ -100,7 +89,7 @@ class MotionPanel:
             self.keyframe = gui.add_dropdown("Keyframe", [NO_KEYFRAME])
             self.delete = gui.add_button("Delete keyframe", color="red", icon=viser.Icon.TRASH)
             self.weight = gui.add_slider("Edit weight (log10)", 0.0, 6.0, 0.25, weight_to_slider(float(self.session.value("lambda_edit"))),
-                                         hint="how firmly edits hold when training resumes: lambda_edit = 10^x; the left end is 0 (the data wins)")
+                                         hint=WEIGHT_HINT)
             self.freeze = gui.add_checkbox("Freeze motion", not self.session.value("train_motion"), hint="keep the motion exactly as it is while the Gaussians train on")
             with gui.add_folder("Retime", expand_by_default=False):
                 self.trim_from = gui.add_number("Trim from", 0, min=0, step=1)
