@@ -366,3 +366,14 @@ def test_headless_view_and_export_of_an_edited_run(shared_sample, tmp_path):
     assert code == 0, output
     frames = ply_frames(tmp_path / "ply")
     assert len(frames) == 2 and all(np.array_equal(f.means, expected) for f in frames)  # frames 1 and 2: the held, edited pose
+
+
+def test_bench_drag_times_drags_while_training_and_paused(shared_sample):
+    """`text4d bench drag` at its smallest: every number is measured from real drag frames (the speed itself is the bench's to report)."""
+    from text4d.app.bench.drag import run
+
+    result = run(overrides=["static_iters=2"], gestures=2, events=3, warmup_iters=2)
+    for phase in (result, result["paused"]):
+        assert phase["drag_latency_ms"]["samples"] >= 2 and phase["drag_latency_ms"]["median"] > 0
+        assert phase["points_ms"]["samples"] == 6 and phase["commit_ms"]["samples"] == 2
+    assert result["drag_latency_ms"]["target"] == 50 and result["tiny"] and result["control_points"] == 128 and result["train_it_per_s"] > 0
