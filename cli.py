@@ -239,6 +239,22 @@ def bench_viewer(
     _print_json(run(config=config, overrides=overrides, device=device, resolution=resolution, seconds=seconds))
 
 
+@bench_app.command("drag")
+def bench_drag(
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = typer.Option(None),
+    resolution: Optional[int] = typer.Option(None, help="Frame size (default 512 on a GPU, 128 on the CPU)."),
+    gestures: int = typer.Option(8, min=1, help="Drags, each on a new control point, released as an edit and undone."),
+    events: int = typer.Option(30, min=1, help="Gizmo poses per drag (sent at 60 Hz)."),
+    tiny: Optional[bool] = typer.Option(None, "--tiny/--full-size", help="CPU size (64 px sample, 128 control points); default: tiny on the CPU."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Control-point drag to displayed frame while training (the ARAP preview through the studio's frame path), and edit commit time."""
+    from text4d.app.bench.drag import run
+
+    _print_json(run(config=config, overrides=overrides, device=device, resolution=resolution, gestures=gestures, events=events, tiny=tiny))
+
+
 @bench_app.command("recon")
 def bench_recon(
     config: Optional[Path] = ConfigOpt,

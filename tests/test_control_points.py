@@ -62,7 +62,7 @@ def test_rigid_node_motion_moves_gaussians_rigidly_and_has_no_arap_energy():
     angle = 0.4
     r = torch.tensor([math.cos(angle / 2), 0.0, math.sin(angle / 2), 0.0])
 
-    def motion(t):
+    def motion(t, edited=True, layer=None):
         rot = r.expand(t.shape[0], SMALL.num, 4)
         translation = rotate(rot, field.nodes.expand(t.shape[0], -1, -1)) - field.nodes
         return translation, rot, torch.zeros(t.shape[0], SMALL.num, 3)

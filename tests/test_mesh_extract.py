@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from text4d.errors import ConfigError, InputError
+from text4d.gaussians.quaternion import matrix_to_quat
 from text4d.mesh.extract import (
     clean,
     density_grid,
@@ -17,7 +18,6 @@ from text4d.mesh.extract import (
 )
 from text4d.mesh.follow import bind, follow
 from text4d.mesh.sequence import parse_frames
-from text4d.mesh.surface import matrix_to_quat
 from text4d.render.splat import Splats, quat_scale_to_covar
 
 

@@ -1,19 +1,23 @@
 """The web viewer in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 One viewer serves a live Session on the real dynamic stage (built-in sample at
-32 px) for the whole module; each test opens its own tab. ``scripts/test.sh`` installs
+32 px) for the whole module, another a paused one with control points for the Motion
+panel's tests; each test opens its own tab. ``scripts/test.sh`` installs
 Chromium and Playwright in CI (no browser download: we launch the system
 Chromium through ``executable_path``).
 """
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.support.browser import chromium, require_browser
 
@@ -21,10 +25,12 @@ pytestmark = pytest.mark.browser
 pytest.importorskip("viser", reason="viewer extra not installed (pip install -e '.[viewer]')")
 require_browser()
 
-from tests.support.sample import small_exporters, tiny_sample_stage  # noqa: E402
+from tests.support.sample import TINY_CONTROL_POINTS, small_exporters, tiny_sample_stage  # noqa: E402
 from text4d.app.headless_browser import STUDIO_ARGS  # noqa: E402
 from text4d.recording import RunFolder  # noqa: E402
 from text4d.session import Session, SessionConfig  # noqa: E402
+from viewer.motion import project  # noqa: E402
+from viewer.render_worker import ViewRequest, image_size  # noqa: E402
 from viewer.viser_app import ViewerApp, ViewerConfig  # noqa: E402
 
 VIEWPORT_CLIP = {"x": 320, "y": 160, "width": 600, "height": 600}  # the 3D view, clear of panel and toasts
@@ -220,3 +226,115 @@ def test_an_open_tab_follows_the_chain_to_the_next_stage(browser, tmp_path):
         first.stop()
         if second is not None:
             second.stop()
+
+
+@pytest.fixture(scope="module")
+def motion_studio(tmp_path_factory) -> Iterator[tuple[Session, ViewerApp]]:
+    """A paused run of the control-point model past its first dynamic steps (its control points are placed), in a studio."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    stage, _ = tiny_sample_stage([*TINY_CONTROL_POINTS, "iters=1000000", "static_iters=2"])
+    session = Session(stage, RunFolder.create("motion", tmp_path_factory.mktemp("recordings")), SessionConfig(log_every=5, eval_every=0),
+                      start_paused=True, exporters=small_exporters(stage)).start()
+    session.step(6).result(10)
+    session.wait(lambda s: s.steps_left == 0, timeout=60)
+    app = ViewerApp(session, ViewerConfig(port=0, resolution=160)).start()
+    yield session, app
+    app.stop()
+    session.stop()
+    torch.set_num_threads(threads)
+
+
+def canvas_box(page) -> tuple[float, float, float, float]:
+    """The 3D view's canvas (x, y, width, height) in page pixels (plots are canvases too: the largest one)."""
+    rects: list[list[float]] = page.evaluate("Array.from(document.querySelectorAll('canvas'), c => { const r = c.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })")
+    x, y, width, height = max(rects, key=lambda r: r[2] * r[3])
+    return x, y, width, height
+
+
+def on_page(page, app: ViewerApp, view, points: np.ndarray) -> list[tuple[float, float]]:
+    """Where world ``points`` [N, 3] are drawn on the page, through the tab's own camera (as its clicks are read)."""
+    x, y, width, height = canvas_box(page)
+    uv, front = project(points, *app.camera_of(view))
+    assert front.all()
+    return [(x + u * width, y + v * height) for u, v in uv]
+
+
+def server_frame(app: ViewerApp, view) -> np.ndarray:
+    """The still frame the tab's view gets now, straight from the studio's renderer."""
+    c2w, fovy, aspect = app.camera_of(view)
+    return app.frames(ViewRequest(c2w, fovy, aspect, app.time_of(view), "rgb", 160, "still"), *image_size(160, aspect))
+
+
+def picture_gap(a: bytes, b: bytes) -> int:
+    """The largest difference of any pixel channel between two screenshots (PNG bytes)."""
+    first, second = (np.asarray(Image.open(io.BytesIO(x)).convert("RGB"), dtype=np.int16) for x in (a, b))
+    return int(np.abs(first - second).max())
+
+
+def test_drag_a_control_point_with_the_gizmo_then_undo(motion_studio, browser):
+    session, app = motion_studio
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        pg.goto(app.url)
+        pg.get_by_text("iteration").first.wait_for(timeout=30_000)
+        until(lambda: len(app.views) == 1, what="the tab's view")
+        view = next(iter(app.views.values()))
+        assert view.motion is not None
+        pg.get_by_text("Motion", exact=True).click()
+        until(lambda: view.worker.stats.frames > 0, what="a first frame")
+        before, rendered = settled_picture(pg), server_frame(app, view)
+
+        pg.get_by_text("Show control points").click()
+        until(lambda: view.motion.points.visible and view.motion.positions is not None, what="the control points over the render")
+        positions = view.motion.positions
+        centre = int(np.linalg.norm(positions - positions.mean(0), axis=1).argmin())
+        pg.mouse.click(*on_page(pg, app, view, positions[centre : centre + 1])[0])  # pick it where it is drawn
+        until(lambda: view.motion.selected == (centre,), what=f"control point {centre} to be selected")
+        pg.get_by_role("textbox").and_(pg.locator(f"[value='{centre}']")).first.wait_for(timeout=10_000)
+        until(lambda: view.motion.gizmo.visible and np.allclose(view.motion.gizmo.position, positions[centre], atol=1e-5), what="the gizmo on it")
+
+        # Grab the gizmo's x arrow and pull it to the right: frames preview the drag while it is held.
+        gizmo = np.asarray(view.motion.gizmo.position)
+        grab, _ = on_page(pg, app, view, np.stack([gizmo + np.array([0.16 * app.radius, 0.0, 0.0]), gizmo]))
+        previews = len(view.worker.stats.latency["drag"])
+        pg.mouse.move(*grab)
+        pg.mouse.down()
+        for k in range(1, 11):
+            pg.mouse.move(grab[0] + 15 * k, grab[1], steps=2)
+        until(lambda: len(view.worker.stats.latency["drag"]) > previews, what="frames showing the drag before it is let go")
+        until(lambda: view.motion.drag is not None and view.motion.drag.translation[0] > 0.05, what="the gizmo's last pose")
+        assert session.motion().keyframes == ()  # held: previewed, not yet an edit
+        pg.mouse.up()
+        until(lambda: any(e["command"] == "edit_pose" for e in session.run.edits()), what="the drag to become an edit on release")
+        edit = next(e for e in session.run.edits() if e["command"] == "edit_pose")
+        assert len(session.motion().keyframes) == 1 and edit["ok"] and edit["args"]["nodes"] == [centre] and edit["args"]["translation"][0] > 0.05
+
+        pg.get_by_text("Show control points").click()
+        until(lambda: not view.motion.points.visible, what="the points to hide")
+        assert not np.array_equal(server_frame(app, view), rendered)
+        assert picture_gap(settled_picture(pg), before) > 8  # levels of 255, somewhere in the view
+        pg.get_by_role("button", name="Undo edit").click()
+        until(lambda: session.motion().keyframes == () and session.motion().redo == 1, what="the undo")
+        assert np.array_equal(server_frame(app, view), rendered)  # the model renders exactly as before the drag
+        until(lambda: picture_gap(settled_picture(pg), before) <= 2, what="the picture as before the drag")  # (the browser's JPEG path rounds a level or two)
+    finally:
+        pg.close()
+
+
+def test_retime_buttons_change_the_clip_every_tab_steps_through(motion_studio, browser):
+    session, app = motion_studio
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        pg.goto(app.url)
+        pg.get_by_text("iteration").first.wait_for(timeout=30_000)
+        pg.get_by_text("Motion", exact=True).click()
+        pg.get_by_text("Retime", exact=True).click()
+        pg.get_by_role("button", name="Loop").click()
+        until(lambda: session.frame_count == 6, what="the loop")
+        pg.get_by_text("frame 1 / 6").wait_for(timeout=10_000)
+        pg.get_by_text("retimed from 3: loop x2").wait_for(timeout=10_000)
+        pg.get_by_role("button", name="Undo edit").click()
+        pg.get_by_text("frame 1 / 3").wait_for(timeout=10_000)
+    finally:
+        pg.close()

@@ -5,8 +5,10 @@ thread. Front ends (the viser web viewer, the DearPyGui viewer, the headless
 CLI) never touch the stage directly: they
 
 * send commands (``pause``, ``resume``, ``step``, ``set``, ``crop``,
-  ``prune_opacity``, ``snapshot``, ``rollback``, ``export``) that queue up and
-  are applied **between** iterations, in order, by the training thread;
+  ``prune_opacity``, ``snapshot``, ``rollback``, ``export``, and the motion
+  edits ``edit_pose``, ``edit_remove``, ``retime``, ``undo_edit``,
+  ``redo_edit``) that queue up and are applied **between** iterations, in
+  order, by the training thread;
 * call :meth:`Session.render` which holds the same lock as ``stage.step()``,
   so a frame never sees half-updated or half-pruned parameters (nerfview's
   lesson), and which asks the trainer to let it in next so a viewer is never
@@ -22,6 +24,17 @@ into the run folder every so many iterations/seconds and on pause/stop, so
 
 Viewer-only state (the time being looked at, the camera, the render mode)
 is *not* session state: two tabs may look at different times of the same run.
+Nor is a drag in progress: a studio previews it by passing it to
+:meth:`Session.render` (solved there, shown, forgotten) and makes it an edit
+with one ``edit_pose`` command when the user lets go, so the edit log holds
+edits, not mouse events.
+
+Motion edits (:class:`~text4d.stages.base.MotionEditing`: pose keyframes and
+retimes) keep an undo history here (:class:`EditHistory`): each edit pushes the
+edit state it replaced; ``undo_edit``/``redo_edit`` are commands like any other,
+so they are logged and replayed. The history is saved with every checkpoint and
+restored when the run is reopened; a rollback (or NaN recovery) restores an
+older state wholesale and starts the history afresh.
 """
 
 from __future__ import annotations
@@ -52,10 +65,11 @@ from text4d.config import editable_fields, field_type, get_value, set_value
 from text4d.errors import ConfigError, InputError, Text4DError
 from text4d.export.base import Exporter
 from text4d.extras import user_error
+from text4d.gaussians.motion_edit import PoseDrag
 from text4d.recording import INITIAL, RunFolder, fingerprint_tensors
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput
-from text4d.stages.base import Stage
+from text4d.stages.base import Keyframe, MotionEditing, Stage
 from text4d.views import Views
 
 log = logging.getLogger(__name__)
@@ -63,7 +77,8 @@ log = logging.getLogger(__name__)
 SessionState = Literal["running", "paused", "finished", "error"]
 EventKind = Literal["state", "applied", "refused", "nan", "export_started", "exported", "export_failed", "error", "autosaved"]
 Level = Literal["info", "success", "warning", "error"]
-CommandName = Literal["pause", "resume", "step", "set", "crop", "prune_opacity", "snapshot", "rollback", "export"]
+CommandName = Literal["pause", "resume", "step", "set", "crop", "prune_opacity", "snapshot", "rollback", "export",
+                      "edit_pose", "edit_remove", "retime", "undo_edit", "redo_edit"]
 
 
 
@@ -127,6 +142,7 @@ class SessionConfig:
     max_snapshots: int = field(default=8, metadata={"min": 1, "help": "user snapshots kept in memory (oldest dropped)"})
     history: int = field(default=100_000, metadata={"min": 10, "help": "metric records kept in memory for plots"})
     render_priority_ms: float = field(default=50.0, metadata={"min": 0.0, "help": "longest a training step waits for pending renders"})
+    max_undo: int = field(default=32, metadata={"min": 1, "help": "motion edits that can be undone (oldest forgotten)"})
 
 
 @dataclass(frozen=True)
@@ -139,6 +155,30 @@ class Setting:
     help: str | None = None
     min: float | None = None
     max: float | None = None
+
+
+@dataclass(frozen=True)
+class MotionInfo:
+    """The motion edits of a run, as a studio's motion panel shows them (see :meth:`Session.motion`)."""
+
+    posable: str | None  # None when control points can be dragged now, else why not
+    keyframes: tuple[Keyframe, ...]
+    retime: str  # the retime in words ("" = the clip as fitted)
+    frames: int  # frames of the output clip
+    source_frames: int  # frames of the fitted clip
+    undo: int  # edits that can be undone
+    redo: int
+
+
+@dataclass
+class EditHistory:
+    """Undo and redo stacks of motion edits: the edit states (:meth:`MotionEditing.edit_state`) to go back to."""
+
+    undo: list[dict[str, Any]] = field(default_factory=list)
+    redo: list[dict[str, Any]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"undo": clone_state(self.undo), "redo": clone_state(self.redo)}
 
 
 @dataclass
@@ -211,6 +251,7 @@ class Session:
         cfg: logging / snapshot / autosave cadence.
         start_paused: begin paused (``text4d view`` reopens runs this way).
         exporters: ``format -> exporter`` (the run kind's, see :func:`text4d.export.exporters`); none by default.
+        edit_history: the motion edits' undo/redo stacks to carry on (a reopened run's, from its checkpoint).
 
     A stage on CPU trains with deterministic kernels (``deterministic``, see
     :func:`deterministic_algorithms`), so the same run with the same thread
@@ -224,6 +265,7 @@ class Session:
         cfg: SessionConfig | None = None,
         start_paused: bool = False,
         exporters: dict[str, Exporter] | None = None,
+        edit_history: EditHistory | None = None,
     ):
         self.stage = stage
         self.run = run
@@ -257,6 +299,8 @@ class Session:
         self._export_progress: dict[str, tuple[int, int]] = {}
         self._last_autosave = (time.monotonic(), stage.iteration)
         self._save_after_command: str | None = None  # a checkpoint a command asked for, written once its edit is logged
+        self.edit_history = edit_history or EditHistory()
+        self._committed_drag: PoseDrag | None = None  # the last drag made an edit: a preview still carrying it must not apply it twice
         # Identifies the stage's state: new on every step or edit, kept in checkpoints, recorded with each export, so
         # a run reopened with nothing to train knows which exports were taken from exactly this state (exported()).
         self._state_id = uuid.uuid4().hex
@@ -289,6 +333,8 @@ class Session:
             if dropped:
                 lost = " and ".join(f"{n} record(s) of {name}" for name, n in dropped.items())
                 log.warning("%s stopped without saving after iteration %d: dropped %s logged after that checkpoint", run.path, stage.iteration, lost)
+        history = saved.get("edit_history")  # checkpoints written before motion edits have none
+        kwargs.setdefault("edit_history", EditHistory(history["undo"], history["redo"]) if history else None)
         session = cls(stage, run, cfg, start_paused=True, **kwargs)
         session._state_id = saved.get("state_id") or session._state_id
         session._history.extend(r for r in run.metrics() if "loss" in r)
@@ -397,12 +443,60 @@ class Session:
         """Export in a worker thread from a consistent copy; the future resolves to the written path."""
         return self.submit("export", kind=kind)
 
+    # -- motion edits (stages with MotionEditing) ---------------------------------------------
+    def edit_pose(self, drag: PoseDrag) -> Future:
+        """Make ``drag`` (see :func:`pose_drag`) a keyframe; resolves to the keyframe's index."""
+        return self.submit("edit_pose", nodes=list(drag.nodes), t=drag.t, translation=list(drag.translation), rotation=list(drag.rotation),
+                           pivot=list(drag.pivot), radius=drag.radius, width=drag.width)
+
+    def edit_remove(self, index: int) -> Future:
+        """Delete keyframe ``index`` (see :attr:`MotionInfo.keyframes`)."""
+        return self.submit("edit_remove", index=index)
+
+    def retime(self, op: str, **params: Any) -> Future:
+        """Retime the output clip: ``retime("trim", start=2, end=9)``, ``("speed", factor=2)``, ``("loop", count=3)``,
+        ``("hold", frame=4, count=6)``, ``("curve", points=[[0, 0], [0.5, 0.2], [1, 1]])`` (see :class:`text4d.timing.Retime`)."""
+        return self.submit("retime", op=op, **params)
+
+    def undo_edit(self) -> Future:
+        """Undo the latest motion edit (pose keyframe, keyframe removal or retime)."""
+        return self.submit("undo_edit")
+
+    def redo_edit(self) -> Future:
+        return self.submit("redo_edit")
+
     # -- reading -------------------------------------------------------------------------
     # -- what front ends show (the stage stays the session's own) ---------------------------------
     @property
     def frame_count(self) -> int:
-        """Frames of the clip being fitted (1 for a static object)."""
-        return max(1, int(self.stage.num_frames))
+        """Frames of the output clip: the clip being fitted (1 for a static object), or what a retime made of it."""
+        return len(self.clip_times())
+
+    def clip_times(self) -> list[float]:
+        """The model time of every frame of the output clip (what a time slider steps through; renders take model time)."""
+        return self.stage.clip_times()
+
+    def motion(self) -> MotionInfo | None:
+        """The motion edits (keyframes, retime, undo depth); None when this stage has no motion to edit."""
+        stage = self.stage
+        if not isinstance(stage, MotionEditing):
+            return None
+        with self.lock:
+            return MotionInfo(stage.why_not_posable(), tuple(stage.keyframes()), stage.retiming.describe(), len(stage.clip_times()),
+                              max(1, int(stage.num_frames)), len(self.edit_history.undo), len(self.edit_history.redo))
+
+    def control_points(self, t: float, drag: PoseDrag | None = None) -> np.ndarray:
+        """Positions [M, 3] of the control points at model time ``t`` (with ``drag`` previewed), for a studio to show and pick.
+
+        Raises :class:`CommandRefused` saying why when there are none to drag (:attr:`MotionInfo.posable`).
+        """
+        stage = self._motion()
+        with self.lock:
+            try:
+                layer = stage.drag_layer(drag) if drag is not None and drag != self._committed_drag else None
+                return stage.control_points(t, layer).float().cpu().numpy()
+            except ValueError as e:
+                raise CommandRefused(str(e)) from e
 
     def ground_truth(self) -> Views | None:
         """Held-out views with their times, to compare renders against (None when the run has none)."""
@@ -422,8 +516,13 @@ class Session:
         """The current value of setting ``key``."""
         return get_value(self.stage.cfg, key)
 
-    def render(self, cameras: Cameras, t: float) -> RenderOutput:
-        """Render the current model; waits for the current iteration, then goes before the next."""
+    def render(self, cameras: Cameras, t: float, drag: PoseDrag | None = None) -> RenderOutput:
+        """Render the current model at model time ``t``; waits for the current iteration, then goes before the next.
+
+        ``drag``: a pose drag in progress, shown as if made (solved here, nothing kept; the ARAP
+        system is factorised once per drag, so each frame costs a few small solves). Once the
+        drag has been made an edit (``edit_pose``) it is not applied again.
+        """
         with self._render_cv:
             self._render_waiters += 1
         acquired = False
@@ -433,7 +532,14 @@ class Session:
             with self._render_cv:
                 self._render_waiters -= 1
                 self._render_cv.notify_all()
-            return self.stage.render(cameras, t)
+            if drag is None or drag == self._committed_drag:
+                return self.stage.render(cameras, t)
+            stage = self._motion()
+            try:
+                layer = stage.drag_layer(drag)
+            except ValueError as e:
+                raise CommandRefused(str(e)) from e
+            return stage.render(cameras, t, layer=layer)
         finally:
             if acquired:
                 self.lock.release()
@@ -580,6 +686,7 @@ class Session:
         with self.lock:
             self.stage.load_state_dict(clone_state(state))
         self._changed()
+        self.edit_history = EditHistory()  # as after a rollback
         self._steps_left = 0
         self._recent_steps.clear()
         bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
@@ -701,6 +808,7 @@ class Session:
             self.stage.load_state_dict(clone_state(state))
         self._changed()
         self._last_good = (it, clone_state(state))
+        self.edit_history = EditHistory()  # the snapshot's motion edits are back; undoing past them would mix two histories
         self._recent_steps.clear()
         if self._state in ("finished", "error"):
             self._set_state("paused", f"rolled back to iteration {it}")
@@ -723,6 +831,68 @@ class Session:
 
         self._emit("export_started", f"exporting {kind} at iteration {it} ...", data={"kind": kind})
         return start, f"export {kind} started at iteration {it}"
+
+    # -- motion edits -------------------------------------------------------------------------------
+    def _motion(self) -> MotionEditing:
+        if not isinstance(self.stage, MotionEditing):
+            raise CommandRefused(f"the {self.stage.name} stage has no motion to edit")
+        return self.stage
+
+    def _edit(self, change: Callable[[MotionEditing], Any]) -> Any:
+        """Apply one motion edit under the lock, keeping the edit state it replaces for undo."""
+        stage = self._motion()
+        with self.lock:
+            before = stage.edit_state()
+            try:
+                result = change(stage)
+            except ValueError as e:  # the edit names what is wrong; nothing was changed
+                raise CommandRefused(str(e)) from e
+        history = self.edit_history
+        history.undo = [*history.undo, before][-self.cfg.max_undo :]
+        history.redo = []
+        self._changed()
+        return result
+
+    def _cmd_edit_pose(self, nodes: Sequence[int], t: float, translation: Sequence[float] = (0.0, 0.0, 0.0), rotation: Sequence[float] = (1.0, 0.0, 0.0, 0.0),
+                       pivot: Sequence[float] = (0.0, 0.0, 0.0), radius: float = 0.25, width: float = 0.1) -> tuple[int, str]:
+        drag = pose_drag(nodes, t, translation, rotation, pivot, radius, width)
+        layer = self._edit(lambda stage: stage.add_keyframe(drag))
+        self._committed_drag = drag
+        assert layer.moved is not None
+        index = len(self._motion().keyframes()) - 1
+        followed = int(layer.moved.sum()) - len(drag.nodes)
+        return index, f"keyframe {index} at t = {drag.t:.3f}: {len(drag.nodes)} control point(s) dragged, {followed} followed"
+
+    def _cmd_edit_remove(self, index: int) -> tuple[int, str]:
+        number = _number("keyframe", index)
+        if not number.is_integer():
+            raise CommandRefused(f"keyframe must be a whole number, got {index!r}")
+        self._edit(lambda stage: stage.remove_keyframe(int(number)))
+        return int(number), f"removed keyframe {int(number)}"
+
+    def _cmd_retime(self, op: str, **params: Any) -> tuple[int, str]:
+        self._edit(lambda stage: stage.retime({"op": op, **params}))
+        stage = self._motion()
+        return self.frame_count, f"retimed: {stage.retiming.describe() or 'as fitted'} ({self.frame_count} frames)"
+
+    def _cmd_undo_edit(self) -> tuple[int, str]:
+        return self._step_history("undo")
+
+    def _cmd_redo_edit(self) -> tuple[int, str]:
+        return self._step_history("redo")
+
+    def _step_history(self, direction: Literal["undo", "redo"]) -> tuple[int, str]:
+        stage = self._motion()
+        history = self.edit_history
+        source, target = (history.undo, history.redo) if direction == "undo" else (history.redo, history.undo)
+        if not source:
+            raise CommandRefused(f"no motion edit to {direction}")
+        with self.lock:
+            current = stage.edit_state()
+            stage.load_edit_state(source.pop())
+        target.append(current)
+        self._changed()
+        return len(source), f"{direction}: {len(stage.keyframes())} keyframe(s), {self.frame_count} frames{' (' + stage.retiming.describe() + ')' if stage.retiming.ops else ''}"
 
     def _export_worker(self, kind: str, frozen: Stage, it: int, state_id: str, future: Future) -> None:
         def progress(done: int, total: int) -> None:  # frames written, for the studios' export status
@@ -764,7 +934,7 @@ class Session:
                 "stage": self.stage.state_dict(),
                 "session": {"iteration": self.stage.iteration, "stage": self.stage.name, "reason": reason, "cfg": cfg_values(self.stage.cfg),
                             "logs": self.run.log_sizes(),  # the records this state has seen (see RunFolder.drop_lost_records)
-                            "state_id": self._state_id},
+                            "state_id": self._state_id, "edit_history": self.edit_history.state_dict()},
             }
             path = self.run.save_checkpoint(state, "latest")
         self._last_autosave = (time.monotonic(), self.stage.iteration)
@@ -835,10 +1005,46 @@ def _number(name: str, value: Any) -> float:
     return number
 
 
+def _numbers(name: str, value: Sequence[float], n: int) -> tuple[float, ...]:
+    """``n`` finite floats from a GUI value, else a refusal naming the field."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != n:
+        raise CommandRefused(f"{name} must be {n} numbers, got {value!r}")
+    return tuple(_number(name, v) for v in value)
+
+
 def _finite_vec3(name: str, value: Sequence[float]) -> Tensor:
-    if isinstance(value, (str, bytes)) or len(value) != 3:
-        raise CommandRefused(f"{name} must be 3 numbers, got {value!r}")
-    return torch.tensor([_number(name, v) for v in value], dtype=torch.float32)
+    return torch.tensor(_numbers(name, value, 3), dtype=torch.float32)
+
+
+def pose_drag(nodes: Sequence[int], t: float, translation: Sequence[float] = (0.0, 0.0, 0.0), rotation: Sequence[float] = (1.0, 0.0, 0.0, 0.0),
+              pivot: Sequence[float] = (0.0, 0.0, 0.0), radius: float = 0.25, width: float = 0.1) -> PoseDrag:
+    """A checked :class:`PoseDrag` from a studio's values (numbers or numpy scalars), else a refusal naming the bad value.
+
+    Studios build their previews with it too: the same drag then compares equal to the one the
+    ``edit_pose`` command rebuilds from its logged arguments, so a made edit is not previewed twice.
+    """
+    if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence | np.ndarray) or len(nodes) == 0:
+        raise CommandRefused(f"nodes must be a non-empty list of control point indices, got {nodes!r}")
+    picked = []
+    for n in nodes:
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+            raise CommandRefused(f"control point indices must be whole numbers, got {n!r}")
+        picked.append(int(n))
+    if len(set(picked)) != len(picked):
+        raise CommandRefused(f"control points {picked} are listed twice")
+    t = _number("drag time", t)
+    if not 0.0 <= t <= 1.0:
+        raise CommandRefused(f"drag time must be in [0, 1], got {t}")
+    quat = _numbers("rotation (a quaternion w, x, y, z)", rotation, 4)
+    if abs(math.sqrt(sum(v * v for v in quat)) - 1.0) > 1e-3:
+        raise CommandRefused(f"rotation must be a unit quaternion, got {list(quat)}")
+    radius, width = _number("radius", radius), _number("blend width", width)
+    if radius < 0:
+        raise CommandRefused(f"radius must be >= 0, got {radius}")
+    if not 0.0 < width <= 2.0:
+        raise CommandRefused(f"blend width must be in (0, 2] (model time), got {width}")
+    move, about = _numbers("translation", translation, 3), _numbers("pivot", pivot, 3)
+    return PoseDrag(tuple(picked), t, move, quat, about, radius, width)  # type: ignore[arg-type]
 
 
 def _stage_device(stage: Stage) -> torch.device:
@@ -853,7 +1059,10 @@ __all__ = [
     "SessionEvent",
     "SessionState",
     "SessionStats",
+    "EditHistory",
+    "MotionInfo",
     "Setting",
     "clone_state",
+    "pose_drag",
     "deterministic_algorithms",
 ]

@@ -2,7 +2,8 @@
 
 Same contract as the web studio (``viewer/viser_app.py``): no training logic
 here. Every widget either sends a Session command (pause, resume, step, set,
-crop, prune, snapshot, rollback, export) or changes this window's view
+crop, prune, snapshot, rollback, export, and the Motion header's pose edits,
+retimes, undo/redo, edit weight and freeze) or changes this window's view
 (camera, time, render mode), and every frame comes from
 :meth:`Session.render` through the shared :class:`viewer.frames.FrameRenderer`
 on a :class:`viewer.render_worker.RenderWorker` thread (newest request wins,
@@ -16,6 +17,12 @@ instead of DearPyGui's own callback thread, so callbacks, texture uploads and
 widget updates never race; the render worker and the session's threads only
 hand over plain data (a finished image, an event) through a lock/deque.
 Tests drive the app the same way: call a widget's callback, then ``tick()``.
+
+Motion: a drag is typed as numbers (control point indices, a move, turns about
+x/y/z in degrees about the selection's centre, see :func:`viewer.motion.offset_drag`);
+"Preview" shows it in the render (the Gaussians follow, nothing is kept) and
+"Apply" makes it an ``edit_pose`` command. The time slider steps through the
+output clip (:meth:`Session.clip_times`) and follows retimes.
 
 Mouse: left-drag orbits, right- or middle-drag pans, the wheel zooms, over
 the render panel; the camera is an orbit (elevation, azimuth, radius) around a
@@ -42,6 +49,7 @@ import numpy as np
 import torch
 
 from text4d.formatting import format_rate
+from text4d.gaussians.motion_edit import PoseDrag
 from text4d.render.camera import (
     DEFAULT_FOVY,
     FIRST_VIEW,
@@ -49,8 +57,7 @@ from text4d.render.camera import (
     orbit_position,
     viewing_distance,
 )
-from text4d.session import Session, SessionEvent, SessionStats, Setting
-from text4d.timing import frame_to_t
+from text4d.session import CommandRefused, Session, SessionEvent, SessionStats, Setting
 from viewer.config import ViewerConfig
 from viewer.controls import (
     MODES,
@@ -65,6 +72,7 @@ from viewer.controls import (
 )
 from viewer.display import require_display
 from viewer.frames import FrameRenderer
+from viewer.motion import MOTION_COMMANDS, RETIME_CURVES, WEIGHT_HINT, offset_drag, parse_selection, slider_to_weight, weight_to_slider
 from viewer.render_worker import (
     Reason,
     RenderMode,
@@ -150,7 +158,8 @@ class DesktopApp:
         self.cfg = cfg or ViewerConfig()
         self.size = (width, height)
         self.frames = FrameRenderer(session)
-        self.num_frames = session.frame_count
+        self.times = session.clip_times()  # model time of each output frame (retimes change it)
+        self.motion_drag: PoseDrag | None = None  # a typed drag being previewed
         gt = self.frames.ground_truth
         self.camera = OrbitCamera(radius=viewing_distance(gt.cameras if gt is not None else None))
         self.frame_index = 0
@@ -343,6 +352,8 @@ class DesktopApp:
             with dpg.group(horizontal=True):
                 self._build_plot("psnr", "held-out PSNR (dB)", 140, width=SIDE_WIDTH // 2 - 12)
                 self._build_plot("gaussians", "Gaussians", 140, width=SIDE_WIDTH // 2 - 12)
+        if self.session.motion() is not None:
+            self._build_motion()
         self._build_edit_panels()
         with dpg.collapsing_header(label="Tools", default_open=False):
             dpg.add_input_floatx(label="box min", tag="t4d.crop_min", size=3, default_value=(-0.25, -0.25, -0.25), width=-80)
@@ -362,6 +373,111 @@ class DesktopApp:
             dpg.add_group(tag="t4d.export_results")
         with dpg.collapsing_header(label="Messages", default_open=True):
             dpg.add_group(tag="t4d.messages")
+
+    def _build_motion(self) -> None:
+        """The Motion header: typed pose drags, retimes, undo/redo, the edit weight and freezing (see the module docstring)."""
+        with dpg.collapsing_header(label="Motion", default_open=False):
+            dpg.add_text("", tag="t4d.motion.status", wrap=SIDE_WIDTH - 30)
+            dpg.add_input_text(label="control points", tag="t4d.motion.nodes", hint="e.g. 3, 7, 10-12", width=-130)
+            dpg.add_input_floatx(label="move", tag="t4d.motion.move", size=3, default_value=(0.0, 0.0, 0.0), width=-130)
+            dpg.add_input_floatx(label="turn x/y/z (deg)", tag="t4d.motion.turn", size=3, default_value=(0.0, 0.0, 0.0), width=-130)
+            dpg.add_input_float(label="follow radius", tag="t4d.motion.radius", default_value=0.25, step=0.05, width=-130)
+            dpg.add_input_float(label="blend width", tag="t4d.motion.width", default_value=0.1, step=0.01, width=-130)
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Preview", tag="t4d.motion.preview", callback=lambda *_: self._preview_drag())
+                dpg.add_button(label="Apply drag", tag="t4d.motion.apply", callback=lambda *_: self._apply_drag())
+                dpg.add_button(label="Clear", tag="t4d.motion.clear", callback=lambda *_: self._clear_drag())
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Undo edit", tag="t4d.motion.undo", callback=lambda *_: self.session.undo_edit())
+                dpg.add_button(label="Redo edit", tag="t4d.motion.redo", callback=lambda *_: self.session.redo_edit())
+            with dpg.group(horizontal=True):
+                dpg.add_combo([], tag="t4d.motion.keyframe", width=200)
+                dpg.add_button(label="Delete keyframe", tag="t4d.motion.delete", callback=lambda *_: self._delete_keyframe())
+            dpg.add_slider_float(label="edit weight (log10)", tag="t4d.motion.weight", default_value=weight_to_slider(float(self.session.value("lambda_edit"))),
+                                 min_value=0.0, max_value=6.0, format="%.2f", width=-130, callback=self._on_weight)
+            with dpg.tooltip("t4d.motion.weight"):
+                dpg.add_text(WEIGHT_HINT)
+            dpg.add_checkbox(label="freeze motion", tag="t4d.motion.freeze", default_value=not self.session.value("train_motion"),
+                             callback=lambda _s, value, *_: self._set("train_motion", not value))
+            dpg.add_separator()
+            with dpg.group(horizontal=True):
+                dpg.add_input_intx(label="", tag="t4d.retime.trim", size=2, default_value=(0, self.num_frames - 1, 0, 0), width=120)
+                dpg.add_button(label="Trim", tag="t4d.retime.trim_btn", callback=lambda *_: self._retime("trim", start=dpg.get_value("t4d.retime.trim")[0],
+                                                                                                    end=dpg.get_value("t4d.retime.trim")[1]))
+                dpg.add_input_int(label="", tag="t4d.retime.loops", default_value=2, step=0, width=50)
+                dpg.add_button(label="Loop", tag="t4d.retime.loop_btn", callback=lambda *_: self._retime("loop", count=dpg.get_value("t4d.retime.loops")))
+            with dpg.group(horizontal=True):
+                dpg.add_input_float(label="", tag="t4d.retime.factor", default_value=2.0, step=0, width=60, format="%.2f")
+                dpg.add_button(label="Speed", tag="t4d.retime.speed_btn", callback=lambda *_: self._retime("speed", factor=dpg.get_value("t4d.retime.factor")))
+                dpg.add_input_intx(label="", tag="t4d.retime.hold", size=2, default_value=(0, 6, 0, 0), width=120)
+                dpg.add_button(label="Hold", tag="t4d.retime.hold_btn", callback=lambda *_: self._retime("hold", frame=dpg.get_value("t4d.retime.hold")[0],
+                                                                                                    count=dpg.get_value("t4d.retime.hold")[1]))
+            with dpg.group(horizontal=True):
+                dpg.add_combo(list(RETIME_CURVES), tag="t4d.retime.curve", default_value=next(iter(RETIME_CURVES)), width=140)
+                dpg.add_button(label="Remap time", tag="t4d.retime.curve_btn", callback=lambda *_: self._retime("curve", points=RETIME_CURVES[dpg.get_value("t4d.retime.curve")]))
+        self._refresh_motion()
+
+    def _typed_drag(self) -> PoseDrag:
+        """The drag the Motion header's numbers describe, about the selection's centre at this frame; refusals name the bad value."""
+        positions = self.session.control_points(self.t)
+        try:
+            nodes = parse_selection(str(dpg.get_value("t4d.motion.nodes")), len(positions))
+        except ValueError as e:
+            raise CommandRefused(str(e)) from None
+        if not nodes:
+            raise CommandRefused("type the control points to drag (e.g. 3, 7, 10-12)")
+        centre = positions[list(nodes)].mean(0)
+        return offset_drag(nodes, self.t, centre, dpg.get_value("t4d.motion.move")[:3], dpg.get_value("t4d.motion.turn")[:3],
+                           float(dpg.get_value("t4d.motion.radius")), float(dpg.get_value("t4d.motion.width")))
+
+    def _preview_drag(self) -> None:
+        try:
+            self.motion_drag = self._typed_drag()
+        except CommandRefused as e:
+            self._log_message(str(e), "error")
+            return
+        self.request("drag")
+
+    def _apply_drag(self) -> None:
+        try:
+            drag = self._typed_drag()
+        except CommandRefused as e:
+            self._log_message(str(e), "error")
+            return
+        self.motion_drag = drag  # shown until the edit replaces it
+        self.session.edit_pose(drag).add_done_callback(lambda _: self._clear_drag() if self.motion_drag is drag else None)
+
+    def _clear_drag(self) -> None:
+        self.motion_drag = None
+        self.request("seek")
+
+    def _delete_keyframe(self) -> None:
+        choice = str(dpg.get_value("t4d.motion.keyframe") or "")
+        if choice.startswith("#"):
+            self.session.edit_remove(int(choice.split()[0][1:]))
+
+    def _on_weight(self, _sender: Any, value: float, *_: Any) -> None:
+        self._pending_edits["lambda_edit"] = (slider_to_weight(float(value)), time.monotonic())
+
+    def _retime(self, op: str, **params: Any) -> None:
+        self.session.retime(op, **params)
+
+    def _refresh_motion(self) -> None:
+        """Show the run's edits and follow the clip's new length (after any edit, a rollback or NaN recovery)."""
+        self.times = self.session.clip_times()
+        dpg.configure_item("t4d.frame", max_value=self.num_frames - 1)
+        if self.frame_index >= self.num_frames:
+            self.seek(self.num_frames - 1)
+        dpg.set_value("t4d.caption", self._caption())
+        info = self.session.motion()
+        if info is None or not dpg.does_item_exist("t4d.motion.status"):
+            return
+        lines = [f"{info.frames} frames" + (f" (retimed from {info.source_frames}: {info.retime})" if info.retime else ""),
+                 f"{len(info.keyframes)} keyframe(s) · undo {info.undo} · redo {info.redo}"]
+        if info.posable is not None:
+            lines.append(info.posable)
+        dpg.set_value("t4d.motion.status", "\n".join(lines))
+        dpg.configure_item("t4d.motion.keyframe", items=[f"#{k.index} t={k.t:.3f} ({k.nodes} points)" for k in info.keyframes])
 
     def _build_plot(self, name: str, title: str, height: int, width: int = -1) -> None:
         with dpg.plot(label=title, tag=f"t4d.plot.{name}", height=height, width=width, no_menus=True, no_mouse_pos=True):
@@ -411,8 +527,13 @@ class DesktopApp:
 
     # -- view --------------------------------------------------------------------------------
     @property
+    def num_frames(self) -> int:
+        return len(self.times)
+
+    @property
     def t(self) -> float:
-        return frame_to_t(self.frame_index, self.num_frames)
+        """The model time of the frame shown."""
+        return self.times[min(self.frame_index, len(self.times) - 1)]
 
     def request(self, reason: Reason) -> None:
         """Queue a frame of the current camera/time/mode on the render worker."""
@@ -420,7 +541,7 @@ class DesktopApp:
             return
         width, height = self.panel
         resolution = min(self.cfg.resolution, max(width, height))
-        self.worker.submit(ViewRequest(self.camera.c2w(), self.camera.fovy, width / height, self.t, self.mode, resolution, reason))
+        self.worker.submit(ViewRequest(self.camera.c2w(), self.camera.fovy, width / height, self.t, self.mode, resolution, reason, self.motion_drag))
 
     def seek(self, frame: int, reason: Reason = "seek") -> None:
         self.frame_index = int(np.clip(frame, 0, self.num_frames - 1))
@@ -540,6 +661,10 @@ class DesktopApp:
 
     def _sync_widget(self, key: str) -> None:
         """Show the session's value (after a refusal, or an edit from another front end)."""
+        if key == "lambda_edit" and dpg.does_item_exist("t4d.motion.weight") and key not in self._pending_edits:
+            dpg.set_value("t4d.motion.weight", weight_to_slider(float(self.session.value(key))))
+        if key == "train_motion" and dpg.does_item_exist("t4d.motion.freeze"):
+            dpg.set_value("t4d.motion.freeze", not self.session.value(key))
         tag = f"t4d.edit.{key}"
         if not dpg.does_item_exist(tag) or key in self._pending_edits:
             return
@@ -562,14 +687,19 @@ class DesktopApp:
     def _drain_events(self) -> None:
         with self._resync_lock:
             keys, self._resync = self._resync, set()
+        motion = False
         while self._events:
             event = self._events.popleft()
             if event.kind == "applied" and event.data.get("command") == "set":
                 keys.add(event.data["args"]["key"])
+            motion |= (event.kind == "applied" and event.data.get("command") in MOTION_COMMANDS) or event.kind == "nan"
             if event.kind != "autosaved" and not (event.kind == "applied" and event.data.get("command") in ("pause", "resume", "step", "export")):
                 self._log_message(event.message, event.level)
         for key in keys:
             self._sync_widget(key)
+        if motion:
+            self._refresh_motion()
+            self.request("seek")
 
     def _log_message(self, message: str, level: str = "info") -> None:
         """Called from the render worker too: only touches the deque; widgets update in tick()."""

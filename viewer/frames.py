@@ -79,7 +79,7 @@ class FrameRenderer:
     def __call__(self, request: ViewRequest, width: int, height: int) -> np.ndarray:
         if request.mode == "gt":
             return self._ground_truth_pair(request, width, height)
-        out = self.session.render(viewer_cameras(request.c2w, request.fovy, width, height), request.t)
+        out = self.session.render(viewer_cameras(request.c2w, request.fovy, width, height), request.t, drag=request.drag)
         if request.mode == "alpha":
             image = out.alpha[0].expand(-1, -1, 3)
         elif request.mode == "depth":

@@ -2,13 +2,13 @@
 
 Why a thread per client: a slow client (or a big window) must not delay
 another's frames, and the viser callback threads must return at once.
-Why "newest wins": while the user drags the camera or the time slider,
+Why "newest wins": while the user drags the camera, the time slider or a control point,
 only the latest position matters; rendering every intermediate one would
 queue up seconds of stale frames. A training ``update`` never displaces a
 pending camera ``move``/``seek``: the move's frame shows the new training
 state anyway.
 
-While the view changes (``move``/``seek``/``play``) frames are rendered at a
+While the view changes (``move``/``seek``/``play``/``drag``) frames are rendered at a
 resolution scaled to keep each frame within the frame budget (1 / max_fps)
 and sent with lower JPEG quality; once nothing new has arrived for
 ``still_delay`` seconds the last view is re-rendered at full resolution
@@ -22,6 +22,7 @@ import logging
 import math
 import threading
 import time
+import typing
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,11 +30,13 @@ from typing import Literal
 
 import numpy as np
 
+from text4d.gaussians.motion_edit import PoseDrag
+
 log = logging.getLogger(__name__)
 
-Reason = Literal["move", "seek", "play", "update", "still"]
+Reason = Literal["move", "seek", "play", "drag", "update", "still"]  # drag: a control point being dragged (a pose edit previewed)
 RenderMode = Literal["rgb", "alpha", "depth", "gt"]
-INTERACTIVE: frozenset[str] = frozenset({"move", "seek", "play"})
+INTERACTIVE: frozenset[str] = frozenset({"move", "seek", "play", "drag"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class ViewRequest:
         mode: what to show.
         resolution: longest image side at full quality, in pixels.
         reason: why this frame is wanted (decides quality and priority).
+        drag: a pose drag in progress, shown as if made (see :meth:`text4d.session.Session.render`).
         submitted: ``time.perf_counter()`` when the request was made (for latency).
     """
 
@@ -58,6 +62,7 @@ class ViewRequest:
     mode: RenderMode
     resolution: int
     reason: Reason
+    drag: PoseDrag | None = None
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -84,7 +89,7 @@ class FrameStats:
 
     frames: int = 0
     errors: int = 0
-    latency: dict[str, deque] = field(default_factory=lambda: {r: deque(maxlen=200) for r in ("move", "seek", "play", "update", "still")})
+    latency: dict[str, deque] = field(default_factory=lambda: {r: deque(maxlen=200) for r in typing.get_args(Reason)})
     render_s: deque = field(default_factory=lambda: deque(maxlen=200))
     sent_at: deque = field(default_factory=lambda: deque(maxlen=400))
 

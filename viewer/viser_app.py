@@ -16,7 +16,13 @@ time step and training update (tens of MB/s for 10^5 Gaussians at 30 fps).
 Shared widgets (training controls, config edits, tools, stats, plots) live in
 ``server.gui`` so every tab sees the same state; view widgets (time slider,
 play, render mode, resolution, preset views) live in each ``client.gui`` so
-two tabs can look at different times and angles.
+two tabs can look at different times and angles. So does the Motion folder
+(:mod:`viewer.viser_motion`: each tab picks and drags control points at its own
+time); its commands (pose edits, retimes, undo) are the Session's like any other.
+
+The time slider steps through the output clip (:meth:`Session.clip_times`): a
+retime changes how many frames it has and which model time each one shows, in
+every tab at once.
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ from viser import uplot
 from text4d.formatting import format_rate
 from text4d.render.camera import FIRST_VIEW, orbit_position, viewing_distance
 from text4d.session import Session, SessionEvent, Setting
-from text4d.timing import frame_to_t
 from viewer.config import ViewerConfig
 from viewer.controls import (
     MODES,
@@ -53,12 +58,15 @@ from viewer.controls import (
     format_value,
 )
 from viewer.frames import FrameRenderer
+from viewer.motion import MOTION_COMMANDS
 from viewer.render_worker import (
     Reason,
     RenderWorker,
     ViewRequest,
     WorkerConfig,
 )
+from viewer.viser_motion import MotionPanel
+from viewer.viser_widgets import on_click
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +89,7 @@ class ClientView:
     play_origin: tuple[float, int] = (0.0, 0)
     last_iteration: int = -1
     last_update: float = 0.0
+    motion: MotionPanel | None = None  # the Motion folder, on stages whose motion can be edited
 
 
 class ViewerApp:
@@ -107,7 +116,7 @@ class ViewerApp:
         self.server: viser.ViserServer | None = None
         self._ticker: threading.Thread | None = None
         self._unsubscribe = lambda: None
-        self.num_frames = session.frame_count
+        self.times = session.clip_times()  # model time of each output frame (retimes change it)
         with session.lock:
             self.radius = self._default_radius()
 
@@ -129,6 +138,23 @@ class ViewerApp:
         self._ticker = threading.Thread(target=self._tick_loop, name="text4d-viewer-tick", daemon=True)
         self._ticker.start()
         return self
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.times)
+
+    def time_of(self, view: ClientView) -> float:
+        """The model time ``view`` shows (its frame of the output clip)."""
+        times = self.times
+        return times[min(max(int(view.frame.value), 0), len(times) - 1)]
+
+    def camera_of(self, view: ClientView) -> tuple[np.ndarray, float, float]:
+        """``view``'s camera: OpenCV camera-to-world [4, 4], vertical fov (radians), aspect."""
+        camera = view.client.camera
+        c2w = np.eye(4)
+        c2w[:3, :3] = vtf.SO3(np.asarray(camera.wxyz)).as_matrix()
+        c2w[:3, 3] = camera.position
+        return c2w, float(camera.fov), float(camera.aspect)
 
     @property
     def port(self) -> int:
@@ -173,11 +199,11 @@ class ViewerApp:
             self.snapshot_btn = gui.add_button("Snapshot", icon=viser.Icon.CAMERA, hint="keep a copy of the parameters in memory")
             self.rollback_btn = gui.add_button("Roll back", icon=viser.Icon.ARROW_BACK_UP, hint="restore the latest snapshot")
         # Callbacks only queue commands; refusals reach every tab through the session's events.
-        _on_click(self.pause_btn, self.session.pause)
-        _on_click(self.resume_btn, self.session.resume)
-        _on_click(self.step_btn, lambda: self.session.step(self.step_count.value))
-        _on_click(self.snapshot_btn, self.session.snapshot)
-        _on_click(self.rollback_btn, self.session.rollback)
+        on_click(self.pause_btn, self.session.pause)
+        on_click(self.resume_btn, self.session.resume)
+        on_click(self.step_btn, lambda: self.session.step(self.step_count.value))
+        on_click(self.snapshot_btn, self.session.snapshot)
+        on_click(self.rollback_btn, self.session.rollback)
 
         self.plot_folder = gui.add_folder("Loss curves", order=11)
         self._build_edit_panels(gui)
@@ -193,12 +219,12 @@ class ViewerApp:
         for handle in (self.crop_min, self.crop_max, self.crop_show):
             handle.on_update(lambda _: self._update_crop_box())
         self.crop_btn.on_click(self._on_crop)
-        _on_click(self.prune_btn, lambda: self.session.prune_opacity(self.prune_thr.value))
+        on_click(self.prune_btn, lambda: self.session.prune_opacity(self.prune_thr.value))
 
         with gui.add_folder("Export", order=40):
             self.export_btns = {kind: gui.add_button(label, icon=viser.Icon.DOWNLOAD) for kind, label in export_buttons(self.session.exporters)}
         for kind, button in self.export_btns.items():
-            _on_click(button, functools.partial(self.session.export, kind))
+            on_click(button, functools.partial(self.session.export, kind))
 
     def _build_edit_panels(self, gui: viser.GuiApi) -> None:
         groups: dict[str, list[Setting]] = {}
@@ -244,6 +270,10 @@ class ViewerApp:
             self._timers[key] = timer
             timer.start()
 
+    def set_value(self, key: str, value: Any) -> None:
+        """Set a config value from a widget (a Motion panel's weight or freeze, a settings field)."""
+        self._set(key, value)
+
     def _set(self, key: str, value: Any) -> None:
         future = self.session.set(key, value)  # a refusal shows as a toast via the session's event
 
@@ -255,6 +285,8 @@ class ViewerApp:
 
     def _sync_widget(self, key: str) -> None:
         """Show the session's value in a widget (after a refusal, or an edit from another front end)."""
+        for panel in self._motion_panels():
+            panel.sync_setting(key)
         handle = self._edit_widgets.get(key)
         if handle is None:
             return
@@ -271,7 +303,7 @@ class ViewerApp:
 
     def _on_crop(self, event: Any) -> None:
         view = self.views.get(event.client_id)
-        t = frame_to_t(view.frame.value, self.num_frames) if view is not None else 0.0
+        t = self.time_of(view) if view is not None else 0.0
         self.session.crop(tuple(self.crop_min.value), tuple(self.crop_max.value), t=t)
 
     def _update_crop_box(self) -> None:
@@ -283,8 +315,31 @@ class ViewerApp:
     def _on_event(self, event: SessionEvent) -> None:
         if event.kind == "applied" and event.data.get("command") == "set":
             self._sync_widget(event.data["args"]["key"])
+        if (event.kind == "applied" and event.data.get("command") in MOTION_COMMANDS) or event.kind == "nan":
+            self._motion_changed()
         if event.kind in NOTIFY_KINDS or (event.kind == "applied" and event.data.get("command") in ("crop", "prune_opacity", "snapshot", "rollback")):
             self.notify(_TITLES.get(event.kind, "text4d"), event.message, event.level)
+
+    def _motion_panels(self) -> list[MotionPanel]:
+        with self._views_lock:
+            return [view.motion for view in self.views.values() if view.motion is not None]
+
+    def _motion_changed(self) -> None:
+        """An edit changed the motion or the clip: every tab's slider, caption, Motion folder and frame follow."""
+        self.times = self.session.clip_times()
+        info = self.session.motion()
+        with self._views_lock:
+            views = list(self.views.values())
+        last = self.num_frames - 1
+        for view in views:
+            if view.frame.max != last:
+                view.frame.max = last
+            if view.frame.value > last:
+                view.frame.value = last  # type: ignore[misc]  # (viser's setter, as in _sync_widget)
+            view.caption.content = self._caption(int(view.frame.value))
+            if view.motion is not None:
+                view.motion.refresh(info)
+            self.request(view, "seek")
 
     def notify(self, title: str, body: str, level: str = "info") -> None:
         """A toast in every open tab."""
@@ -314,6 +369,8 @@ class ViewerApp:
         worker = RenderWorker(self.frames, send, self.worker_cfg, on_error=lambda m: client.add_notification("Render failed", m, color="red"),
                               name=f"text4d-render-{client.client_id}")
         view = ClientView(client, worker, frame, play, fps, mode, resolution, caption)
+        if self.session.motion() is not None:
+            view.motion = MotionPanel(self, view)
         with self._views_lock:
             self.views[client.client_id] = view
         self._replot = True
@@ -334,7 +391,8 @@ class ViewerApp:
             view.worker.stop()
 
     def _caption(self, frame: int) -> str:
-        return f"frame {frame + 1} / {self.num_frames} · t = {frame_to_t(frame, self.num_frames):.3f}"
+        times = self.times
+        return f"frame {frame + 1} / {len(times)} · t = {times[min(frame, len(times) - 1)]:.3f}"
 
     def _on_frame(self, view: ClientView, reason: Reason) -> None:
         view.caption.content = self._caption(int(view.frame.value))
@@ -356,15 +414,12 @@ class ViewerApp:
 
     def request(self, view: ClientView, reason: Reason) -> None:
         """Queue a frame of ``view``'s current camera/time/mode on its worker."""
-        camera = view.client.camera
-        if camera.update_timestamp == 0.0:  # no camera message from this tab yet; its first one triggers a frame
+        if view.client.camera.update_timestamp == 0.0:  # no camera message from this tab yet; its first one triggers a frame
             return
-        c2w = np.eye(4)
-        c2w[:3, :3] = vtf.SO3(np.asarray(camera.wxyz)).as_matrix()
-        c2w[:3, 3] = camera.position
-        t = frame_to_t(int(view.frame.value), self.num_frames)
+        c2w, fovy, aspect = self.camera_of(view)
         mode = MODES[view.mode.value]
-        view.worker.submit(ViewRequest(c2w, float(camera.fov), float(camera.aspect), t, mode, int(view.resolution.value), reason))
+        drag = view.motion.drag if view.motion is not None else None  # a control point being dragged: previewed in every frame
+        view.worker.submit(ViewRequest(c2w, fovy, aspect, self.time_of(view), mode, int(view.resolution.value), reason, drag))
 
     # -- periodic: playback, training refresh, stats, plots -------------------------------
     def _tick_loop(self) -> None:
@@ -388,6 +443,8 @@ class ViewerApp:
                 log.exception("viewer tick failed")
 
     def _tick_view(self, view: ClientView, now: float, iteration: int) -> None:
+        if view.motion is not None:
+            view.motion.tick(iteration, now)
         if view.play.value and self.num_frames > 1:
             start, first = view.play_origin
             frame = (first + int((now - start) * float(view.fps.value))) % self.num_frames
@@ -468,15 +525,6 @@ class ViewerApp:
     def _default_radius(self) -> float:
         gt = self.session.ground_truth()
         return viewing_distance(gt.cameras if gt is not None else None)
-
-
-def _on_click(button: viser.GuiButtonHandle, action: Callable[[], object]) -> None:
-    """Run ``action`` on every click; what it returns (a command's future) is not waited for."""
-
-    def on_click(_: viser.GuiEvent) -> None:
-        action()
-
-    button.on_click(on_click)
 
 
 _TITLES = {

@@ -17,6 +17,18 @@ TINY_SAMPLE = [
     "device=cpu",
 ]
 
+# The control-point deformation model at a tiny size (for motion edits): 24 nodes, a 2-layer MLP of width 32.
+TINY_CONTROL_POINTS = [
+    "deform.model=control_points",
+    "deform.control_points.num=24",
+    "deform.control_points.width=32",
+    "deform.control_points.depth=2",
+    "deform.control_points.position_freqs=2",
+    "deform.control_points.time_freqs=2",
+    "deform.control_points.arap_neighbours=4",
+    "lambda_arap=1",
+]
+
 
 def tiny_sample_stage(overrides: list[str] | None = None):
     """The real dynamic stage on the built-in sample at :data:`TINY_SAMPLE` (plus ``overrides``), and its run config."""

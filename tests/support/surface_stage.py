@@ -4,7 +4,7 @@
 creature and carries it along as the creature moves, so frames differ visibly (what the web
 player's scrubber test needs) and the colours are the creature's texture. This wraps it in the
 slice of the stage API that the splat exports read: ``num_frames``, ``iteration``,
-``ground_truth()`` and ``deformed_raw(t)``.
+``clip_times()``, ``ground_truth()`` and ``deformed_raw(t)``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class SurfaceStage:
         # Higher SH bands (small, random) exercise the formats' degree-1..3 paths; the surface itself has degree 0.
         k = (sh_degree + 1) ** 2 - 1
         self.rest = np.random.default_rng(seed).normal(0.0, 0.1, (self.surface.faces.shape[0], k, 3)).astype(np.float32)
+
+    def clip_times(self) -> list[float]:
+        return self.surface.clip_times()
 
     def ground_truth(self) -> None:
         return None

@@ -67,8 +67,9 @@ def export_run(run_dir: str | Path, fmt: str, frames: str | None = None, resolut
     if stage.num_frames > 1 and getattr(stage, "phase", "dynamic") == "static":
         raise InputError(f"{session.run.path} stopped at iteration {stage.iteration}, before its deformation started training "
                          f"(static_iters={stage.cfg.static_iters}); resume it with: text4d view {session.run.path} --steps N")
-    picked = parse_frames(frames, stage.num_frames)
-    if not chosen.frames and picked != list(range(stage.num_frames)):
+    clip = len(stage.clip_times())  # the output clip (retimed or not) is what every format exports
+    picked = parse_frames(frames, clip)
+    if not chosen.frames and picked != list(range(clip)):
         raise ConfigError(f"--frames applies to {', '.join(f.name for f in export.FORMATS.values() if f.frames)}; {fmt} always exports the whole clip")
     settings = dataclasses.replace(opened.kind.export_settings(opened.cfg, stage), mesh=mesh, **options)
     path = Path(out) if out is not None else export.output_path(session.run.exports_dir, fmt, stage.iteration)

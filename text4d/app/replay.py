@@ -8,7 +8,8 @@ does, loads the initial state, and drives a fresh :class:`~text4d.session.Sessio
 (so snapshots, rollbacks, crops and NaN recovery behave exactly as they did):
 it steps to each recorded iteration and submits the recorded command there.
 Pause/resume/step records only say *when* training ran, so they become
-explicit steps; a NaN rollback is not re-applied but expected to recur at the
+explicit steps; motion edits (pose keyframes, retimes, their undo and redo)
+are re-applied like any other edit; a NaN rollback is not re-applied but expected to recur at the
 same iteration. At the end the parameters (and optimiser state, RNG, iteration)
 are compared with the original's ``checkpoints/latest`` and the metric logs are
 compared iteration by iteration.
@@ -52,7 +53,7 @@ from text4d.session import CommandRefused, Session, SessionConfig, clone_state
 log = logging.getLogger(__name__)
 
 CONTROL = frozenset({"pause", "resume", "step"})  # when training ran: replaced by explicit steps
-STATEFUL = frozenset({"set", "crop", "prune_opacity", "snapshot", "rollback"})
+STATEFUL = frozenset({"set", "crop", "prune_opacity", "snapshot", "rollback", "edit_pose", "edit_remove", "retime", "undo_edit", "redo_edit"})
 METRIC_SKIP = frozenset({"iteration", "time", "it_per_s"})
 WAIT_S = 30.0
 
@@ -248,7 +249,9 @@ def replay(
                 if name == "open":  # a later session on the same run (text4d view): fresh snapshots, its own config
                     session.stop()
                     _apply_cfg(stage, args.get("cfg", {}), notes)
-                    session = Session(stage, run, _session_cfg(args.get("session_cfg", {}), session_cfg), start_paused=True, exporters=base_session.exporters)
+                    # The motion edits' undo history carries over, as reopening restores it from the checkpoint.
+                    session = Session(stage, run, _session_cfg(args.get("session_cfg", {}), session_cfg), start_paused=True, exporters=base_session.exporters,
+                                      edit_history=session.edit_history)
                     session.start()
                 elif name in STATEFUL or name == "export":
                     try:

@@ -25,6 +25,6 @@ SH_LAYOUTS = ("native", "full")
 
 def export_ply_sequence(stage: Stage, out_dir: str | os.PathLike, name: str = "frame", progress: Progress | None = None,
                         sh_layout: str = "native", frames: Sequence[int] | None = None) -> Path:
-    """One 3DGS ``.ply`` per frame: ``out_dir/{name}_{i:03d}.ply`` (opens in common 3DGS viewers); ``sh_layout`` is one of :data:`SH_LAYOUTS`."""
+    """One 3DGS ``.ply`` per frame of the output clip: ``out_dir/{name}_{i:03d}.ply`` (opens in common 3DGS viewers); ``sh_layout`` is one of :data:`SH_LAYOUTS`."""
     full = sh_layout == "full"
     return export_frames(stage, out_dir, ".ply", lambda path, g: save_ply(path, g.with_sh_degree(3) if full else g), frames, name, progress)

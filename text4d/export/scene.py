@@ -30,7 +30,6 @@ from text4d.render.camera import FIRST_VIEW, orbit_position, viewing_distance
 from text4d.render.sh import SH_C0
 from text4d.render.splat import quat_scale_to_covar
 from text4d.stages.base import Stage
-from text4d.timing import frame_to_t
 
 
 def splat_arrays(g: PlyGaussians) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -59,11 +58,13 @@ def export_viser_scene(stage: Stage, out_dir: str | os.PathLike, fps: float = 12
         server.initial_camera.up = (0.0, 1.0, 0.0)
         # Two recorders of the same messages: serialize() and as_html() may each be called once.
         to_file, to_page = server.get_scene_serializer(), server.get_scene_serializer()
-        n = max(1, stage.num_frames)
-        nodes = [server.scene.add_gaussian_splats(f"/text4d/frame_{i:03d}", *splat_arrays(stage.deformed_raw(frame_to_t(i, n))), visible=i == 0) for i in range(n)]
+        times = stage.clip_times()  # the output clip; a loop or a held pose shows a time again: one node per distinct time
+        distinct = list(dict.fromkeys(times))
+        nodes = [server.scene.add_gaussian_splats(f"/text4d/frame_{i:03d}", *splat_arrays(stage.deformed_raw(t)), visible=i == 0) for i, t in enumerate(distinct)]
+        order = [distinct.index(t) for t in times]
         shown = 0
         for _ in range(loops):
-            for i in range(n):
+            for i in order:
                 if i != shown:
                     nodes[shown].visible = False
                     nodes[i].visible = True

@@ -16,7 +16,6 @@ from pathlib import Path
 from text4d.io.atomic import atomic_dir
 from text4d.io.ply import PlyGaussians
 from text4d.stages.base import Progress, Stage
-from text4d.timing import frame_to_t
 
 Encoder = Callable[[Path, PlyGaussians], None]
 
@@ -28,13 +27,16 @@ def frame_name(name: str, index: int, suffix: str) -> str:
 
 def export_frames(stage: Stage, out_dir: str | os.PathLike, suffix: str, encode: Encoder, frames: Sequence[int] | None = None,
                   name: str = "frame", progress: Progress | None = None) -> Path:
-    """``encode`` the Gaussians of each of ``frames`` (default: all) to ``out_dir/{name}_{i:03d}{suffix}``."""
+    """``encode`` the Gaussians of each of ``frames`` (default: all) to ``out_dir/{name}_{i:03d}{suffix}``.
+
+    Frames are those of the output clip (:meth:`Stage.clip_times`): a retimed clip's, with its pose edits.
+    """
     out_dir = Path(out_dir)
-    n = stage.num_frames
-    picked = list(range(n)) if frames is None else list(frames)
+    times = stage.clip_times()
+    picked = list(range(len(times))) if frames is None else list(frames)
     with atomic_dir(out_dir) as tmp:
         for done, i in enumerate(picked, 1):
-            encode(tmp / frame_name(name, i, suffix), stage.deformed_raw(frame_to_t(i, n)))
+            encode(tmp / frame_name(name, i, suffix), stage.deformed_raw(times[i]))
             if progress:
                 progress(done, len(picked))
     return out_dir

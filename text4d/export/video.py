@@ -16,18 +16,18 @@ from text4d.errors import ConfigError
 from text4d.io.media import to_uint8, write_video
 from text4d.render.camera import Orbit
 from text4d.stages.base import Progress, Stage
-from text4d.timing import frame_to_t
 from text4d.views import Views
 
 
 def orbit_frames(stage: Stage, orbit: Orbit = Orbit(), num_frames: int = 60, resolution: int = 256, loops: int = 2,
                  progress: Progress | None = None) -> np.ndarray:
-    """uint8 frames [F, H, W, 3] of a camera circling once on ``orbit`` while the clip plays ``loops`` times."""
+    """uint8 frames [F, H, W, 3] of a camera circling once on ``orbit`` while the output clip (:meth:`Stage.clip_times`) plays ``loops`` times."""
     frames = []
-    clip = stage.num_frames
+    times = stage.clip_times()
+    clip = len(times)
     for i in range(num_frames):
         phase = i / num_frames
-        t = frame_to_t(int(phase * loops * clip) % clip, clip)
+        t = times[int(phase * loops * clip) % clip]
         frames.append(to_uint8(stage.render(orbit.cameras(360.0 * phase, resolution), t).rgb[0]))
         if progress:
             progress(i + 1, num_frames)

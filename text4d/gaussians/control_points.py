@@ -30,6 +30,13 @@ node at ``time_knots`` evenly spaced times and interpolated linearly between
 (a grid in time: it converges in the minute the reconstruction presets have,
 where SC-GS's MLP trains for 80k iterations); the ``time`` regulariser then
 penalises their second differences.
+
+People can edit the motion: drag nodes at a time in the studio and keep the drag
+as a keyframe blended into the neighbouring times (:class:`~text4d.gaussians.fields.EditableField`,
+:mod:`text4d.gaussians.motion_edit`). Keyframes are a layer on the learned node
+transforms, in the field's state (:attr:`ControlPointField.edits`); the rigidity
+term sees only the learned motion, and :meth:`ControlPointField.edit_loss` keeps
+it where the keyframes were made.
 """
 
 from __future__ import annotations
@@ -42,8 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from text4d.gaussians.fields import DeformationField
+from text4d.gaussians.fields import EditableField
 from text4d.gaussians.knn import knn_mean_sq_dist
+from text4d.gaussians.motion_edit import CONSTRAINT_PAIRS, DragSolver, MotionEdits, PoseDrag, PoseLayer, anchor_pairs, solve_layer
 from text4d.gaussians.quaternion import multiply, rotate
 
 _KNN_CHUNK = 1 << 15  # Gaussians per distance block in the nearest-node search
@@ -102,7 +110,7 @@ def nearest(queries: Tensor, points: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.cat(dists), torch.cat(idxs)
 
 
-class ControlPointField(DeformationField):
+class ControlPointField(EditableField):
     """SC-GS-style control points with an MLP of (node, time) and blend skinning.
 
     Example::
@@ -140,6 +148,8 @@ class ControlPointField(DeformationField):
             self.head = nn.Linear(width, 10)  # translation 3, rotation 4 (residual to identity), log-scale 3
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
+        self.edits = MotionEdits(cfg.num)
+        self._solver: tuple[tuple, DragSolver] | None = None  # the drag being made: its factorised system, reused per drag event
 
     # -- DeformationField ------------------------------------------------------------
     @property
@@ -175,19 +185,43 @@ class ControlPointField(DeformationField):
         w = (pos - lo).view(-1, 1, 1)
         return self.table[lo] * (1.0 - w) + self.table[lo + 1] * w
 
-    def node_motion(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-node translation [T, M, 3], unit rotation [T, M, 4] and log-scale residual [T, M, 3] at times ``t`` [T]."""
-        n_t, m = t.shape[0], self.cfg.num
+    def _raw_motion(self, t: Tensor) -> Tensor:
+        """The learned 10 numbers of every node at times ``t`` [T]: [T, M, 10]."""
         if self.cfg.motion == "table":
-            out = self._motion_table(t)
-        else:
-            pos = sinusoidal(self.nodes / self.bound, self.cfg.position_freqs)  # [M, P]
-            tim = sinusoidal((t * 2.0 - 1.0).view(n_t, 1), self.cfg.time_freqs)  # [T, Q]
-            x = torch.cat([pos.unsqueeze(0).expand(n_t, m, -1), tim.unsqueeze(1).expand(n_t, m, -1)], dim=-1)
-            out = self.head(self.trunk(x))
+            return self._motion_table(t)
+        n_t, m = t.shape[0], self.cfg.num
+        pos = sinusoidal(self.nodes / self.bound, self.cfg.position_freqs)  # [M, P]
+        tim = sinusoidal((t * 2.0 - 1.0).view(n_t, 1), self.cfg.time_freqs)  # [T, Q]
+        x = torch.cat([pos.unsqueeze(0).expand(n_t, m, -1), tim.unsqueeze(1).expand(n_t, m, -1)], dim=-1)
+        return self.head(self.trunk(x))
+
+    def _raw_pairs(self, node: Tensor, t: Tensor) -> Tensor:
+        """The learned 10 numbers of nodes ``node`` [R] at times ``t`` [R] (pairs, not a grid): [R, 10]."""
+        if self.cfg.motion == "table":
+            pos = t.clamp(0.0, 1.0) * (self.cfg.time_knots - 1)
+            lo = pos.floor().clamp(max=self.cfg.time_knots - 2).long()
+            w = (pos - lo).unsqueeze(-1)
+            return self.table[lo, node] * (1.0 - w) + self.table[lo + 1, node] * w
+        pos = sinusoidal(self.nodes[node] / self.bound, self.cfg.position_freqs)
+        tim = sinusoidal((t * 2.0 - 1.0).unsqueeze(-1), self.cfg.time_freqs)
+        return self.head(self.trunk(torch.cat([pos, tim], dim=-1)))
+
+    @staticmethod
+    def _split(out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Translation, unit rotation (a residual to the identity) and log-scale residual of raw motion [..., 10]."""
         translation, rotation, log_scale = out.split((3, 4, 3), dim=-1)
-        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=t.device, dtype=out.dtype)
+        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=out.device, dtype=out.dtype)
         return translation, F.normalize(rotation + identity, dim=-1), log_scale
+
+    def node_motion(self, t: Tensor, edited: bool = True, layer: PoseLayer | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-node translation [T, M, 3], unit rotation [T, M, 4] and log-scale residual [T, M, 3] at times ``t`` [T].
+
+        ``edited``: with the keyframes (and ``layer``, a drag being previewed) on top; else the learned motion alone.
+        """
+        translation, rotation, log_scale = self._split(self._raw_motion(t))
+        if edited:
+            translation, rotation = self.edits.pose(t, translation, rotation, layer)
+        return translation, rotation, log_scale
 
     def weights(self, means: Tensor) -> tuple[Tensor, Tensor]:
         """Blend weights [N, K] (differentiable in the radii) and node indices [N, K] of every Gaussian."""
@@ -197,9 +231,9 @@ class ControlPointField(DeformationField):
         w = torch.exp(-d2 / (2.0 * radius.square())) + 1e-7
         return w / w.sum(-1, keepdim=True), idx
 
-    def deform(self, means: Tensor, quats: Tensor, log_scales: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def deform(self, means: Tensor, quats: Tensor, log_scales: Tensor, t: Tensor, layer: PoseLayer | None = None) -> tuple[Tensor, Tensor, Tensor]:
         t = torch.as_tensor(t, dtype=means.dtype, device=means.device).reshape(-1)
-        translation, rotation, log_scale = self.node_motion(t)
+        translation, rotation, log_scale = self.node_motion(t, layer=layer)
         w, idx = self.weights(means)
         local = means.unsqueeze(1) - self.nodes[idx]  # [N, K, 3]
         rot = rotation[:, idx]  # [T, N, K, 4]
@@ -210,6 +244,39 @@ class ControlPointField(DeformationField):
         new_quats = multiply(blended, quats.unsqueeze(0).expand_as(blended))
         new_log_scales = log_scales + (log_scale[:, idx] * wk).sum(-2)
         return new_means, new_quats, new_log_scales
+
+    # -- EditableField ------------------------------------------------------------------
+    def node_positions(self, t: float, layer: PoseLayer | None = None) -> Tensor:
+        translation, _, _ = self.node_motion(self.nodes.new_tensor([t]), layer=layer)
+        return self.nodes + translation[0]
+
+    def solve_drag(self, drag: PoseDrag) -> PoseLayer:
+        bad = [i for i in drag.nodes if not 0 <= i < self.cfg.num]
+        if bad or not drag.nodes:
+            raise ValueError(f"control point {bad[0]} does not exist (this model has {self.cfg.num}: 0..{self.cfg.num - 1})" if bad else "drag at least one control point")
+        rest = self.node_positions(drag.t)
+        key = (drag.nodes, drag.t, drag.radius, self.edits.version)
+        if self._solver is None or self._solver[0] != key:
+            handles = torch.tensor(drag.nodes, dtype=torch.long, device=rest.device)
+            self._solver = (key, DragSolver(rest, self.graph, handles, drag.radius))
+        return solve_layer(self._solver[1], rest, drag)
+
+    def add_keyframe(self, layer: PoseLayer) -> None:
+        node, t = anchor_pairs(layer)
+        translation, rotation, _ = self._split(self._raw_pairs(node, t))
+        self.edits.append(layer, node, t, torch.cat([translation, rotation], dim=-1))
+
+    def edit_loss(self, generator: torch.Generator) -> Tensor:
+        rows = torch.arange(self.edits.anchor.shape[0])
+        if rows.shape[0] > CONSTRAINT_PAIRS:  # a random subset each step, drawn from the stage's generator: replays repeat it
+            rows = torch.randperm(rows.shape[0], generator=generator)[:CONSTRAINT_PAIRS]
+        rows = rows.to(self.nodes.device)
+        translation, rotation, _ = self._split(self._raw_pairs(self.edits.anchor_node[rows], self.edits.anchor_time[rows]))
+        return self.edits.constraint(torch.cat([translation, rotation], dim=-1), rows, self.node_spacing())
+
+    def node_spacing(self) -> Tensor:
+        """Mean length of the node graph's edges in the canonical pose (the unit of the edit constraint)."""
+        return (self.nodes[self.graph] - self.nodes.unsqueeze(1)).norm(dim=-1).mean().clamp_min(1e-8)
 
     def losses(self, weights: dict[str, float], means: Tensor, t: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
@@ -224,7 +291,7 @@ class ControlPointField(DeformationField):
 
     def arap_loss(self, t: Tensor) -> Tensor:
         """Mean squared non-rigid part of every node-graph edge's motion at times ``t``, per squared edge length."""
-        translation, rotation, _ = self.node_motion(t)
+        translation, rotation, _ = self.node_motion(t, edited=False)  # edits are what people want, not to be regularised
         moved = self.nodes + translation  # [T, M, 3]
         rest = self.nodes[self.graph] - self.nodes.unsqueeze(1)  # [M, G, 3]
         now = moved[:, self.graph] - moved.unsqueeze(2)  # [T, M, G, 3]

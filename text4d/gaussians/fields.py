@@ -15,6 +15,10 @@ and only ever calls what is declared here:
 * :meth:`DeformationField.prepare` / :attr:`DeformationField.ready`: a model
   that is built from the Gaussians themselves (control points sampled from the
   fitted static model) does so at the first dynamic step, and is the identity until then.
+
+A model whose motion people can edit by hand (the control points) is an
+:class:`EditableField`: it has nodes to show and drag, and keyframes on top of
+what it learned (:mod:`text4d.gaussians.motion_edit`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
+
+from text4d.gaussians.motion_edit import MotionEdits, PoseDrag, PoseLayer
 
 
 class DeformationField(nn.Module, ABC):
@@ -58,6 +64,37 @@ class DeformationField(nn.Module, ABC):
 
     def prepare(self, means: Tensor) -> None:
         """Build what depends on the fitted Gaussians (once; a no-op when :attr:`ready`)."""
+
+
+class EditableField(DeformationField):
+    """A deformation field driven by a few nodes a person can drag (see :mod:`text4d.gaussians.motion_edit`).
+
+    Its :meth:`deform` takes an optional ``layer``: a drag being previewed, shown on top of the
+    keyframes without becoming one.
+    """
+
+    #: the keyframes on top of the learned motion (part of the field's state)
+    edits: MotionEdits
+
+    @abstractmethod
+    def deform(self, means: Tensor, quats: Tensor, log_scales: Tensor, t: Tensor, layer: PoseLayer | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`DeformationField.deform`, with the keyframes and ``layer`` applied."""
+
+    @abstractmethod
+    def node_positions(self, t: float, layer: PoseLayer | None = None) -> Tensor:
+        """World positions [M, 3] of the nodes at model time ``t`` (keyframes and ``layer`` applied)."""
+
+    @abstractmethod
+    def solve_drag(self, drag: PoseDrag) -> PoseLayer:
+        """The keyframe ``drag`` would make (nothing changes); ``ValueError`` names a bad node index."""
+
+    @abstractmethod
+    def add_keyframe(self, layer: PoseLayer) -> None:
+        """Keep ``layer`` as a keyframe (recording the base motion it should hold against the data)."""
+
+    @abstractmethod
+    def edit_loss(self, generator: torch.Generator) -> Tensor:
+        """How far the learned motion has drifted from what the keyframes were made on (0 with none)."""
 
 
 def additive(means: Tensor, quats: Tensor, log_scales: Tensor, position: Tensor, rotation: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -15,8 +15,8 @@ between frames is done twice):
    (:class:`text4d.stages.refine.RefineStage`).
 
 Frames read the stage only through ``stage.deformed(t)`` and
-``stage.num_frames``, so a live session's frozen copy and a reopened checkpoint
-export alike.
+``stage.clip_times()`` (the output clip's frames, retimed or not), so a live
+session's frozen copy and a reopened checkpoint export alike.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from text4d.render.camera import DEFAULT_FOVY, Cameras
 from text4d.render.splat import Backend, RenderOutput, Splats, render
 from text4d.stages.base import Progress
 from text4d.stages.refine import RefineConfig, RefineStage
-from text4d.timing import frame_to_t
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +151,8 @@ def _spread(n: int, k: int) -> list[int]:
 def build_sequence(stage, cfg: MeshConfig | None = None, frames: Sequence[int] | None = None, progress: Progress | None = None) -> MeshSequence:
     """Textured meshes of ``stage`` at clip ``frames`` (default all); see the module docstring."""
     cfg = cfg or MeshConfig()
-    n = stage.num_frames
+    clip = stage.clip_times()
+    n = len(clip)
     indices = list(frames) if frames is not None else list(range(n))
     if cfg.ref_frame >= n:
         raise ConfigError(f"mesh.ref_frame={cfg.ref_frame} is outside the clip's 0..{n - 1}")
@@ -177,7 +177,7 @@ def build_sequence(stage, cfg: MeshConfig | None = None, frames: Sequence[int] |
             progress(done, steps)
 
     device = torch.device(getattr(stage, "device", "cpu"))
-    times = torch.tensor([frame_to_t(i, n) for i in indices], dtype=torch.float32, device=device)
+    times = torch.tensor([clip[i] for i in indices], dtype=torch.float32, device=device)
     splats = stage.deformed(times)  # [T, N, ·]
     lo, hi = grid_bounds(splats, cfg.sigmas)
     radius = _radius(lo, hi, cfg)
@@ -185,7 +185,7 @@ def build_sequence(stage, cfg: MeshConfig | None = None, frames: Sequence[int] |
     tick("deform")
     advance()
     if cfg.topology == "shared":
-        ref = _slice(stage.deformed(torch.tensor([frame_to_t(cfg.ref_frame, n)], device=device)), 0)
+        ref = _slice(stage.deformed(torch.tensor([clip[cfg.ref_frame]], device=device)), 0)
         grid = density_grid(Splats(*(x[None] for x in (ref.means, ref.quats, ref.scales, ref.opacities, ref.sh))), lo, hi, cfg.resolution, cfg.sigmas)[0]
         tick("density")
         mesh = clean(marching_cubes(grid, lo, hi, cfg.level), cfg.min_component, cfg.max_faces)

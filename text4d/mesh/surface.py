@@ -3,8 +3,8 @@
 One flattened Gaussian per triangle of the creature (centre at the centroid,
 two axes in the triangle's plane, the short one along its normal, colour from
 the texture), carried along as the creature moves. It exposes the slice of the
-stage API the mesh exporter reads (``num_frames``, ``device``, ``cfg.backend``,
-``deformed(t)``), so mesh tests and the CPU benchmark can run the whole export
+stage API the mesh exporter reads (``num_frames``, ``clip_times()``, ``device``,
+``cfg.backend``, ``deformed(t)``), so mesh tests and the CPU benchmark can run the whole export
 in seconds without training. What it proves: the extraction, following,
 baking and writers reproduce a Gaussian model that lies on a surface; it says
 nothing about how surface-like a *trained* model is (the benchmark measures
@@ -19,32 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from text4d.gaussians.quaternion import matrix_to_quat
 from text4d.render.mesh_raster import texture
 from text4d.render.sh import rgb_to_sh
 from text4d.render.splat import Splats
 from text4d.samples.creature import Creature
+from text4d.timing import clip_frame_times
 
 
 @dataclass
 class _Cfg:
     backend: str = "auto"
-
-
-def matrix_to_quat(m: Tensor) -> Tensor:
-    """Unit quaternions (w, x, y, z) [..., 4] of rotation matrices [..., 3, 3] (largest-pivot method)."""
-    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
-    cand = torch.stack(
-        [
-            torch.stack([1 + m00 + m11 + m22, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m00 - m11 - m22, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m00 + m11 - m22, m[..., 1, 2] + m[..., 2, 1]], -1),
-            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m00 - m11 + m22], -1),
-        ],
-        -2,
-    )  # [..., 4 candidates, 4]; candidate k is 4 q_k q (exact when q_k is the largest component)
-    best = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1).argmax(-1)
-    q = torch.gather(cand, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    return F.normalize(q, dim=-1)
 
 
 def _decimate(verts: Tensor, faces: Tensor, target: int) -> tuple[Tensor, Tensor]:
@@ -89,6 +74,10 @@ class SurfaceGaussians:
         uv = c.uv[self.vert_ids[self.faces]].mean(1)  # [F, 2]
         rgb = texture(c.texture, uv[None, None])[0, 0]  # [F, 3]
         self.sh = rgb_to_sh(rgb).unsqueeze(1).to(self.device)  # [F, 1, 3]
+
+    def clip_times(self) -> list[float]:
+        """Every frame's time, as an unretimed stage's clip."""
+        return clip_frame_times(self.num_frames)
 
     @torch.no_grad()
     def deformed(self, t: Tensor) -> Splats:

@@ -17,14 +17,17 @@ import functools
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from text4d.gaussians.motion_edit import PoseDrag, PoseLayer
 from text4d.io.ply import PlyGaussians
 from text4d.render.camera import Cameras
 from text4d.render.splat import RenderOutput
+from text4d.timing import Retime, clip_frame_times
 from text4d.views import Views
 
 Progress = Callable[[int, int], None]  # (done, total) of a long operation on a stage: an export, a mesh extraction
@@ -105,6 +108,13 @@ class Stage(ABC):
         """Held-out posed images to compare against, if this stage's data has them."""
         return None
 
+    def clip_times(self) -> list[float]:
+        """The model time of every frame of the output clip: what the studios' time slider and every export show.
+
+        The fitted clip's frames by default; a retimed stage (:class:`MotionEditing`) shows what its retime says.
+        """
+        return clip_frame_times(self.num_frames)
+
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics (PSNR/SSIM/IoU) when ground truth exists, else {}."""
         return {}
@@ -162,3 +172,67 @@ class GaussianStage(Stage):
         result = dict(zip([*terms, "loss"], values))
         result.update({f"densify_{k}": float(v) for k, v in changed.items()})
         return result
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """One pose edit as the studios list it."""
+
+    index: int
+    t: float  # model time
+    width: float  # blend half-width, model time
+    nodes: int  # control points it moves
+
+
+class MotionEditing(ABC):
+    """A stage whose output clip can be retimed and, with a deformation model made of control points, posed by hand.
+
+    The Session's motion commands (``edit_pose``, ``edit_remove``, ``retime``, ``undo_edit``,
+    ``redo_edit``) and its drag previews go through these methods; see
+    :mod:`text4d.gaussians.motion_edit` (keyframes, ARAP drags, the constraint against the data)
+    and :class:`text4d.timing.Retime` (trims, loops, speed, holds). What these change is the
+    *edit state* (:meth:`edit_state`): the keyframes and the retime, small enough to keep a copy
+    per undo step. It is part of :meth:`Stage.state_dict`, so checkpoints and snapshots hold it.
+    """
+
+    retiming: Retime
+
+    @abstractmethod
+    def render(self, cameras: Cameras, t: float | Tensor, bg: Tensor | None = None, layer: PoseLayer | None = None) -> RenderOutput:
+        """Render at model time ``t`` with ``layer`` (a drag being previewed) on top of the keyframes."""
+
+    @abstractmethod
+    def why_not_posable(self) -> str | None:
+        """None when control points can be dragged now, else why not (a sentence for the user)."""
+
+    @abstractmethod
+    def control_points(self, t: float, layer: PoseLayer | None = None) -> Tensor:
+        """Node positions [M, 3] at model time ``t`` (keyframes and ``layer`` applied)."""
+
+    @abstractmethod
+    def drag_layer(self, drag: PoseDrag) -> PoseLayer:
+        """What ``drag`` would do, without doing it (the studio previews it); ``ValueError`` for a bad drag."""
+
+    @abstractmethod
+    def add_keyframe(self, drag: PoseDrag) -> PoseLayer:
+        """Solve ``drag`` and keep it as a keyframe."""
+
+    @abstractmethod
+    def remove_keyframe(self, index: int) -> None:
+        """Delete keyframe ``index``; ``ValueError`` when there is none."""
+
+    @abstractmethod
+    def keyframes(self) -> list[Keyframe]:
+        """The pose edits, oldest first."""
+
+    @abstractmethod
+    def retime(self, op: dict) -> None:
+        """Apply one retime operation (:class:`text4d.timing.Retime`); ``ValueError`` names a bad value."""
+
+    @abstractmethod
+    def edit_state(self) -> dict[str, Any]:
+        """A copy of the keyframes and the retime (what one undo step restores)."""
+
+    @abstractmethod
+    def load_edit_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`edit_state` returned."""

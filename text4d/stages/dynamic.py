@@ -20,6 +20,13 @@ One step (after DreamGaussian4D's ``main_4d.py``, restructured for speed):
 An optional static warm-up (``static_iters``) first fits the Gaussians alone
 at the first frame (or all frames, 4DGaussians' "coarse" phase) with the field
 switched off.
+
+People can edit the result (:class:`~text4d.stages.base.MotionEditing`): retime
+the output clip (any field) and, with ``deform.model: control_points``, drag the
+control points into new poses kept as keyframes. Both are part of the stage's
+state; training keeps fitting model time (the data's own times) and, while
+keyframes exist, adds ``lambda_edit`` times their constraint
+(:meth:`~text4d.gaussians.fields.EditableField.edit_loss`) to the loss.
 """
 
 from __future__ import annotations
@@ -34,15 +41,18 @@ from text4d.accel.cuda_graphs import GraphCache
 from text4d.clip_score import ClipSimilarity
 from text4d.errors import ConfigError
 from text4d.gaussians.deform import DeformConfig, make_field
+from text4d.gaussians.fields import EditableField
 from text4d.gaussians.model import GaussianModel, LearningRates, exp_decay
+from text4d.gaussians.motion_edit import PoseDrag, PoseLayer
 from text4d.gaussians.strategy import DensifyConfig, DensifyStrategy
 from text4d.io.ply import PlyGaussians
 from text4d.lpips import LPIPS
 from text4d.metrics import score, ssim
 from text4d.render.camera import Cameras
 from text4d.render.splat import Backend, RenderOutput, Splats, render, resolve_backend
-from text4d.stages.base import GaussianStage, stepped_resolution, total_loss
+from text4d.stages.base import GaussianStage, Keyframe, MotionEditing, stepped_resolution, total_loss
 from text4d.stages.novel import NovelViewTerm
+from text4d.timing import Retime
 from text4d.views import Views
 
 
@@ -68,12 +78,15 @@ class DynamicConfig:
     lambda_time: float = field(default=0.0, metadata={"min": 0.0, "help": "time smoothness of the field"})
     lambda_time_l1: float = field(default=0.0, metadata={"min": 0.0, "help": "sparsity of motion"})
     lambda_arap: float = field(default=0.0, metadata={"min": 0.0, "help": "as-rigid-as-possible motion of the control points (deform.model=control_points)"})
+    lambda_edit: float = field(default=10000.0, metadata={
+        "min": 0.0, "help": "how firmly pose edits (keyframes) hold against the data when training resumes (as lambda_rgb: they hold); 0 = the data wins"})
     rgb_loss: Literal["mse", "l1"] = field(default="mse", metadata={"help": "photometric term of the reference loss"})
     lambda_dssim: float = field(default=0.0, metadata={
         "min": 0.0, "max": 1.0, "help": "fraction of the reference RGB loss that is D-SSIM (0.2 in 3DGS), the rest the photometric term"})
     ramp_reference: bool = field(default=True, metadata={"help": "scale reference losses by training progress (as the original)"})
     bg: Literal["white", "black", "random"] = field(default="white", metadata={"help": "white as 4d.yaml (invert_bg_prob 0: main_4d renders every view on white)"})
     train_gaussians: bool = field(default=True, metadata={"help": "False = frozen static model (the paper's setting)"})
+    train_motion: bool = field(default=True, metadata={"help": "False = freeze the motion: the deformation and its pose edits stay as they are while the Gaussians train on"})
     lr: LearningRates = field(default_factory=LearningRates)
     lr_deform: float = field(default=6.4e-4, metadata={"min": 0.0})
     lr_grid: float = field(default=6.4e-3, metadata={"min": 0.0})
@@ -95,7 +108,7 @@ class DynamicConfig:
         return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
-class DynamicStage(GaussianStage):
+class DynamicStage(GaussianStage, MotionEditing):
     """Fit a deformable Gaussian model to posed reference images over time."""
 
     name = "dynamic"
@@ -132,6 +145,7 @@ class DynamicStage(GaussianStage):
             used = ", ".join(self.field.regularisers) or "none"
             raise ConfigError(f"lambda_{unused[0]} has no effect on deform.model={cfg.deform.model} (its regularisers: {used}); set lambda_{unused[0]}=0")
         self.iteration = 0
+        self.retiming = Retime()
         self.strategy = DensifyStrategy(cfg.densify, extent=self._scene_extent(), generator=self.generator)
         self.optimizer = self._make_optimizer()
         self._ref_cache: tuple[int, Views] | None = None
@@ -167,7 +181,7 @@ class DynamicStage(GaussianStage):
         for group in self.optimizer.param_groups:
             if group["name"] in field_lrs:
                 base = field_lrs[group["name"]]
-                group["lr"] = 0.0 if static else exp_decay(base, base * cfg.lr_field_decay, dynamic_progress)
+                group["lr"] = 0.0 if static or not cfg.train_motion else exp_decay(base, base * cfg.lr_field_decay, dynamic_progress)
             elif not cfg.train_gaussians and not static:
                 group["lr"] = 0.0
 
@@ -178,27 +192,36 @@ class DynamicStage(GaussianStage):
         return self._ref_cache[1]
 
     # -- deformation ---------------------------------------------------------------
-    def deformed(self, t: Tensor) -> Splats:
-        """Gaussians deformed to times ``t`` [T] -> Splats with leading dim T."""
+    def deformed(self, t: Tensor, layer: PoseLayer | None = None) -> Splats:
+        """Gaussians deformed to times ``t`` [T] -> Splats with leading dim T (``layer``: a drag being previewed)."""
         m = self.model
         n_t = t.shape[0]
         if self.phase == "static" or not self.field.ready:  # the field is untrained (the identity): skip it
             expand = lambda x: x.unsqueeze(0).expand(n_t, *x.shape)  # noqa: E731
             return Splats(expand(m.means), expand(m.quats), expand(m.scales), expand(m.opacities), expand(m.sh))
+        dynamic = (t, *layer.tensors()) if layer is not None else (t,)
         if self._deform_graphs is not None and self.cfg.cuda_graph and not torch.is_grad_enabled():
-            fixed = (m.means, m.quats, m.log_scales, m.opacity_logits, m.sh_dc, m.sh_rest, *self.field.parameters())
-            means, quats, scales, opacities, sh = self._deform_graphs((t,), fixed)
+            # Buffers too: keyframes are buffers, replaced (new storage) by every edit.
+            fixed = (m.means, m.quats, m.log_scales, m.opacity_logits, m.sh_dc, m.sh_rest, *self.field.parameters(), *self.field.buffers())
+            means, quats, scales, opacities, sh = self._deform_graphs(dynamic, fixed)
         else:
-            means, quats, scales, opacities, sh = self._deform(t)
+            means, quats, scales, opacities, sh = self._deform(*dynamic)
         return Splats(means, quats, scales, opacities.unsqueeze(0).expand(n_t, -1), sh.unsqueeze(0).expand(n_t, -1, -1, -1))
 
     def _shared_in_copies(self) -> tuple[Any, ...]:
         return (self.novel, self.reference, self.test, self.lpips, self.clip, self.optimizer, self._ref_cache)
 
-    def _deform(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Deformed means, quaternions, scales [T, N, ·] at times ``t``, and the opacities [N] and SH [N, K, 3]."""
+    def _deform(self, t: Tensor, *layer: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Deformed means, quaternions, scales [T, N, ·] at times ``t``, and the opacities [N] and SH [N, K, 3].
+
+        ``layer``: the tensors of a previewed drag (:meth:`PoseLayer.tensors`), on an editable field.
+        """
         m = self.model
-        means, quats, log_scales = self.field.deform(m.means, m.quats, m.log_scales, t)
+        if layer:
+            assert isinstance(self.field, EditableField)
+            means, quats, log_scales = self.field.deform(m.means, m.quats, m.log_scales, t, PoseLayer(*layer))
+        else:
+            means, quats, log_scales = self.field.deform(m.means, m.quats, m.log_scales, t)
         return means, quats, torch.exp(log_scales), m.opacities, m.sh
 
     def deformed_raw(self, t: float) -> PlyGaussians:
@@ -277,6 +300,8 @@ class DynamicStage(GaussianStage):
             terms["novel"] = cfg.lambda_novel * novel.loss(novel_out, bg, progress)
         if self.phase == "dynamic":
             terms.update(self.field.losses(self._regulariser_weights(), self.model.means, batch.times, self.generator))
+            if isinstance(self.field, EditableField) and self.field.edits.count and cfg.lambda_edit > 0:
+                terms["edit"] = cfg.lambda_edit * self.field.edit_loss(self.generator)
         loss = total_loss(terms)
         loss.backward()
         grads = [m.grad for m in screen if m.grad is not None]
@@ -311,10 +336,11 @@ class DynamicStage(GaussianStage):
         self.strategy.update(torch.cat(norms), torch.cat(visible))
 
     @torch.no_grad()
-    def render(self, cameras: Cameras, t: float | Tensor, bg: Tensor | None = None) -> RenderOutput:
+    def render(self, cameras: Cameras, t: float | Tensor, bg: Tensor | None = None, layer: PoseLayer | None = None) -> RenderOutput:
+        """Render at model time ``t``; ``layer``: a drag the studio previews (nothing is kept)."""
         t = torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(1)
         cameras = cameras.to(self.device)
-        splats = self.deformed(t)
+        splats = self.deformed(t, layer)
         squeeze = lambda x: x.squeeze(0)  # noqa: E731
         splats = Splats(*(squeeze(x) for x in (splats.means, splats.quats, splats.scales, splats.opacities, splats.sh)))
         bg = torch.ones(3, device=self.device) if bg is None else bg.to(self.device)
@@ -329,6 +355,64 @@ class DynamicStage(GaussianStage):
 
     def ground_truth(self) -> Views | None:
         return self.test
+
+    def clip_times(self) -> list[float]:
+        return self.retiming.times(self.num_frames)
+
+    # -- motion editing (MotionEditing) ------------------------------------------------------
+    def why_not_posable(self) -> str | None:
+        if not isinstance(self.field, EditableField):
+            return f"deform.model={self.cfg.deform.model} has no control points to drag; fit with deform.model=control_points to edit poses"
+        if not self.field.ready:
+            return f"the control points are placed at the first dynamic step (iteration {self.cfg.static_iters + 1}); train past it to edit poses"
+        return None
+
+    def _posable(self) -> EditableField:
+        reason = self.why_not_posable()
+        if reason is not None:
+            raise ValueError(reason)
+        assert isinstance(self.field, EditableField)
+        return self.field
+
+    @torch.no_grad()
+    def control_points(self, t: float, layer: PoseLayer | None = None) -> Tensor:
+        return self._posable().node_positions(t, layer)
+
+    @torch.no_grad()
+    def drag_layer(self, drag: PoseDrag) -> PoseLayer:
+        return self._posable().solve_drag(drag)
+
+    @torch.no_grad()
+    def add_keyframe(self, drag: PoseDrag) -> PoseLayer:
+        field = self._posable()
+        layer = field.solve_drag(drag)
+        field.add_keyframe(layer)
+        return layer
+
+    def remove_keyframe(self, index: int) -> None:
+        edits = self._posable().edits
+        if not 0 <= index < edits.count:
+            raise ValueError(f"there is no keyframe {index} (the motion has {edits.count}{': 0..' + str(edits.count - 1) if edits.count else ''})")
+        edits.remove(index)
+
+    def keyframes(self) -> list[Keyframe]:
+        if not isinstance(self.field, EditableField):
+            return []
+        edits = self.field.edits
+        moved = edits.moved().sum(-1).tolist()
+        return [Keyframe(k, t, w, int(n)) for k, (t, w, n) in enumerate(zip(edits.times.tolist(), edits.widths.tolist(), moved))]
+
+    def retime(self, op: dict) -> None:
+        self.retiming = self.retiming.apply(op, self.num_frames)
+
+    def edit_state(self) -> dict[str, Any]:
+        edits = {k: v.detach().clone() for k, v in self.field.edits.state_dict().items()} if isinstance(self.field, EditableField) else {}
+        return {"edits": edits, "retime": [dict(op) for op in self.retiming.ops]}
+
+    def load_edit_state(self, state: dict[str, Any]) -> None:
+        if isinstance(self.field, EditableField):
+            self.field.edits.load_state_dict({k: v.to(self.device) for k, v in state["edits"].items()})
+        self.retiming = Retime(state["retime"])
 
     @torch.no_grad()
     def evaluate(self, views: Views | None = None, chunk: int = 8) -> dict[str, float]:
@@ -365,6 +449,7 @@ class DynamicStage(GaussianStage):
             "field": {k: v.detach().clone() for k, v in self.field.state_dict().items()},
             "optimizer": opt,
             "generator": self.generator.get_state(),
+            "retime": [dict(op) for op in self.retiming.ops],
             "densify": {"grad_accum": self.strategy.grad_accum, "count": self.strategy.count},
             **({"novel": self.novel.state_dict()} if self.novel is not None and hasattr(self.novel, "state_dict") else {}),  # e.g. Zero123's SDS RNG
         }
@@ -376,6 +461,7 @@ class DynamicStage(GaussianStage):
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        self.retiming = Retime(state["retime"])
         if "novel" in state and self.novel is not None and hasattr(self.novel, "load_state_dict"):
             self.novel.load_state_dict(state["novel"])
         dens = state.get("densify") or {}

@@ -46,7 +46,7 @@ from viewer.render_worker import Reason, RenderWorker, ViewRequest, WorkerConfig
 FOVY = math.radians(DEFAULT_FOVY)
 
 
-def _jpeg_sink() -> Callable[[np.ndarray, int], None]:
+def jpeg_sink() -> Callable[[np.ndarray, int], None]:
     """Encode frames exactly as ``set_background_image`` does (viser's encoder when installed)."""
     try:
         from viser._image_encoding import cv2_imencode_with_fallback
@@ -64,7 +64,8 @@ def _jpeg_sink() -> Callable[[np.ndarray, int], None]:
     return encode_viser
 
 
-def _rate(session: Session, seconds: float) -> float:
+def iteration_rate(session: Session, seconds: float) -> float:
+    """Training iterations per second over the next ``seconds``."""
     i0, t0 = session.stats().iteration, time.perf_counter()
     time.sleep(seconds)
     i1, t1 = session.stats().iteration, time.perf_counter()
@@ -90,12 +91,12 @@ class _Client(threading.Thread):
 
 def _phase(session: Session, worker: RenderWorker, make: Callable[[int], ViewRequest | None], hz: float, seconds: float) -> dict:
     """Training it/s without a viewer, then with a simulated client: it/s, slowdown, frames/s, render ms."""
-    base = _rate(session, seconds)
+    base = iteration_rate(session, seconds)
     client = _Client(worker, make, hz)
     client.start()
     time.sleep(min(1.0, seconds / 4))  # let the adaptive resolution settle
     f0, t0 = worker.stats.frames, time.perf_counter()
-    it_s = _rate(session, seconds)
+    it_s = iteration_rate(session, seconds)
     fps = (worker.stats.frames - f0) / (time.perf_counter() - t0)
     client.halt.set()
     client.join()
@@ -142,7 +143,7 @@ def _measure(session: Session, viewer: ViewerConfig, resolution: int, seconds: f
     gt = frames.ground_truth
     radius = float(gt.cameras.centers.norm(dim=-1).mean()) if gt is not None else 2.5
     num_frames = max(1, session.stage.num_frames)
-    sink = _jpeg_sink()
+    sink = jpeg_sink()
 
     def view(reason: Reason, azimuth: float = 20.0, t: float = 0.0) -> ViewRequest:
         return ViewRequest(orbit_c2w(15.0, azimuth, radius).numpy(), FOVY, 1.0, t, "rgb", resolution, reason)

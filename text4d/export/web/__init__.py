@@ -43,7 +43,6 @@ from text4d.io.atomic import atomic_dir
 from text4d.io.ply import save_ply
 from text4d.render.camera import FIRST_VIEW, Orbit, orbit_position, viewing_distance
 from text4d.stages.base import Progress, Stage
-from text4d.timing import frame_to_t
 
 ASSETS = Path(__file__).resolve().parent
 MANIFEST_MARK = "<!--text4d-manifest-->"
@@ -64,7 +63,8 @@ def export_web_player(stage: Stage, out_dir: str | os.PathLike, orbit: Orbit, fp
     """
     encode = FRAME_FORMATS[frame_format]
     out_dir = Path(out_dir)
-    n = max(1, stage.num_frames)
+    times = stage.clip_times()  # the output clip: retimed, with its pose edits
+    n = len(times)
     held_out = stage.ground_truth()
     elevation, azimuth, _ = FIRST_VIEW
     eye = orbit_position(elevation, azimuth, viewing_distance(held_out.cameras if held_out is not None else None)).tolist()
@@ -73,7 +73,7 @@ def export_web_player(stage: Stage, out_dir: str | os.PathLike, orbit: Orbit, fp
         frames = []
         for i in range(n):
             data = tmp / "frames" / frame_name("frame", i, f".{frame_format}")
-            encode(data, stage.deformed_raw(frame_to_t(i, n)))
+            encode(data, stage.deformed_raw(times[i]))
             script = data.with_suffix(".js")
             script.write_text(frame_script(i, data.read_bytes()))
             data.unlink()
