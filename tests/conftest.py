@@ -126,3 +126,16 @@ def svd_dir(tmp_path_factory) -> Path:
                                         '"scheduler": ["diffusers", "EulerDiscreteScheduler"], '
                                         '"feature_extractor": ["transformers", "CLIPImageProcessor"]}')
     return d
+
+
+@pytest.fixture(scope="session")
+def xvfb() -> Iterator[str]:
+    """One private X display for every desktop-window test of the run (its name, e.g. ``:93``).
+
+    DearPyGui's GLFW opens its X connection once per process and keeps it, so a second Xvfb for a
+    later test module would leave the window talking to a display that has gone (a fatal X error).
+    """
+    from tests.support.display import xvfb_display
+
+    with xvfb_display() as display:
+        yield display

@@ -100,3 +100,13 @@ def test_the_checks_see_the_layers() -> None:
     edges = import_edges()
     assert ("cli", "text4d.app.kinds") in edges and ("text4d.app.sample", "text4d.stages.dynamic") in edges
     assert ("viewer.viser_app", "text4d.session") in edges and ("text4d.session", "text4d.recording") in edges
+
+
+def test_no_test_imports_another_test_file() -> None:
+    """Shared test code lives in tests/support/: importing a test file runs its module-level skips and fixtures."""
+    offenders = []
+    for path in sorted(ROOT.glob("tests/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(ROOT)} imports {n}" for n in names if n.startswith("tests.test_") or n.startswith("test_")]
+    assert offenders == [], "\n".join(offenders)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from tests.support.display import xvfb_display
+from tests.support.display import click, fresh_frame, panel, tick_until
 from tests.support.sample import small_exporters, tiny_sample_stage
 from tests.support.toy_stage import ToyStage
 from text4d.app.live import drive, parse_ui
@@ -23,12 +23,6 @@ from text4d.errors import Text4DError
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
 from viewer.config import ViewerConfig
-
-
-@pytest.fixture(scope="module")
-def xvfb():
-    with xvfb_display() as display:
-        yield display
 
 
 @pytest.fixture(scope="module")
@@ -49,38 +43,6 @@ def studio(xvfb, tmp_path_factory):
     session.stop()
     patch.undo()
     torch.set_num_threads(threads)
-
-
-def click(tag: str, value=None) -> None:
-    """What a user's click does: the widget's value changes, then its callback runs."""
-    import dearpygui.dearpygui as dpg
-
-    if value is not None:
-        dpg.set_value(tag, value)
-    dpg.get_item_callback(tag)(tag, dpg.get_value(tag) if value is not None else None, dpg.get_item_user_data(tag))
-
-
-def tick_until(app, predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the app"
-        app.tick()
-
-
-def panel(app, shot: np.ndarray) -> np.ndarray:
-    """The render panel's pixels in a window screenshot."""
-    import dearpygui.dearpygui as dpg
-
-    x, y = (int(v) for v in dpg.get_item_rect_min("t4d.render"))
-    w, h = app.panel
-    return shot[y : y + h, x : x + w]
-
-
-def fresh_frame(app) -> None:
-    """Tick until the render worker has delivered a frame requested after now."""
-    before = app.worker.stats.frames
-    tick_until(app, lambda: app.worker.stats.frames >= before + 2)
-    app.tick()
 
 
 def test_window_shows_the_model_plots_and_status(studio, tmp_path):

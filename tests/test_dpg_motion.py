@@ -6,32 +6,30 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.display import xvfb_display
+from tests.support.display import click, fresh_frame, panel, tick_until
 from tests.support.sample import TINY_CONTROL_POINTS, small_exporters, tiny_sample_stage
-from tests.test_dpg import click, fresh_frame, panel, tick_until
-from viewer.render_worker import ViewRequest
 from text4d.recording import RunFolder
 from text4d.session import Session, SessionConfig
 from viewer.config import ViewerConfig
+from viewer.render_worker import ViewRequest
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory):
+def studio(xvfb, tmp_path_factory):
     """A paused control-point run past its first dynamic steps, with the desktop app attached (one CPU thread)."""
     from viewer.dpg_app import DesktopApp
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with xvfb_display():
-        stage, _ = tiny_sample_stage([*TINY_CONTROL_POINTS, "static_iters=2", "iters=100000"])
-        session = Session(stage, RunFolder.create("dpg-motion", tmp_path_factory.mktemp("recordings")), SessionConfig(log_every=1, eval_every=0),
-                          start_paused=True, exporters=small_exporters(stage)).start()
-        session.step(6).result(30)
-        session.wait(lambda s: s.steps_left == 0, 60)
-        app = DesktopApp(session, ViewerConfig(resolution=256, max_fps=60, edit_debounce_s=0.1), width=1100, height=720).build()
-        yield app
-        app.close()
-        session.stop()
+    stage, _ = tiny_sample_stage([*TINY_CONTROL_POINTS, "static_iters=2", "iters=100000"])
+    session = Session(stage, RunFolder.create("dpg-motion", tmp_path_factory.mktemp("recordings")), SessionConfig(log_every=1, eval_every=0),
+                      start_paused=True, exporters=small_exporters(stage)).start()
+    session.step(6).result(30)
+    session.wait(lambda s: s.steps_left == 0, 60)
+    app = DesktopApp(session, ViewerConfig(resolution=256, max_fps=60, edit_debounce_s=0.1), width=1100, height=720).build()
+    yield app
+    app.close()
+    session.stop()
     torch.set_num_threads(threads)
 
 

@@ -1,8 +1,7 @@
 """The desktop studio on the driving-video stage of ``text4d run`` (Xvfb + DearPyGui, as tests/test_dpg.py).
 
-DearPyGui allows one context per process (a second ``create_context`` after ``destroy_context``
-aborts, and test_dpg.py's studio holds one for its whole module), so the window runs in a child
-process on its own Xvfb display and reports what it showed.
+The stage runs in a child process, as ``text4d run`` would start it (a fresh process whose first
+window is this studio's), on the tests' Xvfb display, and reports what it showed.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.support.display import xvfb_display
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,14 +65,8 @@ finally:
 pytestmark = pytest.mark.display
 
 
-@pytest.fixture(scope="module")
-def display():
-    with xvfb_display() as name:
-        yield name
-
-
-def test_desktop_viewer_shows_the_driving_video_while_it_is_generated(display, tmp_path):
-    env = {**os.environ, "DISPLAY": display, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+def test_desktop_viewer_shows_the_driving_video_while_it_is_generated(xvfb, tmp_path):
+    env = {**os.environ, "DISPLAY": xvfb, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     child = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
     shown = json.loads(child.stdout.strip().splitlines()[-1])

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import text4d.app.sample
-from tests.support.sample import TINY_CONTROL_POINTS, TINY_SAMPLE, small_exporters
+from tests.support.cli import invoke
+from tests.support.sample import TINY_CONTROL_POINTS, TINY_SAMPLE, memoised_by_config, small_exporters
 from text4d.app.kinds import open_run
 from text4d.app.replay import compare_states, replay
 from text4d.app.runkind import load
@@ -31,13 +32,11 @@ MOVE = (0.12, 0.05, -0.04)
 @pytest.fixture(scope="module")
 def shared_sample(tmp_path_factory):
     """One CPU thread, a private cache, and the sample's creature built once for every stage of this module."""
-    from tests.test_replay import shared
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     patch = pytest.MonkeyPatch()
     patch.setenv("TEXT4D_CACHE", str(tmp_path_factory.mktemp("cache")))
-    patch.setattr(text4d.app.sample, "load_sample", shared(text4d.app.sample.load_sample))
+    patch.setattr(text4d.app.sample, "load_sample", memoised_by_config(text4d.app.sample.load_sample))
     yield
     patch.undo()
     torch.set_num_threads(threads)
@@ -347,8 +346,6 @@ def test_a_tampered_drag_does_not_replay(shared_sample, tmp_path):
 
 def test_headless_view_and_export_of_an_edited_run(shared_sample, tmp_path):
     """`text4d view RUN --ui none` and `text4d export RUN` read the edits from the checkpoint."""
-    from tests.test_replay import invoke
-
     run, session = new_run(tmp_path, "viewed", ["iters=2"])  # finished at iteration 4: viewing it trains nothing
     try:
         handle, _ = handle_and_far(session)

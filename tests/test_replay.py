@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import text4d.app.sample
-from tests.support.sample import TINY_SAMPLE
+from tests.support.cli import invoke
+from tests.support.sample import TINY_SAMPLE, memoised_by_config
 from text4d.app.kinds import open_run
 from text4d.app.replay import compare_metrics, compare_states, replay
 from text4d.app.runkind import load
@@ -24,18 +24,6 @@ from text4d.session import Session
 OVERRIDES = ["static_iters=2", "iters=8", "densify.start=3", "densify.interval=3", "session.log_every=1", "session.eval_every=4", "session.good_snapshot_every=2"]
 
 
-def shared(load_sample):
-    """``load_sample`` memoised by config (configs are unhashable dataclasses, so by their repr)."""
-    samples = {}
-
-    def load(cfg, *args, **kwargs):
-        if repr(cfg) not in samples:
-            samples[repr(cfg)] = load_sample(cfg, *args, **kwargs)
-        return samples[repr(cfg)]
-
-    return load
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """A run made like `text4d demo` then `text4d view`, with edits from both sessions (one CPU thread)."""
@@ -45,7 +33,7 @@ def recorded(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("TEXT4D_CACHE", str(tmp_path_factory.mktemp("cache")))
     # The sample's creature takes seconds to build; every stage built in this module shares one.
-    patch.setattr(text4d.app.sample, "load_sample", shared(text4d.app.sample.load_sample))
+    patch.setattr(text4d.app.sample, "load_sample", memoised_by_config(text4d.app.sample.load_sample))
     try:
         cfg = load(text4d.app.sample.KIND, None, TINY_SAMPLE + OVERRIDES + [f"out={root}"])
         run = RunFolder.create("scripted", root)
@@ -167,16 +155,6 @@ def test_run_without_replay_data_is_refused_with_a_reason(recorded, tmp_path):
 # Big enough that the rasteriser's gathers reach torch's parallel CPU path (>= 32768 elements a call): with two
 # threads their backward adds in a racy order unless the session trains with deterministic kernels.
 PARALLEL = ["init_points=1000", "session.log_every=1", "session.eval_every=2", "video_frames=2", "video_resolution=16"]
-
-
-def invoke(*args):
-    """``text4d ARGS`` as a user types it (exit code, output)."""
-    from cli import app
-
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def replay_verdict(run_path, out):

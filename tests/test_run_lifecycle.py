@@ -6,18 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
+from tests.support.cli import run_cli
 from tests.support.sample import TINY_SAMPLE
 from text4d.errors import Text4DError
-
-
-def invoke(*args):
-    """``text4d ARGS`` as a user types it; returns (exit code, the exception or None)."""
-    from cli import app
-
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, None if isinstance(result.exception, SystemExit) else result.exception
 
 
 def rgba_frames(folder, count=2, size=24):
@@ -59,8 +51,8 @@ def leftovers(out):
 ])
 def test_a_command_failing_before_training_leaves_no_run_folder(inputs, tmp_path, command):
     out = tmp_path / "recordings"
-    code, error = invoke(*command(inputs, out))
-    assert code != 0 and isinstance(error, Text4DError), error
+    result = run_cli(*command(inputs, out))
+    assert result.exit_code != 0 and isinstance(result.exception, Text4DError), result.exception
     assert leftovers(out) == []
 
 

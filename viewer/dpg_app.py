@@ -187,14 +187,18 @@ class DesktopApp:
         self._series: dict[str, int | str] = {}
         self._unsubscribe: Callable[[], None] = lambda: None
         self._built = False
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def build(self) -> DesktopApp:
         """Create the window and the render worker (needs a display: see :mod:`viewer.display`)."""
         require_display()
-        dpg.create_context()
-        dpg.configure_app(manual_callback_management=True)
+        reused = _open_viewport_once(*self.size)
+        if reused:  # the window a previous studio of this process left open: fill it at its current size
+            self.size = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
         self._built = True
+        self._closed = False
+        dpg.set_exit_callback(self._on_close_button)
         self._setup_fonts_and_theme()
         width, height = self.size
         self.panel = self._panel_size(width, height)
@@ -214,10 +218,7 @@ class DesktopApp:
                 with dpg.child_window(tag="t4d.side", width=SIDE_WIDTH, height=height - STATUS_HEIGHT - 24, border=False):
                     self._build_side()
             self._build_status_bar()
-        dpg.create_viewport(title="text4d studio", width=width, height=height, min_width=900, min_height=600)
         dpg.set_viewport_resize_callback(lambda *_: self._on_resize())
-        dpg.setup_dearpygui()
-        dpg.show_viewport()
         dpg.set_primary_window("t4d.main", True)
         worker_cfg = WorkerConfig(max_fps=self.cfg.max_fps)
         self.worker = RenderWorker(self.frames, self._receive, worker_cfg, on_error=lambda m: self._log_message(m, "error"), name="text4d-render-dpg")
@@ -228,19 +229,26 @@ class DesktopApp:
     def run(self) -> None:
         """Show the window until it is closed (or Ctrl-C)."""
         try:
-            while dpg.is_dearpygui_running():
+            while not self._closed and dpg.is_dearpygui_running():
                 self.tick()
         finally:
             self.close()
 
     def close(self) -> None:
+        """Stop the render worker and remove this studio's items; the window itself stays (see :func:`_open_viewport_once`)."""
         self._unsubscribe()
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
         if self._built:
             self._built = False
-            dpg.destroy_context()
+            for item in dpg.get_all_items():
+                if dpg.does_item_exist(item) and not dpg.get_item_parent(item):  # roots: windows, registries, themes
+                    dpg.delete_item(item)
+
+    def _on_close_button(self, *_: object) -> None:
+        """The window's close button ends this studio (its run is saved); a later stage of the run opens the next one in the same window."""
+        self._closed = True
 
     def tick(self) -> None:
         """One UI frame: run queued callbacks, advance playback, show new frames/stats/plots, draw."""
@@ -783,6 +791,30 @@ class DesktopApp:
             dpg.bind_item_theme(tag, theme)
         else:
             dpg.set_value(tag, [x, y])
+
+
+def _open_viewport_once(width: int, height: int) -> bool:
+    """Create DearPyGui's context and the OS window the first time a studio opens in this process; True when they already existed.
+
+    DearPyGui (2.3) cannot make a second context or viewport in a process: one made after
+    ``destroy_context`` crashes when it draws, and a stopped render loop never runs again. ``text4d run
+    --ui dpg`` opens a studio per stage, so the process keeps one window for its life: each studio fills
+    it and, closing, deletes only its own items. The close button is disabled as a stop signal and
+    handled by the studio instead (``set_exit_callback``), for the same reason.
+    """
+    global _viewport_open
+    if _viewport_open:
+        return True
+    dpg.create_context()
+    dpg.configure_app(manual_callback_management=True)
+    dpg.create_viewport(title="text4d studio", width=width, height=height, min_width=900, min_height=600, disable_close=True)
+    dpg.setup_dearpygui()
+    dpg.show_viewport()
+    _viewport_open = True
+    return False
+
+
+_viewport_open = False
 
 
 def run_desktop(session: Session, cfg: ViewerConfig | None = None) -> None:

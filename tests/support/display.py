@@ -1,4 +1,4 @@
-"""A private X display (Xvfb with Mesa's software OpenGL) for the desktop studio's tests."""
+"""A private X display (Xvfb with Mesa's software OpenGL) for the desktop studio's tests, and how they drive the window."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -40,3 +41,35 @@ def xvfb_display():
         patch.undo()
         proc.terminate()
         proc.wait(10)
+
+
+def click(tag: str, value=None) -> None:
+    """What a user's click does: the widget's value changes, then its callback runs."""
+    import dearpygui.dearpygui as dpg
+
+    if value is not None:
+        dpg.set_value(tag, value)
+    dpg.get_item_callback(tag)(tag, dpg.get_value(tag) if value is not None else None, dpg.get_item_user_data(tag))
+
+
+def tick_until(app, predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the app"
+        app.tick()
+
+
+def panel(app, shot: np.ndarray) -> np.ndarray:
+    """The render panel's pixels in a window screenshot."""
+    import dearpygui.dearpygui as dpg
+
+    x, y = (int(v) for v in dpg.get_item_rect_min("t4d.render"))
+    w, h = app.panel
+    return shot[y : y + h, x : x + w]
+
+
+def fresh_frame(app) -> None:
+    """Tick until the render worker has delivered a frame requested after now."""
+    before = app.worker.stats.frames
+    tick_until(app, lambda: app.worker.stats.frames >= before + 2)
+    app.tick()

@@ -45,3 +45,14 @@ def small_exporters(stage):
 
     return exporters(ExportSettings(video_frames=4, video_resolution=32), has_ground_truth=stage.ground_truth() is not None)
 
+
+def memoised_by_config(load_sample):
+    """``load_sample`` memoised by config (configs are unhashable dataclasses, so by their repr)."""
+    samples = {}
+
+    def load(cfg, *args, **kwargs):
+        if repr(cfg) not in samples:
+            samples[repr(cfg)] = load_sample(cfg, *args, **kwargs)
+        return samples[repr(cfg)]
+
+    return load
