@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.sample import TINY_SAMPLE
 from tests.support.toy_stage import ToyStage
 from text4d.recording import RunFolder
 from text4d.render.camera import orbit_c2w
@@ -179,3 +180,16 @@ def test_web_status_says_stepping_and_slow_rates_in_seconds(toy_session, monkeyp
         assert not app.pause_btn.disabled  # Pause cancels the queued steps
     finally:
         app.stop()
+
+
+def test_bench_viewer_measures_every_phase_against_training(tmp_path, monkeypatch):
+    """`text4d bench viewer` at its smallest: training runs under every phase and each reports what it measured."""
+    from text4d.app.bench.viewer import run
+
+    monkeypatch.setenv("TEXT4D_CACHE", str(tmp_path / "cache"))
+    result = run(overrides=[*TINY_SAMPLE, "static_iters=1"], resolution=32, seconds=0.6, warmup_iters=2)
+    assert result["train_it_per_s"] > 0 and result["gaussians"] > 0 and result["resolution"] == 32
+    for phase in ("watching", "orbiting", "orbiting_fixed"):
+        assert result[phase]["baseline_it_per_s"] > 0, phase
+    assert result["orbiting_fixed"]["frames_per_s"] > 0
+    assert result["scrub_latency_ms"]["samples"] > 0 and result["scrub_latency_ms"]["median"] > 0

@@ -304,9 +304,10 @@ class DynamicStage(GaussianStage, MotionEditing):
                 terms["edit"] = cfg.lambda_edit * self.field.edit_loss(self.generator)
         loss = total_loss(terms)
         loss.backward()
-        grads = [m.grad for m in screen if m.grad is not None]
-        if track and len(grads) == len(outs):
-            self._accumulate_densify_stats(grads, outs, cfg.lambda_rgb * ramp)
+        if track:  # the screen-space gradients exist only where retain_grad asked for them
+            grads = [m.grad for m in screen if m.grad is not None]
+            if len(grads) == len(outs):
+                self._accumulate_densify_stats(grads, outs, cfg.lambda_rgb * ramp)
         return self.finish_step(terms, loss)
 
     def _render_views(self, splats: Splats, views: list[Cameras], bg: Tensor) -> list[tuple[RenderOutput, Cameras]]:

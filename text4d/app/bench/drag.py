@@ -23,20 +23,18 @@ from __future__ import annotations
 
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from text4d.app.bench.timing import device_name
-from text4d.app.bench.viewer import FOVY, iteration_rate, jpeg_sink
+from text4d.app.bench.viewer import FOVY, iteration_rate, jpeg_sink, training
 from text4d.app.runkind import load
 from text4d.app.sample import KIND, build_sample_stage
 from text4d.devices import resolve_device
-from text4d.recording import RunFolder
 from text4d.render.camera import orbit_c2w
-from text4d.session import Session, SessionConfig, pose_drag
+from text4d.session import Session, pose_drag
 from viewer.frames import FrameRenderer
 from viewer.render_worker import RenderWorker, ViewRequest, WorkerConfig
 
@@ -57,15 +55,8 @@ def run(config: str | Path | None = None, overrides: list[str] | None = None, de
     dev = resolve_device(cfg.device)
     resolution = resolution or (512 if dev.type == "cuda" else 128)
     stage = build_sample_stage(cfg, dev)
-    quiet = SessionConfig(log_every=50, eval_every=0, autosave_every_iters=0, autosave_every_s=0.0)
-    with tempfile.TemporaryDirectory() as tmp:
-        session = Session(stage, RunFolder.create("bench-drag", tmp), quiet).start()
-        try:
-            session.wait(lambda s: s.iteration >= cfg.static_iters + warmup_iters, timeout=900)
-            session.set("densify.enabled", False).result(timeout=60)
-            result = _measure(session, resolution, gestures, events)
-        finally:
-            session.stop()
+    with training(stage, "bench-drag", cfg.static_iters + warmup_iters) as session:
+        result = _measure(session, resolution, gestures, events)
     result.update(device=device_name(dev), gaussians=stage.num_gaussians, control_points=cfg.deform.control_points.num, resolution=resolution,
                   tiny=tiny, config_overrides=overrides)
     return result

@@ -27,7 +27,8 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from text4d.devices import resolve_device
 from text4d.recording import RunFolder
 from text4d.render.camera import DEFAULT_FOVY, orbit_c2w
 from text4d.session import Session, SessionConfig
+from text4d.stages.base import Stage
 from viewer.config import ViewerConfig
 from viewer.frames import FrameRenderer
 from viewer.render_worker import Reason, RenderWorker, ViewRequest, WorkerConfig
@@ -89,6 +91,24 @@ class _Client(threading.Thread):
             k += 1
 
 
+@contextmanager
+def training(stage: Stage, name: str, warm_iterations: int, timeout: float = 900.0) -> Iterator[Session]:
+    """A session training ``stage`` in a throwaway run folder, past ``warm_iterations`` and with densification off.
+
+    What the studio benches measure against: training running as in a live run, but with a fixed
+    Gaussian count (densification off) so every phase of a measurement sees the same model.
+    """
+    quiet = SessionConfig(log_every=50, eval_every=0, autosave_every_iters=0, autosave_every_s=0.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        session = Session(stage, RunFolder.create(name, tmp), quiet).start()
+        try:
+            session.wait(lambda s: s.iteration >= warm_iterations, timeout=timeout)
+            session.set("densify.enabled", False).result(timeout=60)
+            yield session
+        finally:
+            session.stop()
+
+
 def _phase(session: Session, worker: RenderWorker, make: Callable[[int], ViewRequest | None], hz: float, seconds: float) -> dict:
     """Training it/s without a viewer, then with a simulated client: it/s, slowdown, frames/s, render ms."""
     base = iteration_rate(session, seconds)
@@ -125,15 +145,8 @@ def run(
     dev = resolve_device(cfg.device)
     resolution = resolution or (512 if dev.type == "cuda" else 128)
     stage = build_sample_stage(cfg, dev)
-    quiet = SessionConfig(log_every=50, eval_every=0, autosave_every_iters=0, autosave_every_s=0.0)
-    with tempfile.TemporaryDirectory() as tmp:
-        session = Session(stage, RunFolder.create("bench-viewer", tmp), quiet).start()
-        try:
-            session.wait(lambda s: s.iteration >= cfg.static_iters + warmup_iters, timeout=600)
-            session.set("densify.enabled", False).result(timeout=60)
-            result = _measure(session, cfg.viewer, resolution, seconds)
-        finally:
-            session.stop()
+    with training(stage, "bench-viewer", cfg.static_iters + warmup_iters) as session:
+        result = _measure(session, cfg.viewer, resolution, seconds)
     result.update(device=device_name(dev), gaussians=stage.num_gaussians, resolution=resolution, seconds_per_phase=seconds, config_overrides=overrides)
     return result
 
