@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from plyfile import PlyData
 
+from tests.support.browser import require_browser
 from tests.support.glb import accessor_array, read_glb
 from tests.support.surface_stage import SurfaceStage
 from text4d import export
@@ -26,6 +28,7 @@ from text4d.export import ExportSettings
 from text4d.export.gltf_splat import EXTENSION, srgb_to_linear
 from text4d.io.ply import PlyGaussians, load_ply
 from text4d.render.sh import SH_C0
+from text4d.stages.base import Stage
 
 FIXTURES = Path(__file__).parent / "fixtures" / "khr_gaussian_splatting"
 PLY_HEAD = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
@@ -362,3 +365,17 @@ def test_bench_splats_times_and_sizes_every_format(run_dir):
     n = result["gaussians"]
     assert f["ply-seq-full"]["mb_per_frame"] * 2**20 > 248 * n > f["ply-seq"]["mb_per_frame"] * 2**20 > f["spz-seq"]["mb_per_frame"] * 2**20
     assert f["web"]["mb_player_fixed"] > 1.0  # the vendored renderer, beside the frames
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_bench_measures_the_player_in_the_browser(plain, tmp_path):
+    """The splat bench's browser numbers (its own Chromium: the player's browser tests keep theirs open for their module)."""
+    pytest.importorskip("gsply")
+    require_browser()
+    from text4d.app.bench.splats import play_in_browser
+
+    folder = export.write("web", cast(Stage, plain), tmp_path / "player", ExportSettings(fps=8))
+    measured = play_in_browser(folder / "index.html", viewport=240, seconds=1.0)
+    assert measured["fps_playing"] > 0 and measured["load_seconds"] > 0 and measured["viewport"] == 240
+    assert "SwiftShader" in measured["webgl_renderer"]  # the flags ask for software WebGL, and the bench says so

@@ -121,10 +121,3 @@ def test_player_scrubs_orbits_and_plays(origin, folder, server, browser):
     finally:
         page.close()
 
-
-def test_bench_measures_the_player_in_the_browser(folder):
-    from text4d.app.bench.splats import play_in_browser
-
-    measured = play_in_browser(folder / "index.html", viewport=240, seconds=1.0)
-    assert measured["fps_playing"] > 0 and measured["load_seconds"] > 0 and measured["viewport"] == 240
-    assert "SwiftShader" in measured["webgl_renderer"]  # the flags ask for software WebGL, and the bench says so
