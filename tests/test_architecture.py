@@ -110,3 +110,16 @@ def test_no_test_imports_another_test_file() -> None:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.relative_to(ROOT)} imports {n}" for n in names if n.startswith("tests.test_") or n.startswith("test_")]
     assert offenders == [], "\n".join(offenders)
+
+
+def test_front_ends_reach_the_run_only_through_the_session() -> None:
+    """Viewers use the Session's typed surface; ``session.stage`` (the training internals) is the core's alone."""
+    reaches = []
+    for path in sorted(ROOT.glob("viewer/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "stage":
+                owner = node.value
+                name = owner.attr if isinstance(owner, ast.Attribute) else owner.id if isinstance(owner, ast.Name) else ""
+                if name == "session":
+                    reaches.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert reaches == [], "front ends reaching into session.stage:\n" + "\n".join(reaches)
