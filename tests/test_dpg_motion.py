@@ -75,6 +75,7 @@ def test_retime_edit_weight_and_freeze(studio):
     click("t4d.retime.loop_btn")
     tick_until(app, lambda: app.num_frames == 6 and dpg.get_item_configuration("t4d.frame")["max_value"] == 5)
     assert "loop x2" in dpg.get_value("t4d.motion.status")
+    assert list(dpg.get_value("t4d.retime.trim")[:2]) == [0, 5]  # the trim fields offer the new clip
     click("t4d.frame", 4)
     assert app.t == session.clip_times()[4] == 0.5  # frame 5 of the loop is the fitted clip's frame 2
     click("t4d.motion.undo")

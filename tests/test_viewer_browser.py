@@ -334,6 +334,7 @@ def test_retime_buttons_change_the_clip_every_tab_steps_through(motion_studio, b
         until(lambda: session.frame_count == 6, what="the loop")
         pg.get_by_text("frame 1 / 6").wait_for(timeout=10_000)
         pg.get_by_text("retimed from 3: loop x2").wait_for(timeout=10_000)
+        until(lambda: [p.trim_to.value for p in app._motion_panels()] == [5], what="the trim fields to offer the new clip")
         pg.get_by_role("button", name="Undo edit").click()
         pg.get_by_text("frame 1 / 3").wait_for(timeout=10_000)
     finally:

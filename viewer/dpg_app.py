@@ -472,10 +472,16 @@ class DesktopApp:
 
     def _refresh_motion(self) -> None:
         """Show the run's edits and follow the clip's new length (after any edit, a rollback or NaN recovery)."""
+        before = self.num_frames
         self.times = self.session.clip_times()
-        dpg.configure_item("t4d.frame", max_value=self.num_frames - 1)
-        if self.frame_index >= self.num_frames:
-            self.seek(self.num_frames - 1)
+        last = self.num_frames - 1
+        dpg.configure_item("t4d.frame", max_value=last)
+        if self.frame_index > last:
+            self.seek(last)
+        if self.num_frames != before and dpg.does_item_exist("t4d.retime.trim"):  # the retime fields offer the new clip
+            dpg.set_value("t4d.retime.trim", (0, last, 0, 0))
+            frame, count = dpg.get_value("t4d.retime.hold")[:2]
+            dpg.set_value("t4d.retime.hold", (min(frame, last), count, 0, 0))
         dpg.set_value("t4d.caption", self._caption())
         info = self.session.motion()
         if info is None or not dpg.does_item_exist("t4d.motion.status"):

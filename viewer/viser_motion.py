@@ -251,6 +251,7 @@ class MotionPanel:
     def refresh(self, info: MotionInfo | None = None) -> None:
         """Show the run's edits (keyframes, retime, undo depth); the viewer calls it whenever an edit is applied."""
         info = info if info is not None else self.session.motion()
+        resized = info is not None and (self.info is None or self.info.frames != info.frames)
         self.info = info
         if info is None:
             self.status.content = "this stage has no motion to edit"
@@ -264,7 +265,11 @@ class MotionPanel:
         if tuple(self.keyframe.options) != tuple(options):
             self.keyframe.options = options
         self.undo.disabled, self.redo.disabled = info.undo == 0, info.redo == 0
-        self.trim_to.max = self.trim_from.max = self.hold_frame.max = info.frames - 1
+        last = info.frames - 1
+        self.trim_to.max = self.trim_from.max = self.hold_frame.max = last
+        if resized:  # the retime fields offer the new clip
+            self.trim_from.value, self.trim_to.value = 0, last
+            self.hold_frame.value = min(int(self.hold_frame.value), last)
         self.drawn = ()
 
     def sync_setting(self, key: str) -> None:
