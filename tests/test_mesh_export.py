@@ -134,3 +134,14 @@ def test_session_offers_mesh_exports():
     from text4d.export import ExportSettings, exporters
 
     assert {"obj-seq", "glb"} <= set(exporters(ExportSettings(), has_ground_truth=False))
+
+
+def test_bench_export_times_both_files_and_scores_the_meshes():
+    """`text4d bench export` on the creature's surface at its CPU size: every phase timed, sizes and mesh quality reported."""
+    from text4d.app.bench.export import run
+
+    result = run(device="cpu", source="surface", frames=3, resolution=32, texture=64, repeats=1, tiny=True)
+    assert result["frames"] == 3 and result["faces"] > 0 and result["vertices"] > 0
+    assert result["seconds_obj_seq_plus_glb"] > 0 and result["phase_seconds_fastest"] and result["glb_mb"] > 0 and result["obj_folder_mb"] > 0
+    for scores in (result["quality_shared"], result["quality_per_frame_topology"]):
+        assert scores and all(np.isfinite(v) for v in scores.values())

@@ -27,6 +27,12 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA runs asynchronously): what a wall-clock timing must do first."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def compiled(module: torch.nn.Module) -> torch.nn.Module:
     """``torch.compile(module)``, typed as what it is for a module: an ``nn.Module`` (``OptimizedModule``) wrapping it."""
     out = torch.compile(module)

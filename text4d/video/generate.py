@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from text4d.devices import synchronize
 from text4d.errors import InputError
 from text4d.io.atomic import atomic_write
 from text4d.video.models import T2VModels, encode_prompts, vae_decode
@@ -38,11 +39,6 @@ logger = logging.getLogger(__name__)
 def _device_dtype(models: T2VModels) -> tuple[torch.device, torch.dtype]:
     p = next(models.unet.parameters())
     return p.device, p.dtype
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _runs_fp32_adapters(unet: torch.nn.Module, dtype: torch.dtype) -> bool:
@@ -271,15 +267,15 @@ def generate(
         if reference_latents is None:
             raise InputError("--noise-prior > 0 needs a reference video: pass --reference VIDEO or a --checkpoint "
                              "inside a training run that cached its latents")
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         cache = inversion_cache or InversionCache(None)
         with lora.disabled() if lora is not None else contextlib.nullcontext():
             inversion = cache.get_or_compute(models, reference_latents, inversion_steps, progress=progress)
-        _sync(device)
+        synchronize(device)
         timings["inversion_s"] = time.perf_counter() - t0
 
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     if prompt_embeds is None:
         emb = encode_prompts(models, [negative_prompt or "", prompt])
@@ -289,14 +285,14 @@ def generate(
     f = models.vae_scale_factor
     shape = (1, models.unet.config["in_channels"], num_frames, height // f, width // f)
     latents = initial_latents(shape, generator, device, dtype, noise_prior, inversion)
-    _sync(device)
+    synchronize(device)
     t1 = time.perf_counter()
     latents = ddim_sample(models, latents, cond, uncond, num_inference_steps, guidance_scale, progress=progress,
                           callback=callback, unet=unet)
-    _sync(device)
+    synchronize(device)
     t2 = time.perf_counter()
     frames = vae_decode(models, latents, chunk=vae_chunk)[0]
-    _sync(device)
+    synchronize(device)
     t3 = time.perf_counter()
     timings.update(prompt_s=t1 - t0, denoise_s=t2 - t1, decode_s=t3 - t2, total_s=t3 - t0 + timings.get("inversion_s", 0.0))
     return GenerateResult(frames=frames.permute(0, 2, 3, 1).cpu().numpy(), latents=latents, seed=seed, timings=timings)

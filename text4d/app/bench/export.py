@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from text4d.app.bench.timing import device_name, peak_gib, reset_peak, synchronize
+from text4d.app.bench.timing import device_name, peak_gib, reset_peak
 from text4d.app.sample import SampleRun, build_sample_stage
 from text4d.config import CONFIGS, load_config
-from text4d.devices import resolve_device
+from text4d.devices import resolve_device, synchronize
 from text4d.export.mesh import export_meshes
 from text4d.mesh.compare import compare
 from text4d.mesh.sequence import MeshConfig, build_sequence, gaussian_renderer

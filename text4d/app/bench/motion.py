@@ -28,24 +28,22 @@ from pathlib import Path
 
 import torch
 
-from text4d.devices import compiled, pick_dtype, resolve_device
+from text4d.app.bench.timing import peak_gib, reset_peak
+from text4d.devices import compiled, pick_dtype, resolve_device, synchronize
 
 logger = logging.getLogger(__name__)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _reset_peak(device: torch.device) -> None:
+    """Before each case: return the previous case's cached blocks, so its peak is this case's alone."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak(device)
 
 
 def _peak(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+    peak = peak_gib(device)
+    return None if peak is None else round(peak, 2)
 
 
 def _train_case(models, device, dtype, *, clips: int, frames: int, size: tuple[int, int], rank: int, steps: int,
@@ -73,7 +71,7 @@ def _train_case(models, device, dtype, *, clips: int, frames: int, size: tuple[i
     tr.rng = random.Random(0)
     for _ in range(warmup):
         tr.train_step()
-    _sync(device)
+    synchronize(device)
     _reset_peak(device)
     times = []
     for _ in range(steps):
@@ -173,10 +171,10 @@ def run(tiny: bool = False, device: str | None = None, train_steps: int = 12, wa
                           generator=torch.Generator().manual_seed(1))
         cache = InversionCache(work / "inversions")
         with torch.inference_mode():
-            _sync(dev)
+            synchronize(dev)
             t1 = time.perf_counter()
             inv = ddim_invert(models, ref, inv_steps)
-            _sync(dev)
+            synchronize(dev)
             inv_s = time.perf_counter() - t1
             cache.get_or_compute(models, ref, inv_steps)
             t1 = time.perf_counter()

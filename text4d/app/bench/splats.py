@@ -23,9 +23,9 @@ from pathlib import Path
 
 from text4d import export
 from text4d.app.bench.export import source_stage
-from text4d.app.bench.timing import device_name, synchronize
+from text4d.app.bench.timing import device_name
 from text4d.app.headless_browser import SOFTWARE_WEBGL_ARGS, launch
-from text4d.devices import resolve_device
+from text4d.devices import resolve_device, synchronize
 from text4d.errors import Text4DError
 from text4d.export import ExportSettings
 from text4d.timing import frame_to_t
