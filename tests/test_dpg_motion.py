@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from tests.support.display import click, fresh_frame, panel, tick_until
-from tests.support.sample import TINY_CONTROL_POINTS, small_exporters, tiny_sample_stage
-from text4d.recording import RunFolder
-from text4d.session import Session, SessionConfig
+from tests.support.sample import paused_control_point_session
 from viewer.config import ViewerConfig
 from viewer.render_worker import ViewRequest
 
@@ -21,11 +19,7 @@ def studio(xvfb, tmp_path_factory):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    stage, _ = tiny_sample_stage([*TINY_CONTROL_POINTS, "static_iters=2", "iters=100000"])
-    session = Session(stage, RunFolder.create("dpg-motion", tmp_path_factory.mktemp("recordings")), SessionConfig(log_every=1, eval_every=0),
-                      start_paused=True, exporters=small_exporters(stage)).start()
-    session.step(6).result(30)
-    session.wait(lambda s: s.steps_left == 0, 60)
+    session = paused_control_point_session(tmp_path_factory.mktemp("recordings"), "dpg-motion")
     app = DesktopApp(session, ViewerConfig(resolution=256, max_fps=60, edit_debounce_s=0.1), width=1100, height=720).build()
     yield app
     app.close()

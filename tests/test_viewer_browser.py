@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 pytest.importorskip("viser", reason="viewer extra not installed (pip install -e '.[viewer]')")
 require_browser()
 
-from tests.support.sample import TINY_CONTROL_POINTS, small_exporters, tiny_sample_stage  # noqa: E402
+from tests.support.sample import paused_control_point_session, small_exporters, tiny_sample_stage  # noqa: E402
 from text4d.app.headless_browser import STUDIO_ARGS  # noqa: E402
 from text4d.recording import RunFolder  # noqa: E402
 from text4d.session import Session, SessionConfig  # noqa: E402
@@ -233,11 +233,7 @@ def motion_studio(tmp_path_factory) -> Iterator[tuple[Session, ViewerApp]]:
     """A paused run of the control-point model past its first dynamic steps (its control points are placed), in a studio."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    stage, _ = tiny_sample_stage([*TINY_CONTROL_POINTS, "iters=1000000", "static_iters=2"])
-    session = Session(stage, RunFolder.create("motion", tmp_path_factory.mktemp("recordings")), SessionConfig(log_every=5, eval_every=0),
-                      start_paused=True, exporters=small_exporters(stage)).start()
-    session.step(6).result(10)
-    session.wait(lambda s: s.steps_left == 0, timeout=60)
+    session = paused_control_point_session(tmp_path_factory.mktemp("recordings"), "motion")
     app = ViewerApp(session, ViewerConfig(port=0, resolution=160)).start()
     yield session, app
     app.stop()

@@ -46,6 +46,20 @@ def small_exporters(stage):
     return exporters(ExportSettings(video_frames=4, video_resolution=32), has_ground_truth=stage.ground_truth() is not None)
 
 
+def paused_control_point_session(root, name: str):
+    """A paused run of the control-point model past its first dynamic steps (its control points are placed), as the
+    studios' motion tests edit it; the run folder ``name`` goes under ``root``."""
+    from text4d.recording import RunFolder
+    from text4d.session import Session, SessionConfig
+
+    stage, _ = tiny_sample_stage([*TINY_CONTROL_POINTS, "static_iters=2", "iters=1000000"])
+    session = Session(stage, RunFolder.create(name, root), SessionConfig(log_every=1, eval_every=0), start_paused=True,
+                      exporters=small_exporters(stage)).start()
+    session.step(6).result(30)
+    session.wait(lambda s: s.steps_left == 0, 60)
+    return session
+
+
 def memoised_by_config(load_sample):
     """``load_sample`` memoised by config (configs are unhashable dataclasses, so by their repr)."""
     samples = {}
