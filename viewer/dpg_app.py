@@ -799,6 +799,9 @@ class DesktopApp:
             dpg.set_value(tag, [x, y])
 
 
+_viewport_open = False  # whether this process has made DearPyGui's context and window (see below)
+
+
 def _open_viewport_once(width: int, height: int) -> bool:
     """Create DearPyGui's context and the OS window the first time a studio opens in this process; True when they already existed.
 
@@ -818,9 +821,6 @@ def _open_viewport_once(width: int, height: int) -> bool:
     dpg.show_viewport()
     _viewport_open = True
     return False
-
-
-_viewport_open = False
 
 
 def run_desktop(session: Session, cfg: ViewerConfig | None = None) -> None:
