@@ -13,6 +13,8 @@ import io
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,14 +66,22 @@ def browser() -> Iterator[object]:
     yield from chromium(STUDIO_ARGS)
 
 
+@contextmanager
+def studio_tab(browser, app: ViewerApp) -> Iterator[Any]:
+    """A browser tab on ``app``'s studio once its status line shows (closed afterwards)."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        pg.goto(app.url)
+        pg.get_by_text("iteration").first.wait_for(timeout=30_000)
+        yield pg
+    finally:
+        pg.close()
+
+
 @pytest.fixture
 def page(browser, studio):
-    _, app = studio
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-    pg.goto(app.url)
-    pg.get_by_text("iteration").first.wait_for(timeout=30_000)
-    yield pg
-    pg.close()
+    with studio_tab(browser, studio[1]) as pg:
+        yield pg
 
 
 def field_input(page, label: str):
@@ -270,10 +280,7 @@ def picture_gap(a: bytes, b: bytes) -> int:
 
 def test_drag_a_control_point_with_the_gizmo_then_undo(motion_studio, browser):
     session, app = motion_studio
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-    try:
-        pg.goto(app.url)
-        pg.get_by_text("iteration").first.wait_for(timeout=30_000)
+    with studio_tab(browser, app) as pg:
         until(lambda: len(app.views) == 1, what="the tab's view")
         view = next(iter(app.views.values()))
         assert view.motion is not None
@@ -314,16 +321,11 @@ def test_drag_a_control_point_with_the_gizmo_then_undo(motion_studio, browser):
         until(lambda: session.motion().keyframes == () and session.motion().redo == 1, what="the undo")
         assert np.array_equal(server_frame(app, view), rendered)  # the model renders exactly as before the drag
         until(lambda: picture_gap(settled_picture(pg), before) <= 2, what="the picture as before the drag")  # (the browser's JPEG path rounds a level or two)
-    finally:
-        pg.close()
 
 
 def test_retime_buttons_change_the_clip_every_tab_steps_through(motion_studio, browser):
     session, app = motion_studio
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-    try:
-        pg.goto(app.url)
-        pg.get_by_text("iteration").first.wait_for(timeout=30_000)
+    with studio_tab(browser, app) as pg:
         pg.get_by_text("Motion", exact=True).click()
         pg.get_by_text("Retime", exact=True).click()
         pg.get_by_role("button", name="Loop").click()
@@ -333,5 +335,3 @@ def test_retime_buttons_change_the_clip_every_tab_steps_through(motion_studio, b
         until(lambda: [p.trim_to.value for p in app._motion_panels()] == [5], what="the trim fields to offer the new clip")
         pg.get_by_role("button", name="Undo edit").click()
         pg.get_by_text("frame 1 / 3").wait_for(timeout=10_000)
-    finally:
-        pg.close()
