@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -388,6 +391,39 @@ def test_cpu_compositor_is_bit_exact_whatever_the_thread_count() -> None:
             torch.set_num_threads(before)
     for other in results[1:]:
         assert all(a.equal(b) for a, b in zip(results[0], other))
+
+
+CONCURRENT_RENDERS = """
+import threading
+import torch
+from text4d.render.camera import Cameras
+from text4d.render.splat import Splats, rasterize_cpu
+
+cams = Cameras.orbit(torch.tensor([15.0, 15.0]), torch.tensor([0.0, 90.0]), 2.5, 50.0, 48, 48).reshape(2, 1)
+g = torch.Generator().manual_seed(0)
+n = 400
+
+def renders():
+    for _ in range(30):
+        means = (0.4 * torch.randn(2, n, 3, generator=g)).requires_grad_(True)
+        splats = Splats(means, torch.tensor([1.0, 0, 0, 0]).expand(2, n, 4), torch.full((2, n, 3), 0.05), torch.full((2, n), 0.8), torch.rand(2, n, 1, 3, generator=g))
+        rasterize_cpu(splats, cams).rgb.sum().backward()
+
+threads = [threading.Thread(target=renders) for _ in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("rendered")
+"""
+
+
+def test_cpu_compositor_renders_from_two_threads_at_once() -> None:
+    """A studio renders from its own thread while training renders: numba's fallback threading layer
+    (workqueue, used where neither TBB nor GNU OpenMP is installed) aborts the process on concurrent calls."""
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.run([sys.executable, "-c", CONCURRENT_RENDERS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0 and "rendered" in child.stdout, child.stderr[-2000:]
 
 
 def test_bad_inputs_raise_value_error_naming_the_field() -> None:

@@ -17,6 +17,7 @@ replays bit-exact). numba compiles the loops on first use (a few seconds, cached
 from __future__ import annotations
 
 import math
+import threading
 from typing import NamedTuple
 
 import numba
@@ -198,16 +199,27 @@ class _Composite(torch.autograd.Function):
         return (*(torch.from_numpy(g) for g in grads), *([None] * 9))
 
 
+_ONE_AT_A_TIME = threading.Lock()
+
+
 class _threads:
-    """numba's thread pool sized like torch's (``--threads``, OMP_NUM_THREADS), for the duration of a call."""
+    """numba's thread pool sized like torch's (``--threads``, OMP_NUM_THREADS), for the duration of a call, one call at a time.
+
+    The studios render from their own thread while training renders too. numba's threading layers are
+    not all safe to enter from two Python threads at once: its fallback, ``workqueue`` (used where
+    neither TBB nor GNU OpenMP is installed), aborts the process on concurrent access. Each call
+    already uses every core, so taking turns costs nothing.
+    """
 
     def __enter__(self) -> None:
+        _ONE_AT_A_TIME.acquire()
         self.before = numba.get_num_threads()
         # numba.config sets its settings through globals(), where the type checker cannot see them
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
     def __exit__(self, *exc: object) -> None:
         numba.set_num_threads(self.before)
+        _ONE_AT_A_TIME.release()
 
 
 def composite(
